@@ -1,0 +1,30 @@
+# interceptor: the commands a user runs. Each target installs what it is missing first.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: demo test bench crds fmt lint deps build help
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+deps: ## install missing system packages (Debian; needs root)
+	@scripts/install-deps.sh
+
+build: deps ## build the release binaries
+	cargo build --release --workspace --locked
+
+demo: build ## capture real HTTP traffic between network namespaces (needs root)
+	@scripts/demo.sh
+
+test: deps ## run every test; starts and stops the Kafka-protocol broker the tests need
+	@scripts/test.sh
+
+bench: build ## offline and live benchmarks against tshark and tcpdump (see BENCHMARKS.md)
+	@scripts/bench.sh
+
+fmt: ## format the code
+	cargo fmt --all
+
+lint: ## formatting and clippy, as CI checks them
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,5 @@
+//! interceptor's node worker: capture -> decode -> TCP reassembly -> HTTP parsing -> pairing -> filters
+//! -> pair message -> sink. Each stage is a module with pure logic; I/O (capture, sinks) sits at the edges.
+
+pub mod sink;
+pub mod stats;

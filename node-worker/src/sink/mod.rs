@@ -1,0 +1,102 @@
+//! Where encoded pairs go: stdout or a file (JSON Lines), or Kafka.
+//!
+//! A sink owns its accounting: every pair handed to [`Sink::send`] ends up in exactly one of
+//! delivered, dropped because the buffer was full, purged, or failed ([`SinkStats`]).
+
+mod lines;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use lines::LinesSink;
+
+/// One pair ready to leave the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingPair {
+    /// Partitioning key: keeps one service's pairs in order (the destination pod, else its address).
+    pub key: String,
+    /// The pair message of DESIGN.md, as compact JSON without a trailing newline.
+    pub value: Vec<u8>,
+}
+
+/// What happened to the pairs handed to a sink. `accepted` equals the sum of the other outcomes plus
+/// what is still buffered (`buffered_pairs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SinkStats {
+    pub accepted: u64,
+    pub delivered: u64,
+    pub dropped_full: u64,
+    pub purged: u64,
+    pub failed: u64,
+    pub buffered_pairs: u64,
+    pub buffered_bytes: u64,
+    /// For network sinks: whether the destination is reachable now.
+    pub connected: Option<bool>,
+    pub last_error: Option<String>,
+}
+
+impl SinkStats {
+    /// Pairs whose fate is known.
+    pub fn settled(&self) -> u64 {
+        self.delivered + self.dropped_full + self.purged + self.failed
+    }
+}
+
+/// Why a sink could not be created or flushed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot open {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("flush did not finish within {0:?}; {1} pairs still buffered")]
+    FlushTimeout(Duration, u64),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// A destination for pairs. Implementations never block the pipeline for long and never grow without
+/// bound: when they cannot keep up they drop and count.
+pub trait Sink: Send {
+    /// Hand over one pair. Its fate is accounted for in [`Sink::stats`].
+    fn send(&mut self, pair: OutgoingPair);
+
+    /// Housekeeping between packets (delivery reports, purge after an outage). Cheap when idle.
+    fn poll(&mut self) {}
+
+    /// Deliver what is buffered, waiting at most `timeout`.
+    fn flush(&mut self, timeout: Duration) -> Result<(), SinkError>;
+
+    fn stats(&self) -> SinkStats;
+}
+
+/// A sink that keeps pairs in memory: for tests and for embedding.
+#[derive(Debug, Default)]
+pub struct MemorySink {
+    pub pairs: Vec<OutgoingPair>,
+}
+
+impl Sink for MemorySink {
+    fn send(&mut self, pair: OutgoingPair) {
+        self.pairs.push(pair);
+    }
+
+    fn flush(&mut self, _timeout: Duration) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        let n = self.pairs.len() as u64;
+        SinkStats {
+            accepted: n,
+            delivered: n,
+            ..SinkStats::default()
+        }
+    }
+}
