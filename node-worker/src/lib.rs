@@ -2,4 +2,5 @@
 //! -> pair message -> sink. Each stage is a module with pure logic; I/O (capture, sinks) sits at the edges.
 
 pub mod sink;
+pub mod source;
 pub mod stats;
