@@ -1,5 +1,19 @@
 //! The interceptor API, shared by the operator and the worker.
 //!
 //! - [`config`]: the worker's `config.yaml` (the ConfigMap the operator writes, `--config FILE`).
+//! - [`interceptor_config`]: the `InterceptorConfig` custom resource (what users write) and its status.
+//! - [`interceptor_status`]: the `InterceptorStatus` custom resource (what each node's worker reports).
+//! - [`worker_env`]: the environment, port and paths the operator's DaemonSet gives the worker.
+//! - `validation` (feature `cel`): the CRDs' defaults and CEL rules applied client-side, as at admission.
+//! - [`manifests`]: the CRD manifests generated from these types (checked in under `config/crd/`).
 
 pub mod config;
+pub mod interceptor_config;
+pub mod interceptor_status;
+pub mod manifests;
+#[cfg(any(test, feature = "cel"))]
+pub mod validation;
+pub mod worker_env;
+
+pub use interceptor_config::{InterceptorConfig, InterceptorConfigSpec, InterceptorConfigStatus};
+pub use interceptor_status::{InterceptorStatus, InterceptorStatusSpec, NodeReport};
