@@ -1,0 +1,275 @@
+//! Pure status aggregation: what the operator observed (its apply, the DaemonSet, the workers'
+//! InterceptorStatus reports, other configs) -> the InterceptorConfig's status, the reports to delete, and
+//! the condition changes worth an event.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use interceptor_crds::interceptor_config::Totals;
+use interceptor_crds::interceptor_status::NodePhase;
+use interceptor_crds::{InterceptorConfigStatus, InterceptorStatus};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+
+use crate::selection::Overlap;
+
+pub const READY: &str = "Ready";
+pub const RECONCILED: &str = "Reconciled";
+pub const DEGRADED: &str = "Degraded";
+
+/// How applying the children went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// ConfigMap and DaemonSet applied.
+    Applied,
+    /// The spec cannot become a valid `config.yaml` (nothing was applied; workers keep the last good one).
+    InvalidSpec(String),
+    /// The API server refused an apply.
+    ApplyFailed(String),
+}
+
+/// Everything the status is computed from.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// `metadata.generation` of the InterceptorConfig.
+    pub generation: Option<i64>,
+    /// The status as it is now (to keep `lastTransitionTime` of unchanged conditions).
+    pub previous: Option<&'a InterceptorConfigStatus>,
+    pub outcome: &'a Outcome,
+    /// The worker DaemonSet as the API server returned it (with its status).
+    pub daemon_set: Option<&'a DaemonSet>,
+    /// Nodes the DaemonSet selects.
+    pub selected_nodes: &'a BTreeSet<String>,
+    /// This config's InterceptorStatus objects.
+    pub reports: &'a [InterceptorStatus],
+    pub overlap: Option<&'a Overlap>,
+    pub now: Timestamp,
+    /// A report older than this does not count as reporting.
+    pub heartbeat_timeout: Duration,
+}
+
+fn is_fresh(report: &InterceptorStatus, now: Timestamp, timeout: Duration) -> bool {
+    let Some(beat) = report.status.as_ref().and_then(|s| s.last_heartbeat.as_ref()) else {
+        return false;
+    };
+    let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
+    now.duration_since(beat.0) <= timeout
+}
+
+/// Names of the reports to delete: their node is gone, or no longer selected and silent.
+pub fn stale_reports(
+    reports: &[InterceptorStatus],
+    existing_nodes: &BTreeSet<String>,
+    selected_nodes: &BTreeSet<String>,
+    now: Timestamp,
+    heartbeat_timeout: Duration,
+) -> Vec<String> {
+    reports
+        .iter()
+        .filter(|r| {
+            !existing_nodes.contains(&r.spec.node)
+                || (!selected_nodes.contains(&r.spec.node) && !is_fresh(r, now, heartbeat_timeout))
+        })
+        .map(|r| r.name_any())
+        .collect()
+}
+
+/// Up to five names, then "and N more".
+fn list(names: &[String]) -> String {
+    let mut text = names.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > 5 {
+        text.push_str(&format!(" and {} more", names.len() - 5));
+    }
+    text
+}
+
+struct Cond {
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+fn cond(status: bool, reason: &'static str, message: impl Into<String>) -> Cond {
+    Cond {
+        status,
+        reason,
+        message: message.into(),
+    }
+}
+
+fn condition(type_: &str, c: Cond, o: &Observed<'_>) -> Condition {
+    let status = if c.status { "True" } else { "False" };
+    let last_transition_time = o
+        .previous
+        .and_then(|p| p.conditions.iter().find(|x| x.type_ == type_))
+        .filter(|x| x.status == status)
+        .map(|x| x.last_transition_time.clone())
+        .unwrap_or_else(|| Time(o.now));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: c.reason.to_string(),
+        message: c.message,
+        observed_generation: o.generation,
+        last_transition_time,
+    }
+}
+
+/// The status for what was observed.
+pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
+    let ds_status = o.daemon_set.and_then(|d| d.status.as_ref());
+    let desired = ds_status.map_or(0, |s| s.desired_number_scheduled);
+    let ready = ds_status.map_or(0, |s| s.number_ready);
+    let updated = ds_status.map_or(0, |s| s.updated_number_scheduled.unwrap_or(0));
+    let ds_caught_up = match (o.daemon_set, ds_status) {
+        (Some(ds), Some(s)) => s.observed_generation.is_some() && s.observed_generation >= ds.metadata.generation,
+        _ => false,
+    };
+
+    let fresh: Vec<&InterceptorStatus> = o
+        .reports
+        .iter()
+        .filter(|r| o.selected_nodes.contains(&r.spec.node) && is_fresh(r, o.now, o.heartbeat_timeout))
+        .collect();
+    let mut totals = Totals::default();
+    for report in &fresh {
+        let Some(s) = report.status.as_ref() else { continue };
+        totals.pods_tapped = totals.pods_tapped.saturating_add(u64::from(s.pods_tapped));
+        totals.packets = totals.packets.saturating_add(s.counters.packets);
+        totals.bytes = totals.bytes.saturating_add(s.counters.bytes);
+        totals.pairs_emitted = totals.pairs_emitted.saturating_add(s.counters.pairs_emitted);
+        totals.kernel_drops = totals.kernel_drops.saturating_add(s.counters.kernel_drops);
+        for (reason, n) in &s.counters.drops {
+            let slot = totals.drops_by_reason.entry(reason.clone()).or_default();
+            *slot = slot.saturating_add(*n);
+            totals.drops = totals.drops.saturating_add(*n);
+        }
+        totals.kafka_connected_nodes += u64::from(s.kafka.connected);
+    }
+    let reporting = i32::try_from(fresh.len()).unwrap_or(i32::MAX);
+
+    let reconciled = match o.outcome {
+        Outcome::Applied => cond(true, "Applied", "ConfigMap and DaemonSet are applied"),
+        Outcome::InvalidSpec(m) => cond(false, "InvalidSpec", m.clone()),
+        Outcome::ApplyFailed(m) => cond(false, "ApplyFailed", m.clone()),
+    };
+
+    let node_names = |pred: &dyn Fn(&InterceptorStatus) -> bool| -> Vec<String> {
+        fresh.iter().filter(|r| pred(r)).map(|r| r.spec.node.clone()).collect()
+    };
+    let kafka_down = node_names(&|r| r.status.as_ref().is_some_and(|s| !s.kafka.connected));
+    let degraded_nodes = node_names(&|r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.phase == Some(NodePhase::Degraded))
+    });
+    let degraded = if let Outcome::InvalidSpec(m) | Outcome::ApplyFailed(m) = o.outcome {
+        cond(true, reconciled.reason, m.clone())
+    } else if let Some(overlap) = o.overlap {
+        cond(
+            true,
+            "DoubleCapture",
+            format!(
+                "{} node(s) are also captured by the older {}; their pairs are produced twice",
+                overlap.nodes,
+                list(&overlap.configs)
+            ),
+        )
+    } else if !kafka_down.is_empty() {
+        cond(
+            true,
+            "KafkaUnreachable",
+            format!("workers on {} cannot reach Kafka", list(&kafka_down)),
+        )
+    } else if !degraded_nodes.is_empty() {
+        cond(true, "WorkersDegraded", format!("workers on {} report Degraded", list(&degraded_nodes)))
+    } else {
+        cond(false, "AsExpected", "")
+    };
+
+    let ready_cond = if !matches!(o.outcome, Outcome::Applied) {
+        cond(false, "ReconcileFailed", "the last reconcile failed, see the Reconciled condition")
+    } else if !ds_caught_up {
+        cond(false, "DaemonSetPending", "the DaemonSet controller has not processed the DaemonSet yet")
+    } else if desired == 0 {
+        cond(false, "NoNodesSelected", "no node matches the node selector and tolerations")
+    } else if updated < desired || ready < desired {
+        cond(
+            false,
+            "RolloutInProgress",
+            format!("{ready} of {desired} workers ready, {updated} updated"),
+        )
+    } else if reporting < desired {
+        let silent: Vec<String> = o
+            .selected_nodes
+            .iter()
+            .filter(|n| !fresh.iter().any(|r| &r.spec.node == *n))
+            .cloned()
+            .collect();
+        cond(
+            false,
+            "AwaitingReports",
+            format!(
+                "{reporting} of {desired} workers report; no recent heartbeat from {}",
+                list(&silent)
+            ),
+        )
+    } else {
+        cond(true, "WorkersReady", format!("{ready} of {desired} workers ready and reporting"))
+    };
+
+    InterceptorConfigStatus {
+        observed_generation: o.generation,
+        conditions: vec![
+            condition(READY, ready_cond, o),
+            condition(RECONCILED, reconciled, o),
+            condition(DEGRADED, degraded, o),
+        ],
+        desired_nodes: desired,
+        updated_nodes: updated,
+        ready_nodes: ready,
+        reporting_nodes: reporting,
+        totals,
+    }
+}
+
+/// A condition that changed (status or reason) from one status to the next: worth an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// Whether the new state is a bad one (Ready/Reconciled False, Degraded True).
+    pub warning: bool,
+}
+
+/// The conditions of `next` whose status or reason differ from `previous`. A condition seen for the first
+/// time is a transition only when it is bad (a new config does not need three "all is well" events).
+pub fn transitions(previous: Option<&InterceptorConfigStatus>, next: &InterceptorConfigStatus) -> Vec<Transition> {
+    next.conditions
+        .iter()
+        .filter_map(|c| {
+            let warning = (c.type_ == DEGRADED) == (c.status == "True");
+            let changed = match previous.and_then(|p| p.conditions.iter().find(|x| x.type_ == c.type_)) {
+                Some(p) => p.status != c.status || p.reason != c.reason,
+                None => warning,
+            };
+            changed.then(|| Transition {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                warning,
+            })
+        })
+        .collect()
+}
+
+/// Whether two statuses differ in anything but the timestamps of unchanged conditions (so that an
+/// unchanged status is not written again: status writes must not cause work).
+pub fn differs(a: Option<&InterceptorConfigStatus>, b: &InterceptorConfigStatus) -> bool {
+    a != Some(b)
+}
