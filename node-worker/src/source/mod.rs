@@ -1,6 +1,7 @@
 //! Where packets come from: a capture file, or live interfaces (I/O edge of the pipeline).
 
 pub mod file;
+pub mod live;
 
 /// A link-layer header type, as numbered by libpcap (`DLT_*` / `LINKTYPE_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
