@@ -1,7 +1,16 @@
 //! interceptor's node worker: capture -> decode -> TCP reassembly -> HTTP parsing -> pairing -> filters
 //! -> pair message -> sink. Each stage is a module with pure logic; I/O (capture, sinks) sits at the edges.
 
+pub mod body;
+pub mod decode;
 pub mod discovery;
+pub mod exchange;
+pub mod filters;
+pub mod http;
+pub mod memory;
+pub mod message;
+pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod tcp;

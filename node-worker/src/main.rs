@@ -1,1 +1,247 @@
-fn main() {}
+//! `node-worker`: the command line (DESIGN.md, "CLI", contract). Parses arguments, loads the config,
+//! builds the sink, and drives the pipeline from a capture source. Exit codes: 0 ok, 2 bad usage or
+//! config (one-line reason), 1 runtime failure.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use interceptor_crds::config::WorkerConfig;
+use node_worker::pipeline::{Identity, Pipeline};
+use node_worker::sink::{LinesSink, Sink};
+use node_worker::source::file::{FileEnd, FileSource};
+use node_worker::source::{CaptureMode, InterfaceInfo};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "node-worker",
+    version,
+    about = "Captures pod HTTP traffic, pairs requests with responses, filters them and sends the pairs on.",
+    long_about = "Captures pod HTTP traffic, pairs requests with responses, filters them by the rules of \
+                  config.yaml (sizes, content types, user agents, headers, statuses, paths) and sends the \
+                  pairs on as JSON: to stdout, a file, or Kafka.\n\n\
+                  Exit codes: 0 ok, 2 bad usage or config, 1 runtime failure."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Capture HTTP pairs from a capture file or live interfaces, outside Kubernetes.
+    Capture(CaptureArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["read", "interface", "discover"])))]
+struct CaptureArgs {
+    /// Read packets from a pcap or pcapng file (time is the packets' timestamps).
+    #[arg(long, value_name = "FILE")]
+    read: Option<PathBuf>,
+
+    /// Capture live on this interface until SIGINT/SIGTERM.
+    #[arg(long, value_name = "NAME")]
+    interface: Option<String>,
+
+    /// With --interface: the network namespace the interface lives in (e.g. /run/netns/NAME or
+    /// /proc/PID/ns/net).
+    #[arg(long, value_name = "PATH", requires = "interface")]
+    netns: Option<PathBuf>,
+
+    /// Discover every network namespace on the host and capture the interfaces the in-cluster worker
+    /// would (a pod's loopback when a service-mesh sidecar runs in it, else its external interface).
+    #[arg(long)]
+    discover: bool,
+
+    /// The worker configuration (config.yaml, as the operator writes it); defaults to the product rules.
+    #[arg(long, value_name = "FILE", env = "INTERCEPTOR_CONFIG_FILE")]
+    config: Option<PathBuf>,
+
+    /// Where pairs go: stdout (JSON Lines), file:PATH (JSON Lines), or kafka (config.yaml's kafka).
+    #[arg(long, value_name = "SINK", default_value = "stdout")]
+    sink: String,
+
+    /// The node name written into each pair.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+
+    /// The `<namespace>/<name>` of the InterceptorConfig written into each pair.
+    #[arg(long, env = "INTERCEPTOR_NAME", value_name = "NS/NAME", default_value = "standalone/interceptor")]
+    interceptor: String,
+
+    /// Also write the final counters as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", env = "INTERCEPTOR_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A failure, with the exit code it deserves.
+enum Failure {
+    Usage(String),
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Capture(args) => {
+            init_logging(args.log_format);
+            capture(args)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(reason)) => {
+            eprintln!("node-worker: {reason}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("node-worker: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<WorkerConfig, Failure> {
+    let Some(path) = path else {
+        return Ok(WorkerConfig::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("cannot read config {}: {e}", path.display())))?;
+    let loaded = WorkerConfig::from_yaml(&text)
+        .map_err(|e| Failure::Usage(format!("invalid config {}: {e}", path.display())))?;
+    for key in &loaded.unknown_keys {
+        tracing::warn!(key = %key, "config key not known to this version; ignored");
+    }
+    Ok(loaded.config)
+}
+
+fn build_sink(spec: &str, config: &WorkerConfig, identity: &Identity) -> Result<Box<dyn Sink>, Failure> {
+    if spec == "stdout" {
+        return Ok(Box::new(LinesSink::stdout()));
+    }
+    if let Some(path) = spec.strip_prefix("file:") {
+        if path.is_empty() {
+            return Err(Failure::Usage("--sink file:PATH needs a path".into()));
+        }
+        return LinesSink::file(path)
+            .map(|s| Box::new(s) as Box<dyn Sink>)
+            .map_err(|e| Failure::Usage(e.to_string()));
+    }
+    if spec == "kafka" {
+        let _ = (config, identity);
+        return Err(Failure::Usage("--sink kafka is not available in this build yet".into()));
+    }
+    Err(Failure::Usage(format!(
+        "unknown --sink {spec:?}: use stdout, file:PATH or kafka"
+    )))
+}
+
+fn identity(args: &CaptureArgs) -> Identity {
+    let node = args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string())
+    });
+    Identity {
+        node,
+        interceptor: args.interceptor.clone(),
+    }
+}
+
+fn capture(args: CaptureArgs) -> Result<(), Failure> {
+    let config = load_config(args.config.as_deref())?;
+    let identity = identity(&args);
+    let sink = build_sink(&args.sink, &config, &identity)?;
+    let mut pipeline = Pipeline::new(&config, identity, sink);
+    let outcome = if let Some(path) = &args.read {
+        read_file(&mut pipeline, path)?
+    } else {
+        return Err(Failure::Usage(
+            "live capture (--interface, --discover) is not available in this build yet".into(),
+        ));
+    };
+    let flushed = pipeline.finish(Duration::from_secs(10));
+    report(&pipeline, args.stats_json.as_deref())?;
+    if let Err(e) = flushed {
+        return Err(Failure::Runtime(anyhow::anyhow!("flushing pairs: {e}")));
+    }
+    if let FileEnd::Truncated(reason) = outcome {
+        tracing::warn!(%reason, "the capture file ends early or is corrupt; results are partial");
+    }
+    Ok(())
+}
+
+fn read_file(pipeline: &mut Pipeline, path: &Path) -> Result<FileEnd, Failure> {
+    let mut source = FileSource::open(path).map_err(|e| Failure::Usage(e.to_string()))?;
+    let interface = pipeline.add_interface(InterfaceInfo {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        netns: None,
+        mode: CaptureMode::File,
+    });
+    Ok(source.for_each(|packet| pipeline.handle(interface, packet)))
+}
+
+/// The summary on stderr, and optionally as JSON in a file.
+fn report(pipeline: &Pipeline, stats_json: Option<&Path>) -> Result<(), Failure> {
+    let counters = pipeline.counters();
+    let sink = pipeline.sink_stats();
+    let (_, peak_buffered) = pipeline.buffered_bytes();
+    eprint!("{}", counters.summary());
+    eprintln!(
+        "sink: {} accepted, {} delivered, {} dropped (buffer full), {} purged, {} failed{}",
+        sink.accepted,
+        sink.delivered,
+        sink.dropped_full,
+        sink.purged,
+        sink.failed,
+        sink.last_error
+            .as_deref()
+            .map(|e| format!(" (last error: {e})"))
+            .unwrap_or_default()
+    );
+    if let Some(path) = stats_json {
+        let json = serde_json::json!({
+            "counters": counters,
+            "drops": counters.drops_json(),
+            "sink": sink,
+            "peak_buffered_bytes": peak_buffered,
+        });
+        std::fs::write(path, format!("{json:#}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

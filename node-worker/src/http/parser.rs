@@ -1,0 +1,778 @@
+//! Incremental HTTP/1.x parsing of one direction of a connection.
+//!
+//! The parser splits a reassembled byte stream into messages: it collects each head (bounded by
+//! `max_header_bytes`), hands it to a [`MessageHandler`] which decides how the body is framed and whether
+//! its bytes are worth keeping, then walks the body (Content-Length, chunked with trailers, or until the
+//! connection closes) passing on de-chunked bytes only while the handler wants them. A gap in the stream
+//! either skips inside a body of known length (the stream stays in step) or sends the parser looking for
+//! the next message start (resynchronisation).
+
+use memchr::{memchr, memmem};
+
+use super::framing::Framing;
+use super::head::MessageHead;
+use crate::memory::Allowance;
+use crate::stats::DropReason;
+use crate::tcp::reassembly::Chunk;
+
+/// Which kind of messages a direction carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The client's direction: requests.
+    Request,
+    /// The server's direction: responses.
+    Response,
+}
+
+/// Where a message starts in its stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MessageStart {
+    /// Sequence number of the message's first byte.
+    pub seq: u32,
+    /// Acknowledgment number of the segment carrying that byte.
+    pub ack: u32,
+}
+
+/// How to read a body, as decided by the handler from the head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyPlan {
+    pub framing: Framing,
+    /// Whether to pass body bytes on; false when the message is already known to be dropped.
+    pub collect: bool,
+}
+
+/// Receives what the parser finds. Implemented by the connection, which pairs and filters.
+pub trait MessageHandler {
+    /// A head is complete. `None` means it is unusable: the parser looks for the next message start.
+    fn on_head(
+        &mut self,
+        role: Role,
+        head: MessageHead,
+        start: MessageStart,
+        allowance: &mut Allowance<'_>,
+    ) -> Option<BodyPlan>;
+    /// Body bytes (de-chunked). `wire_so_far` is the message's size on the wire so far. Returns whether
+    /// to keep collecting.
+    fn on_body(&mut self, role: Role, bytes: &[u8], wire_so_far: u64, allowance: &mut Allowance<'_>) -> bool;
+    /// The message (head, and body if any) ended after `wire_bytes` on the wire, before sequence `end_seq`.
+    fn on_end(&mut self, role: Role, wire_bytes: u64, end_seq: u32, allowance: &mut Allowance<'_>);
+    /// The message in progress is lost for `reason` (a head was delivered for it, or it never got one).
+    fn on_abort(&mut self, role: Role, reason: DropReason, had_head: bool, allowance: &mut Allowance<'_>);
+    /// The parser lost track of message boundaries: whole messages may have been missed.
+    fn on_desync(&mut self, role: Role, allowance: &mut Allowance<'_>);
+    /// The first bytes of the stream are not HTTP/1.x.
+    fn on_not_http(&mut self, allowance: &mut Allowance<'_>);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunked {
+    Size,
+    Data(u64),
+    DataEnd,
+    Trailer,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The very start of a stream: its first bytes decide whether it is HTTP at all.
+    Detect,
+    /// Between messages, or collecting a head in `buf`.
+    Head,
+    /// Searching for the next message start after losing track.
+    Resync,
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    /// Not HTTP, a tunnel, or ended: bytes are ignored.
+    Ignored,
+}
+
+/// Scanning for a message start gives up on a stream that never carried HTTP after this many bytes.
+const GIVE_UP_SCANNING_AFTER: u64 = 4 * 1024 * 1024;
+/// A chunk-size line longer than this is malformed.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Resynchronisation keeps at most this much of the current line while scanning.
+const MAX_SCAN_LINE: usize = 8192;
+
+#[derive(Debug)]
+pub struct HalfParser {
+    role: Option<Role>,
+    phase: Phase,
+    /// A head being collected, a chunk-size or trailer line, or the current line while resynchronising.
+    buf: Vec<u8>,
+    /// Bytes of `buf` reserved from the connection's budget.
+    reserved: usize,
+    /// While resynchronising: whether `buf` starts at the beginning of a line.
+    line_start_known: bool,
+    start: MessageStart,
+    /// The current message: whether a head was delivered, its wire bytes so far, whether it is collected.
+    in_message: bool,
+    had_head: bool,
+    wire: u64,
+    collect: bool,
+    /// Whether this stream ever carried an HTTP message (then scanning never gives up).
+    seen_http: bool,
+    scanned: u64,
+    max_header_bytes: usize,
+}
+
+impl HalfParser {
+    /// A parser for a stream seen from its first byte (`from_start`), or caught mid-way.
+    pub fn new(from_start: bool, max_header_bytes: usize) -> Self {
+        HalfParser {
+            role: None,
+            phase: if from_start { Phase::Detect } else { Phase::Resync },
+            buf: Vec::new(),
+            reserved: 0,
+            line_start_known: false,
+            start: MessageStart::default(),
+            in_message: false,
+            had_head: false,
+            wire: 0,
+            collect: false,
+            seen_http: false,
+            scanned: 0,
+            max_header_bytes,
+        }
+    }
+
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    pub fn set_role(&mut self, role: Role) {
+        self.role = Some(role);
+    }
+
+    pub fn is_ignoring(&self) -> bool {
+        self.phase == Phase::Ignored
+    }
+
+    /// Stop parsing: the connection became a tunnel or is not HTTP.
+    pub fn ignore_rest(&mut self, allowance: &mut Allowance<'_>) {
+        self.clear_buf(allowance);
+        self.phase = Phase::Ignored;
+        self.in_message = false;
+    }
+
+    /// Bytes this parser keeps reserved (its buffer).
+    pub fn reserved(&self) -> usize {
+        self.reserved
+    }
+
+    pub fn data<H: MessageHandler>(&mut self, chunk: Chunk<'_>, handler: &mut H, allowance: &mut Allowance<'_>) {
+        let mut bytes = chunk.bytes;
+        let mut seq = chunk.seq;
+        while !bytes.is_empty() {
+            let used = match self.phase {
+                Phase::Ignored => bytes.len(),
+                Phase::Detect | Phase::Head => self.head_bytes(bytes, seq, chunk.ack, handler, allowance),
+                Phase::Resync => self.resync_bytes(bytes, seq, chunk.ack, handler, allowance),
+                Phase::Length(_) | Phase::Chunked(_) | Phase::UntilClose => {
+                    self.body_bytes(bytes, seq, handler, allowance)
+                }
+            };
+            bytes = &bytes[used.min(bytes.len())..];
+            seq = seq.wrapping_add(used as u32);
+        }
+    }
+
+    /// `missing` bytes of the stream are lost.
+    pub fn gap<H: MessageHandler>(&mut self, missing: u64, handler: &mut H, allowance: &mut Allowance<'_>) {
+        let role = self.role_or_request();
+        match self.phase {
+            Phase::Ignored => {}
+            // Inside a body of known length: skip the hole and stay in step.
+            Phase::Length(rem) if missing < rem => {
+                self.abort_current(role, handler, allowance);
+                self.wire += missing;
+                self.phase = Phase::Length(rem - missing);
+            }
+            Phase::Chunked(Chunked::Data(rem)) if missing < rem => {
+                self.abort_current(role, handler, allowance);
+                self.wire += missing;
+                self.phase = Phase::Chunked(Chunked::Data(rem - missing));
+            }
+            Phase::UntilClose => {
+                self.abort_current(role, handler, allowance);
+            }
+            _ => self.lose_track(handler, allowance),
+        }
+    }
+
+    /// The stream ended (FIN, RST, or the connection was forgotten).
+    pub fn end<H: MessageHandler>(&mut self, end_seq: u32, handler: &mut H, allowance: &mut Allowance<'_>) {
+        let role = self.role_or_request();
+        if self.phase == Phase::UntilClose && self.in_message {
+            self.finish_message(role, end_seq, handler, allowance);
+        } else if self.in_message {
+            self.abort_with(role, DropReason::StreamGap, handler, allowance);
+        }
+        self.ignore_rest(allowance);
+    }
+
+    fn role_or_request(&self) -> Role {
+        self.role.unwrap_or(Role::Request)
+    }
+
+    fn lose_track<H: MessageHandler>(&mut self, handler: &mut H, allowance: &mut Allowance<'_>) {
+        let role = self.role_or_request();
+        if self.in_message || (self.phase == Phase::Head && !self.buf.is_empty()) {
+            self.abort_with(role, DropReason::StreamGap, handler, allowance);
+        }
+        self.clear_buf(allowance);
+        self.in_message = false;
+        self.phase = Phase::Resync;
+        self.line_start_known = false;
+        if self.role.is_some() {
+            handler.on_desync(role, allowance);
+        }
+    }
+
+    /// Drops the current message but keeps walking its body.
+    fn abort_current<H: MessageHandler>(&mut self, role: Role, handler: &mut H, allowance: &mut Allowance<'_>) {
+        if self.collect {
+            handler.on_abort(role, DropReason::StreamGap, self.had_head, allowance);
+            self.collect = false;
+        }
+    }
+
+    fn abort_with<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        reason: DropReason,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
+        // A message whose collection already stopped was already accounted for by the handler.
+        if self.collect || !self.had_head {
+            handler.on_abort(role, reason, self.had_head, allowance);
+        }
+        self.collect = false;
+        self.in_message = false;
+        self.had_head = false;
+    }
+
+    fn clear_buf(&mut self, allowance: &mut Allowance<'_>) {
+        allowance.release(self.reserved);
+        self.reserved = 0;
+        self.buf.clear();
+        if self.buf.capacity() > 4096 {
+            self.buf = Vec::new();
+        }
+    }
+
+    /// Appends to `buf` within the budget.
+    fn buffer(&mut self, bytes: &[u8], allowance: &mut Allowance<'_>) -> Result<(), DropReason> {
+        let needed = (self.buf.len() + bytes.len()).saturating_sub(self.reserved);
+        if needed > 0 {
+            allowance.reserve(needed)?;
+            self.reserved += needed;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn head_bytes<H: MessageHandler>(
+        &mut self,
+        bytes: &[u8],
+        seq: u32,
+        ack: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
+        if self.buf.is_empty() {
+            // Tolerate empty lines between messages.
+            let blank = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            if blank > 0 {
+                return blank;
+            }
+            self.start = MessageStart { seq, ack };
+            self.in_message = true;
+            self.had_head = false;
+            self.collect = true;
+            self.wire = 0;
+        }
+        // Reject what cannot be a message start as early as possible.
+        let guess = if self.buf.is_empty() {
+            classify_start(bytes)
+        } else if self.buf.len() < 40 {
+            let mut probe = self.buf.clone();
+            probe.extend_from_slice(&bytes[..bytes.len().min(40)]);
+            classify_start(&probe)
+        } else {
+            Start::Unknown
+        };
+        let role = match (guess, self.role) {
+            (Start::Not, _) | (Start::Request, Some(Role::Response)) | (Start::Response, Some(Role::Request)) => {
+                return self.not_a_start(handler, allowance);
+            }
+            (Start::Request, None) => Role::Request,
+            (Start::Response, None) => Role::Response,
+            (_, Some(role)) => role,
+            (Start::Unknown, None) => Role::Request,
+        };
+        // Find the end of the head, in the new bytes alone when nothing is buffered (no copy).
+        let (end, used) = if self.buf.is_empty() {
+            match find_head_end(bytes, 0) {
+                Some(end) => (Some(end), end),
+                None => (None, bytes.len()),
+            }
+        } else {
+            let old = self.buf.len();
+            let room = (self.max_header_bytes + 4).saturating_sub(old);
+            let take = bytes.len().min(room.max(1));
+            let search_from = old.saturating_sub(3);
+            let mut probe = self.buf[search_from..].to_vec();
+            probe.extend_from_slice(&bytes[..take]);
+            match find_head_end(&probe, 0) {
+                Some(end) => {
+                    let used = search_from + end - old;
+                    (Some(old + used), used)
+                }
+                None => (None, take),
+            }
+        };
+        let Some(head_len) = end else {
+            if self.buf.len() + used > self.max_header_bytes {
+                self.abort_with(role, DropReason::HeaderTooLarge, handler, allowance);
+                self.clear_buf(allowance);
+                self.phase = Phase::Resync;
+                self.line_start_known = false;
+                handler.on_desync(role, allowance);
+                return used;
+            }
+            if let Err(reason) = self.buffer(&bytes[..used], allowance) {
+                self.abort_with(role, reason, handler, allowance);
+                self.clear_buf(allowance);
+                self.phase = Phase::Resync;
+                handler.on_desync(role, allowance);
+            }
+            return used;
+        };
+        if head_len > self.max_header_bytes {
+            self.abort_with(role, DropReason::HeaderTooLarge, handler, allowance);
+            self.clear_buf(allowance);
+            self.phase = Phase::Resync;
+            self.line_start_known = false;
+            handler.on_desync(role, allowance);
+            return used;
+        }
+        let mut raw = std::mem::take(&mut self.buf);
+        raw.extend_from_slice(&bytes[..used]);
+        allowance.release(self.reserved);
+        self.reserved = 0;
+        let parsed = match role {
+            Role::Request => MessageHead::parse_request(raw),
+            Role::Response => MessageHead::parse_response(raw),
+        };
+        let head = match parsed {
+            Ok(head) => head,
+            Err(_) => {
+                if self.phase == Phase::Detect && !self.seen_http {
+                    self.in_message = false;
+                    handler.on_not_http(allowance);
+                    self.phase = Phase::Ignored;
+                    return used;
+                }
+                self.abort_with(role, DropReason::HttpParse, handler, allowance);
+                self.phase = Phase::Resync;
+                self.line_start_known = false;
+                handler.on_desync(role, allowance);
+                return used;
+            }
+        };
+        self.role = Some(role);
+        self.seen_http = true;
+        self.had_head = true;
+        self.wire = head.wire_len() as u64;
+        let end_seq = seq.wrapping_add(used as u32);
+        match handler.on_head(role, head, self.start, allowance) {
+            None => {
+                self.in_message = false;
+                self.had_head = false;
+                self.phase = Phase::Resync;
+                self.line_start_known = false;
+                handler.on_desync(role, allowance);
+            }
+            Some(plan) => {
+                self.collect = plan.collect;
+                match plan.framing {
+                    Framing::None => {
+                        self.phase = Phase::Head;
+                        self.finish_message(role, end_seq, handler, allowance);
+                    }
+                    Framing::Length(n) => self.phase = Phase::Length(n),
+                    Framing::Chunked => self.phase = Phase::Chunked(Chunked::Size),
+                    Framing::UntilClose => self.phase = Phase::UntilClose,
+                    Framing::Tunnel => {
+                        self.finish_message(role, end_seq, handler, allowance);
+                        self.phase = Phase::Ignored;
+                    }
+                }
+            }
+        }
+        used
+    }
+
+    /// What was collected as a head cannot be one.
+    fn not_a_start<H: MessageHandler>(&mut self, handler: &mut H, allowance: &mut Allowance<'_>) -> usize {
+        self.clear_buf(allowance);
+        if self.phase == Phase::Detect && !self.seen_http {
+            self.in_message = false;
+            handler.on_not_http(allowance);
+            self.phase = Phase::Ignored;
+            return 0;
+        }
+        let role = self.role_or_request();
+        self.abort_with(role, DropReason::HttpParse, handler, allowance);
+        self.phase = Phase::Resync;
+        self.line_start_known = false;
+        handler.on_desync(role, allowance);
+        0
+    }
+
+    fn finish_message<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        end_seq: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
+        handler.on_end(role, self.wire, end_seq, allowance);
+        self.in_message = false;
+        self.had_head = false;
+        self.collect = false;
+        if self.phase != Phase::Ignored && self.phase != Phase::UntilClose {
+            self.phase = Phase::Head;
+        }
+    }
+
+    fn deliver<H: MessageHandler>(&mut self, role: Role, bytes: &[u8], handler: &mut H, allowance: &mut Allowance<'_>) {
+        self.wire += bytes.len() as u64;
+        if self.collect {
+            self.collect = handler.on_body(role, bytes, self.wire, allowance);
+        }
+    }
+
+    fn body_bytes<H: MessageHandler>(
+        &mut self,
+        bytes: &[u8],
+        seq: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
+        let role = self.role_or_request();
+        match self.phase {
+            Phase::Length(rem) => {
+                let n = usize::try_from(rem).unwrap_or(usize::MAX).min(bytes.len());
+                self.deliver(role, &bytes[..n], handler, allowance);
+                let rem = rem - n as u64;
+                self.phase = Phase::Length(rem);
+                if rem == 0 {
+                    self.phase = Phase::Head;
+                    self.finish_message(role, seq.wrapping_add(n as u32), handler, allowance);
+                }
+                n
+            }
+            Phase::UntilClose => {
+                self.deliver(role, bytes, handler, allowance);
+                bytes.len()
+            }
+            Phase::Chunked(state) => self.chunked_bytes(state, bytes, seq, role, handler, allowance),
+            _ => bytes.len(),
+        }
+    }
+
+    fn chunked_bytes<H: MessageHandler>(
+        &mut self,
+        state: Chunked,
+        bytes: &[u8],
+        seq: u32,
+        role: Role,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
+        match state {
+            Chunked::Data(rem) => {
+                let n = usize::try_from(rem).unwrap_or(usize::MAX).min(bytes.len());
+                self.deliver(role, &bytes[..n], handler, allowance);
+                let rem = rem - n as u64;
+                self.phase = Phase::Chunked(if rem == 0 { Chunked::DataEnd } else { Chunked::Data(rem) });
+                n
+            }
+            Chunked::DataEnd => {
+                // CRLF after the data; a bare LF is tolerated.
+                match bytes[0] {
+                    b'\r' => {
+                        self.wire += 1;
+                        1
+                    }
+                    b'\n' => {
+                        self.wire += 1;
+                        self.phase = Phase::Chunked(Chunked::Size);
+                        1
+                    }
+                    _ => self.malformed(role, handler, allowance),
+                }
+            }
+            Chunked::Size | Chunked::Trailer => {
+                let (line_end, used) = match memchr(b'\n', bytes) {
+                    Some(i) => (true, i + 1),
+                    None => (false, bytes.len()),
+                };
+                self.wire += used as u64;
+                if self.buf.len() + used > MAX_CHUNK_LINE.max(if state == Chunked::Trailer {
+                    self.max_header_bytes
+                } else {
+                    0
+                }) {
+                    return self.malformed(role, handler, allowance).max(used);
+                }
+                if !line_end {
+                    if self.buffer(&bytes[..used], allowance).is_err() {
+                        return self.malformed(role, handler, allowance).max(used);
+                    }
+                    return used;
+                }
+                let line: Vec<u8>;
+                let line_bytes: &[u8] = if self.buf.is_empty() {
+                    &bytes[..used]
+                } else {
+                    line = [&self.buf[..], &bytes[..used]].concat();
+                    self.clear_buf(allowance);
+                    &line
+                };
+                let content = trim_line_end(line_bytes);
+                if state == Chunked::Trailer {
+                    if content.is_empty() {
+                        self.phase = Phase::Head;
+                        self.finish_message(role, seq.wrapping_add(used as u32), handler, allowance);
+                    }
+                    return used;
+                }
+                match parse_chunk_size(content) {
+                    Some(0) => self.phase = Phase::Chunked(Chunked::Trailer),
+                    Some(size) => self.phase = Phase::Chunked(Chunked::Data(size)),
+                    None => return self.malformed(role, handler, allowance).max(used),
+                }
+                used
+            }
+        }
+    }
+
+    fn malformed<H: MessageHandler>(&mut self, role: Role, handler: &mut H, allowance: &mut Allowance<'_>) -> usize {
+        self.abort_with(role, DropReason::HttpParse, handler, allowance);
+        self.clear_buf(allowance);
+        self.phase = Phase::Resync;
+        self.line_start_known = false;
+        handler.on_desync(role, allowance);
+        0
+    }
+
+    fn resync_bytes<H: MessageHandler>(
+        &mut self,
+        bytes: &[u8],
+        seq: u32,
+        ack: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
+        // Search the retained fragment of the current line and the new bytes together.
+        let carried = self.buf.len();
+        let joined: Vec<u8>;
+        let haystack: &[u8] = if carried == 0 {
+            bytes
+        } else {
+            joined = [&self.buf[..], bytes].concat();
+            &joined
+        };
+        if let Some((at, role)) = find_message_start(haystack, self.role, self.line_start_known) {
+            self.clear_buf(allowance);
+            self.role = Some(role);
+            self.phase = Phase::Head;
+            self.in_message = false;
+            if at >= carried {
+                return at - carried;
+            }
+            // The start line began in the carried bytes: feed them again as the start of a head.
+            let prefix = haystack[at..carried].to_vec();
+            let prefix_seq = seq.wrapping_sub((carried - at) as u32);
+            self.data(
+                Chunk {
+                    seq: prefix_seq,
+                    ack,
+                    bytes: &prefix,
+                },
+                handler,
+                allowance,
+            );
+            return 0;
+        }
+        self.scanned += bytes.len() as u64;
+        if !self.seen_http && self.scanned > GIVE_UP_SCANNING_AFTER {
+            self.clear_buf(allowance);
+            handler.on_not_http(allowance);
+            self.phase = Phase::Ignored;
+            return bytes.len();
+        }
+        // Keep only the current line (bounded), so that a start line split across segments is found.
+        let (tail, known) = match memchr::memrchr(b'\n', haystack) {
+            Some(i) => (&haystack[i + 1..], true),
+            None => (haystack, self.line_start_known),
+        };
+        let (tail, known) = if tail.len() > MAX_SCAN_LINE {
+            (&tail[tail.len() - 16..], false)
+        } else {
+            (tail, known)
+        };
+        let tail = tail.to_vec();
+        self.clear_buf(allowance);
+        self.line_start_known = known;
+        if self.buffer(&tail, allowance).is_err() {
+            self.clear_buf(allowance);
+            self.line_start_known = false;
+        }
+        bytes.len()
+    }
+}
+
+/// What the first bytes of a message look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Start {
+    Request,
+    Response,
+    Not,
+    Unknown,
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Classifies the beginning of a message cheaply: `METHOD SP` or `HTTP/`.
+fn classify_start(bytes: &[u8]) -> Start {
+    const HTTP: &[u8] = b"HTTP/";
+    let n = bytes.len().min(HTTP.len());
+    if bytes[..n] == HTTP[..n] {
+        return if n == HTTP.len() { Start::Response } else { Start::Unknown };
+    }
+    for (i, &b) in bytes.iter().take(33).enumerate() {
+        if b == b' ' {
+            return if i == 0 { Start::Not } else { Start::Request };
+        }
+        if !is_tchar(b) {
+            return Start::Not;
+        }
+    }
+    if bytes.len() > 32 {
+        Start::Not
+    } else {
+        Start::Unknown
+    }
+}
+
+/// The length of the head (up to and including the empty line) if it is complete in `buf`.
+fn find_head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = memchr(b'\n', &buf[at..]) {
+        let nl = at + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => at = nl + 1,
+        }
+    }
+    None
+}
+
+fn trim_line_end(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Parses a chunk-size line (hex digits, optional `;extensions`). `None` if malformed or above 2^62.
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.split(|&b| b == b';').next()?.trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |acc, &d| {
+        let v = (d as char).to_digit(16)?;
+        Some(acc * 16 + u64::from(v))
+    })
+}
+
+/// Finds where the next message starts: a status line, or a request line `TOKEN SP target SP HTTP/1.x`,
+/// at the beginning of a line. `line_start_known` says whether `buf[0]` begins a line.
+fn find_message_start(buf: &[u8], role: Option<Role>, line_start_known: bool) -> Option<(usize, Role)> {
+    let finder = memmem::Finder::new(b"HTTP/1.");
+    let mut from = 0;
+    while let Some(i) = finder.find(&buf[from..]) {
+        let p = from + i;
+        from = p + 1;
+        let at_line_start = if p == 0 { line_start_known } else { buf[p - 1] == b'\n' };
+        let after = buf.get(p + 8).copied();
+        if role != Some(Role::Request) && at_line_start && matches!(after, Some(b' ') | None) {
+            return Some((p, Role::Response));
+        }
+        if role != Some(Role::Response) && matches!(after, Some(b'\r') | Some(b'\n') | None) {
+            let line_start = match memchr::memrchr(b'\n', &buf[..p]) {
+                Some(nl) => nl + 1,
+                None if line_start_known => 0,
+                None => continue,
+            };
+            let line = &buf[line_start..p];
+            if line.len() >= 4 && line.ends_with(b" ") && classify_start(line) == Start::Request {
+                return Some((line_start, Role::Request));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starts() {
+        assert_eq!(classify_start(b"GET / HTTP/1.1"), Start::Request);
+        assert_eq!(classify_start(b"HTTP/1.1 200"), Start::Response);
+        assert_eq!(classify_start(b"HTT"), Start::Unknown);
+        assert_eq!(classify_start(b"GE"), Start::Unknown);
+        assert_eq!(classify_start(b"\x16\x03\x01"), Start::Not);
+        assert_eq!(classify_start(b" GET"), Start::Not);
+        assert_eq!(classify_start(&[b'A'; 40]), Start::Not);
+    }
+
+    #[test]
+    fn head_ends() {
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r\nbody", 0), Some(18));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\n\nbody", 0), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+    }
+
+    #[test]
+    fn chunk_sizes() {
+        assert_eq!(parse_chunk_size(b"1a"), Some(26));
+        assert_eq!(parse_chunk_size(b"A;ext=1"), Some(10));
+        assert_eq!(parse_chunk_size(b" 5 "), Some(5));
+        assert_eq!(parse_chunk_size(b"10000000000000000"), None, "2^64 is refused");
+        assert_eq!(parse_chunk_size(b"zz"), None);
+        assert_eq!(parse_chunk_size(b""), None);
+    }
+
+    #[test]
+    fn message_starts_when_resynchronising() {
+        let buf = b"garbage\r\nmore\r\nHTTP/1.1 200 OK\r\n";
+        assert_eq!(find_message_start(buf, None, false), Some((15, Role::Response)));
+        let buf = b"xx\nPOST /a HTTP/1.1\r\nHost: a\r\n";
+        assert_eq!(find_message_start(buf, None, false), Some((3, Role::Request)));
+        assert_eq!(find_message_start(buf, Some(Role::Response), false), None);
+        // Mid-line occurrences are not starts.
+        assert_eq!(find_message_start(b"abc HTTP/1.1 200 x", Some(Role::Response), false), None);
+        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, true), Some((0, Role::Request)));
+        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, false), None);
+    }
+}

@@ -1,0 +1,462 @@
+//! The pipeline: packets in, pair messages out to a sink. It owns the connection table and the time.
+//!
+//! Time is the packets' own (capture timestamps, never going backwards here) so that a capture file is
+//! processed exactly as it was captured; live capture also advances it with [`Pipeline::tick`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use interceptor_crds::config::WorkerConfig;
+
+use crate::decode::{self, Skip};
+use crate::exchange::{CompletedPair, Connection, Env};
+use crate::filters::Rules;
+use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
+use crate::message::{encode_pair, Endpoint, PairContext, PodRef};
+use crate::sink::{OutgoingPair, Sink, SinkStats};
+use crate::source::{InterfaceInfo, Packet};
+use crate::stats::{Counters, DropReason};
+use crate::tcp::reassembly::{ReassemblyStats, Reassembler, SegmentIn};
+use crate::tcp::{Direction, FlowKey};
+
+/// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
+pub trait PodLookup: Send {
+    fn pod(&self, addr: &SocketAddr) -> Option<PodRef>;
+}
+
+/// Who runs the pipeline: written into every pair.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    pub node: String,
+    /// `<namespace>/<InterceptorConfig name>`.
+    pub interceptor: String,
+}
+
+/// Bounds of the connection table.
+#[derive(Clone, Copy, Debug)]
+struct TableLimits {
+    max_flows: usize,
+    flow_buffer: usize,
+    idle_us: i64,
+}
+
+impl TableLimits {
+    fn from_config(config: &WorkerConfig) -> Self {
+        let l = &config.limits;
+        TableLimits {
+            max_flows: usize::try_from(l.max_flows).unwrap_or(usize::MAX),
+            flow_buffer: usize::try_from(l.max_flow_buffer_bytes).unwrap_or(usize::MAX),
+            idle_us: i64::try_from(l.flow_idle_timeout_seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+struct Flow {
+    conn: Connection,
+    reassembly: [Reassembler; 2],
+    budget: FlowBudget,
+    last_seen_us: i64,
+    interface: usize,
+    /// The SYN's sequence number, to tell a new connection on the same ports from a retransmission.
+    syn_seq: Option<u32>,
+}
+
+/// How often (in packet time) timeouts are checked.
+const SWEEP_EVERY_US: i64 = 1_000_000;
+
+pub struct Pipeline {
+    rules: Rules,
+    limits: TableLimits,
+    identity: Identity,
+    flows: HashMap<FlowKey, Flow>,
+    interfaces: Vec<InterfaceInfo>,
+    total: TotalBudget,
+    counters: Counters,
+    reassembly: ReassemblyStats,
+    sink: Box<dyn Sink>,
+    pods: Option<Box<dyn PodLookup>>,
+    now_us: i64,
+    last_sweep_us: i64,
+    completed: Vec<CompletedPair>,
+    encoded: Vec<u8>,
+    id_prefix: String,
+    next_id: u64,
+}
+
+impl Pipeline {
+    pub fn new(config: &WorkerConfig, identity: Identity, sink: Box<dyn Sink>) -> Self {
+        let mut random = [0u8; 6];
+        // Uniqueness across restarts; fall back to the clock if the OS has no randomness to give.
+        if getrandom::fill(&mut random).is_err() {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            random.copy_from_slice(&nanos.to_le_bytes()[..6]);
+        }
+        let id_prefix = random.iter().map(|b| format!("{b:02x}")).collect();
+        Pipeline {
+            rules: Rules::from_config(config),
+            limits: TableLimits::from_config(config),
+            identity,
+            flows: HashMap::new(),
+            interfaces: Vec::new(),
+            total: TotalBudget::new(usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX)),
+            counters: Counters::default(),
+            reassembly: ReassemblyStats::default(),
+            sink,
+            pods: None,
+            now_us: i64::MIN,
+            last_sweep_us: i64::MIN,
+            completed: Vec::new(),
+            encoded: Vec::with_capacity(4096),
+            id_prefix,
+            next_id: 0,
+        }
+    }
+
+    /// Applies a new configuration without losing connections or buffered pairs.
+    pub fn reconfigure(&mut self, config: &WorkerConfig) {
+        self.rules = Rules::from_config(config);
+        self.limits = TableLimits::from_config(config);
+    }
+
+    pub fn set_pod_lookup(&mut self, pods: Box<dyn PodLookup>) {
+        self.pods = Some(pods);
+    }
+
+    /// Registers an interface; packets name it by the returned index.
+    pub fn add_interface(&mut self, info: InterfaceInfo) -> usize {
+        if let Some(i) = self.interfaces.iter().position(|known| *known == info) {
+            return i;
+        }
+        self.interfaces.push(info);
+        self.interfaces.len() - 1
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> Counters {
+        let mut c = self.counters.clone();
+        c.bytes_retransmitted = self.reassembly.bytes_retransmitted;
+        c.bytes_missing = self.reassembly.bytes_missing;
+        c
+    }
+
+    pub fn sink_stats(&self) -> SinkStats {
+        self.sink.stats()
+    }
+
+    pub fn sink_mut(&mut self) -> &mut dyn Sink {
+        self.sink.as_mut()
+    }
+
+    pub fn flows(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Bytes buffered across all connections now, and the most ever.
+    pub fn buffered_bytes(&self) -> (usize, usize) {
+        (self.total.used(), self.total.peak())
+    }
+
+    /// One captured packet.
+    pub fn handle(&mut self, interface: usize, packet: &Packet<'_>) {
+        self.counters.packets += 1;
+        self.counters.bytes += u64::from(packet.orig_len);
+        self.advance(packet.timestamp_us);
+        let seg = match decode::decode(packet.link_type, packet.data) {
+            Ok(seg) => seg,
+            Err(Skip::NotTcp) => {
+                self.counters.packets_not_tcp += 1;
+                return;
+            }
+            Err(Skip::Fragment) => {
+                self.counters.packets_fragmented += 1;
+                return;
+            }
+            Err(Skip::Malformed) => {
+                self.counters.packets_malformed += 1;
+                return;
+            }
+        };
+        let (key, dir) = FlowKey::of(seg.src, seg.dst);
+        let flags = seg.flags;
+
+        // A SYN with a new initial sequence number on a known pair of ports is a new connection.
+        if flags.syn && !flags.ack {
+            if let Some(flow) = self.flows.get(&key) {
+                if flow.syn_seq.is_some_and(|s| s != seg.seq) || flow.syn_seq.is_none() && flow_is_done(flow) {
+                    self.close_flow(&key, false);
+                }
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            if !(flags.syn || !seg.payload.is_empty()) || flags.rst {
+                return;
+            }
+            if self.flows.len() >= self.limits.max_flows {
+                self.counters.count_drop(DropReason::FlowTableFull);
+                return;
+            }
+            let client = flags.syn.then(|| if flags.ack { dir.reverse() } else { dir });
+            let from_start = match client {
+                Some(_) => [true, true],
+                None => [false, false],
+            };
+            self.counters.flows += 1;
+            self.flows.insert(
+                key,
+                Flow {
+                    conn: Connection::new(client, from_start, self.rules.max_header_bytes),
+                    reassembly: [Reassembler::default(), Reassembler::default()],
+                    budget: FlowBudget::default(),
+                    last_seen_us: self.now_us,
+                    interface,
+                    syn_seq: (flags.syn && !flags.ack).then_some(seg.seq),
+                },
+            );
+        }
+        let Pipeline {
+            flows,
+            total,
+            counters,
+            rules,
+            reassembly,
+            completed,
+            limits,
+            now_us,
+            ..
+        } = self;
+        let Some(flow) = flows.get_mut(&key) else { return };
+        flow.last_seen_us = *now_us;
+        if flows_is_ignored(flow) {
+            if flags.rst || flags.fin {
+                self.close_flow(&key, false);
+            }
+            return;
+        }
+        let mut env = Env {
+            rules,
+            counters,
+            now_us: *now_us,
+            completed,
+        };
+        let mut allowance = Allowance {
+            flow: &mut flow.budget,
+            total,
+            flow_limit: limits.flow_buffer,
+        };
+        let segment = SegmentIn {
+            seq: seg.seq,
+            ack: seg.ack,
+            syn: flags.syn,
+            fin: flags.fin,
+            rst: flags.rst,
+            payload: seg.payload,
+            missing_tail: seg.missing_tail,
+        };
+        let [low, high] = &mut flow.reassembly;
+        let (this, other) = match dir {
+            Direction::LowToHigh => (low, high),
+            Direction::HighToLow => (high, low),
+        };
+        this.push(&segment, &mut allowance, reassembly, &mut flow.conn.side(dir, &mut env));
+        if flags.rst {
+            other.finish(&mut allowance, reassembly, &mut flow.conn.side(dir.reverse(), &mut env));
+        } else if flags.ack {
+            other.peer_acked(seg.ack, &mut allowance, reassembly, &mut flow.conn.side(dir.reverse(), &mut env));
+        }
+        let done = flow_is_done(flow);
+        let not_http = flow.conn.was_not_http();
+        self.emit_completed(&key);
+        if done {
+            self.close_flow(&key, false);
+        } else if not_http {
+            // Keep the (now cheap) entry so the rest of the connection is skipped, but free its buffers.
+            if let Some(flow) = self.flows.get_mut(&key) {
+                let mut allowance = Allowance {
+                    flow: &mut flow.budget,
+                    total: &mut self.total,
+                    flow_limit: self.limits.flow_buffer,
+                };
+                for r in &mut flow.reassembly {
+                    r.release(&mut allowance);
+                }
+            }
+        }
+    }
+
+    /// Time passes without packets (live capture).
+    pub fn tick(&mut self, now_us: i64) {
+        self.advance(now_us);
+        self.sink.poll();
+    }
+
+    fn advance(&mut self, now_us: i64) {
+        if now_us <= self.now_us {
+            return;
+        }
+        self.now_us = now_us;
+        if self.last_sweep_us == i64::MIN {
+            self.last_sweep_us = now_us;
+        } else if now_us - self.last_sweep_us >= SWEEP_EVERY_US {
+            self.last_sweep_us = now_us;
+            self.sweep();
+        }
+    }
+
+    /// Response timeouts and idle connections.
+    fn sweep(&mut self) {
+        let idle: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| self.now_us.saturating_sub(f.last_seen_us) > self.limits.idle_us)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in idle {
+            self.counters.flows_expired += 1;
+            self.close_flow(&key, true);
+        }
+        if self.rules.response_timeout_us.is_none() {
+            return;
+        }
+        let mut with_output = Vec::new();
+        for (key, flow) in self.flows.iter_mut() {
+            if flow.conn.pending() == 0 {
+                continue;
+            }
+            let mut env = Env {
+                rules: &self.rules,
+                counters: &mut self.counters,
+                now_us: self.now_us,
+                completed: &mut self.completed,
+            };
+            let mut allowance = Allowance {
+                flow: &mut flow.budget,
+                total: &mut self.total,
+                flow_limit: self.limits.flow_buffer,
+            };
+            flow.conn.expire(&mut env, &mut allowance);
+            if !self.completed.is_empty() {
+                with_output.push(*key);
+            }
+        }
+        for key in with_output {
+            self.emit_completed(&key);
+        }
+    }
+
+    /// Forgets a connection: delivers what its streams buffered (across holes when `drain`), ends its
+    /// messages, and gives up on requests still waiting.
+    fn close_flow(&mut self, key: &FlowKey, drain: bool) {
+        let Some(mut flow) = self.flows.remove(key) else { return };
+        {
+            let mut env = Env {
+                rules: &self.rules,
+                counters: &mut self.counters,
+                now_us: self.now_us,
+                completed: &mut self.completed,
+            };
+            let mut allowance = Allowance {
+                flow: &mut flow.budget,
+                total: &mut self.total,
+                flow_limit: self.limits.flow_buffer,
+            };
+            if !flow.conn.is_ignored() {
+                for dir in [Direction::LowToHigh, Direction::HighToLow] {
+                    let r = &mut flow.reassembly[dir.index()];
+                    if drain {
+                        r.finish(&mut allowance, &mut self.reassembly, &mut flow.conn.side(dir, &mut env));
+                    } else {
+                        r.release(&mut allowance);
+                    }
+                }
+            }
+            flow.conn.close(&mut env, &mut allowance);
+            for r in &mut flow.reassembly {
+                r.release(&mut allowance);
+            }
+        }
+        count_flow_kind(&mut self.counters, &flow.conn);
+        release_flow(&mut flow.budget, &mut self.total);
+        let client_dir = flow.conn.client().unwrap_or(Direction::LowToHigh);
+        self.emit(key, client_dir, flow.interface);
+    }
+
+    /// Encodes and hands on the pairs completed by the last call into a connection.
+    fn emit_completed(&mut self, key: &FlowKey) {
+        if let Some(f) = self.flows.get(key) {
+            let (client_dir, interface) = (f.conn.client().unwrap_or(Direction::LowToHigh), f.interface);
+            self.emit(key, client_dir, interface);
+        }
+    }
+
+    fn emit(&mut self, key: &FlowKey, client_dir: Direction, interface: usize) {
+        if self.completed.is_empty() {
+            return;
+        }
+        let client = key.source(client_dir);
+        let server = key.source(client_dir.reverse());
+        let lookup = |addr: SocketAddr| Endpoint {
+            addr,
+            pod: self.pods.as_ref().and_then(|p| p.pod(&addr)),
+        };
+        let (source, destination) = (lookup(client), lookup(server));
+        let fallback = InterfaceInfo {
+            name: String::new(),
+            netns: None,
+            mode: crate::source::CaptureMode::File,
+        };
+        let interface = self.interfaces.get(interface).unwrap_or(&fallback);
+        let ctx = PairContext {
+            node: &self.identity.node,
+            interceptor: &self.identity.interceptor,
+            interface,
+        };
+        let partition_key = match &destination.pod {
+            Some(pod) => format!("{}/{}", pod.namespace, pod.name),
+            None => destination.addr.to_string(),
+        };
+        for pair in self.completed.drain(..) {
+            self.encoded.clear();
+            let id = format!("{}-{:x}", self.id_prefix, self.next_id);
+            self.next_id += 1;
+            match encode_pair(&pair, &id, &ctx, &source, &destination, &self.rules, &mut self.encoded) {
+                Ok(()) => {
+                    self.counters.pairs_emitted += 1;
+                    self.sink.send(OutgoingPair {
+                        key: partition_key.clone(),
+                        value: self.encoded.clone(),
+                    });
+                }
+                Err(reason) => self.counters.count_drop(reason),
+            }
+        }
+    }
+
+    /// End of input: every connection is drained and closed, and the sink flushed.
+    pub fn finish(&mut self, flush_timeout: Duration) -> Result<(), crate::sink::SinkError> {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            self.close_flow(&key, true);
+        }
+        self.sink.flush(flush_timeout)
+    }
+}
+
+fn flows_is_ignored(flow: &Flow) -> bool {
+    flow.conn.is_ignored()
+}
+
+fn flow_is_done(flow: &Flow) -> bool {
+    flow.reassembly.iter().all(Reassembler::is_ended)
+}
+
+fn count_flow_kind(counters: &mut Counters, conn: &Connection) {
+    if conn.was_not_http() {
+        counters.flows_not_http += 1;
+    } else if conn.switched_protocol() {
+        counters.flows_tunneled += 1;
+    }
+}

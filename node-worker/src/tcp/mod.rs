@@ -1,0 +1,72 @@
+//! TCP: connection identity and per-direction stream reassembly.
+
+pub mod reassembly;
+
+use std::net::SocketAddr;
+
+/// A connection's identity, independent of the direction of a packet: its two endpoints in a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub low: SocketAddr,
+    pub high: SocketAddr,
+}
+
+/// Which way a packet travels relative to its [`FlowKey`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// From `low` to `high`.
+    LowToHigh,
+    HighToLow,
+}
+
+impl Direction {
+    pub fn index(self) -> usize {
+        match self {
+            Direction::LowToHigh => 0,
+            Direction::HighToLow => 1,
+        }
+    }
+
+    pub fn reverse(self) -> Direction {
+        match self {
+            Direction::LowToHigh => Direction::HighToLow,
+            Direction::HighToLow => Direction::LowToHigh,
+        }
+    }
+}
+
+impl FlowKey {
+    /// The key of the connection a packet from `src` to `dst` belongs to, and the packet's direction.
+    pub fn of(src: SocketAddr, dst: SocketAddr) -> (FlowKey, Direction) {
+        if (src.ip(), src.port()) <= (dst.ip(), dst.port()) {
+            (FlowKey { low: src, high: dst }, Direction::LowToHigh)
+        } else {
+            (FlowKey { low: dst, high: src }, Direction::HighToLow)
+        }
+    }
+
+    /// The sender of packets travelling in `dir`.
+    pub fn source(&self, dir: Direction) -> SocketAddr {
+        match dir {
+            Direction::LowToHigh => self.low,
+            Direction::HighToLow => self.high,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_directions_share_a_key() {
+        let a: SocketAddr = "10.0.0.1:40000".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let (k1, d1) = FlowKey::of(a, b);
+        let (k2, d2) = FlowKey::of(b, a);
+        assert_eq!(k1, k2);
+        assert_eq!(d1, d2.reverse());
+        assert_eq!(k1.source(d1), a);
+        assert_eq!(k1.source(d2), b);
+    }
+}
