@@ -30,6 +30,8 @@ pub const CATEGORY: &str = "interceptor";
 pub const DEFAULT_WORKER_SERVICE_ACCOUNT: &str = "interceptor-worker";
 
 /// The desired state of one interceptor deployment: which nodes, which image, what to keep, where to send it.
+// kube's repeated `printcolumn(name = .., type_ = ..)` entries are not duplicates.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "interceptor.dev",
@@ -40,14 +42,53 @@ pub const DEFAULT_WORKER_SERVICE_ACCOUNT: &str = "interceptor-worker";
     category = "interceptor",
     namespaced,
     status = "InterceptorConfigStatus",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredNodes", description = "Nodes the worker DaemonSet should run on"),
-    printcolumn(name = "Available", type_ = "integer", json_path = ".status.readyNodes", description = "Worker pods ready"),
-    printcolumn(name = "Reporting", type_ = "integer", json_path = ".status.reportingNodes", description = "Workers with a fresh InterceptorStatus heartbeat"),
-    printcolumn(name = "Pairs", type_ = "integer", json_path = ".status.totals.pairsEmitted", description = "Request/response pairs produced, summed over reporting nodes"),
-    printcolumn(name = "Drops", type_ = "integer", json_path = ".status.totals.drops", priority = 1, description = "Messages and pairs dropped, all reasons, summed"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredNodes",
+        description = "Nodes the worker DaemonSet should run on"
+    ),
+    printcolumn(
+        name = "Available",
+        type_ = "integer",
+        json_path = ".status.readyNodes",
+        description = "Worker pods ready"
+    ),
+    printcolumn(
+        name = "Reporting",
+        type_ = "integer",
+        json_path = ".status.reportingNodes",
+        description = "Workers with a fresh InterceptorStatus heartbeat"
+    ),
+    printcolumn(
+        name = "Pairs",
+        type_ = "integer",
+        json_path = ".status.totals.pairsEmitted",
+        description = "Request/response pairs produced, summed over reporting nodes"
+    ),
+    printcolumn(
+        name = "Drops",
+        type_ = "integer",
+        json_path = ".status.totals.drops",
+        priority = 1,
+        description = "Messages and pairs dropped, all reasons, summed"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase", default)]
 pub struct InterceptorConfigSpec {
@@ -501,14 +542,20 @@ impl InterceptorConfigSpec {
             limits: Limits {
                 max_message_bytes: l.max_message_bytes,
                 max_pair_bytes: l.max_pair_bytes,
-                response_timeout_seconds: whole_seconds("limits.responseTimeout", &l.response_timeout)?,
+                response_timeout_seconds: whole_seconds(
+                    "limits.responseTimeout",
+                    &l.response_timeout,
+                )?,
                 max_decoded_body_bytes: l.max_decoded_body_bytes,
                 max_header_bytes: l.max_header_bytes,
                 max_flows: l.max_flows,
                 max_flow_buffer_bytes: l.max_flow_buffer_bytes,
                 max_total_buffer_bytes: l.max_total_buffer_bytes,
                 max_pending_requests: l.max_pending_requests,
-                flow_idle_timeout_seconds: whole_seconds("limits.flowIdleTimeout", &l.flow_idle_timeout)?,
+                flow_idle_timeout_seconds: whole_seconds(
+                    "limits.flowIdleTimeout",
+                    &l.flow_idle_timeout,
+                )?,
             },
             filters: Filters {
                 content_types: f.content_types.clone(),
@@ -540,7 +587,9 @@ impl InterceptorConfigSpec {
         if let Some(key) = k.properties.keys().find(|key| is_secret_property(key)) {
             return Err(ConfigError::Invalid {
                 field: "kafka.properties",
-                reason: format!("{key:?} is a credential: give it through kafka.credentials (a Secret)"),
+                reason: format!(
+                    "{key:?} is a credential: give it through kafka.credentials (a Secret)"
+                ),
             });
         }
         config.validate()?;
@@ -551,7 +600,10 @@ impl InterceptorConfigSpec {
 /// librdkafka properties that hold secrets and so must never be written into a ConfigMap. The CRD's CEL
 /// rule on `kafka.properties` refuses the same keys.
 pub fn is_secret_property(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key == "ssl.key.pem" || key == "sasl.username"
+    key.contains("password")
+        || key.contains("secret")
+        || key == "ssl.key.pem"
+        || key == "sasl.username"
 }
 
 #[cfg(test)]
@@ -590,8 +642,15 @@ mod tests {
     #[test]
     fn a_zero_response_timeout_switches_the_rule_off() {
         let spec: InterceptorConfigSpec =
-            serde_json::from_value(serde_json::json!({"limits": {"responseTimeout": "0s"}})).unwrap();
-        assert_eq!(spec.worker_config().unwrap().limits.response_timeout_seconds, 0);
+            serde_json::from_value(serde_json::json!({"limits": {"responseTimeout": "0s"}}))
+                .unwrap();
+        assert_eq!(
+            spec.worker_config()
+                .unwrap()
+                .limits
+                .response_timeout_seconds,
+            0
+        );
     }
 
     #[test]

@@ -31,7 +31,11 @@ pub const LABEL_CONFIG: &str = "interceptor.dev/config";
 pub const LABEL_NODE: &str = "interceptor.dev/node";
 
 /// Which worker this is: the InterceptorConfig and the node.
-#[derive(CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// kube's repeated `printcolumn(name = .., type_ = ..)` entries are not duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(
+    CustomResource, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema,
+)]
 #[kube(
     group = "interceptor.dev",
     version = "v1alpha1",
@@ -43,12 +47,39 @@ pub const LABEL_NODE: &str = "interceptor.dev/node";
     status = "NodeReport",
     printcolumn(name = "Node", type_ = "string", json_path = ".spec.node"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Pods", type_ = "integer", json_path = ".status.podsTapped", description = "Pods with a tapped interface"),
-    printcolumn(name = "Pairs", type_ = "integer", json_path = ".status.counters.pairsEmitted"),
-    printcolumn(name = "Drops", type_ = "integer", json_path = ".status.counters.dropsTotal"),
-    printcolumn(name = "Kafka", type_ = "boolean", json_path = ".status.kafka.connected", description = "Connected to Kafka"),
-    printcolumn(name = "Heartbeat", type_ = "date", json_path = ".status.lastHeartbeat", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Pods",
+        type_ = "integer",
+        json_path = ".status.podsTapped",
+        description = "Pods with a tapped interface"
+    ),
+    printcolumn(
+        name = "Pairs",
+        type_ = "integer",
+        json_path = ".status.counters.pairsEmitted"
+    ),
+    printcolumn(
+        name = "Drops",
+        type_ = "integer",
+        json_path = ".status.counters.dropsTotal"
+    ),
+    printcolumn(
+        name = "Kafka",
+        type_ = "boolean",
+        json_path = ".status.kafka.connected",
+        description = "Connected to Kafka"
+    ),
+    printcolumn(
+        name = "Heartbeat",
+        type_ = "date",
+        json_path = ".status.lastHeartbeat",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InterceptorStatusSpec {
@@ -273,11 +304,17 @@ mod tests {
 
     #[test]
     fn names_stay_within_limits() {
-        assert_eq!(InterceptorStatus::object_name("default", "node-a"), "default-node-a");
+        assert_eq!(
+            InterceptorStatus::object_name("default", "node-a"),
+            "default-node-a"
+        );
         let long_node = "n".repeat(250);
         let name = InterceptorStatus::object_name("default", &long_node);
         assert_eq!(name.len(), 253);
-        assert_ne!(name, InterceptorStatus::object_name("default", &"m".repeat(250)));
+        assert_ne!(
+            name,
+            InterceptorStatus::object_name("default", &"m".repeat(250))
+        );
         assert_eq!(label_value(&long_node).len(), 63);
     }
 

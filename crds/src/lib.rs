@@ -7,6 +7,8 @@
 //! - `validation` (feature `cel`): the CRDs' defaults and CEL rules applied client-side, as at admission.
 //! - [`manifests`]: the CRD manifests generated from these types (checked in under `config/crd/`).
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod config;
 pub mod interceptor_config;
 pub mod interceptor_status;

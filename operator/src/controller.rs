@@ -146,13 +146,14 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
     let mut apply_error = None;
     let (outcome, daemon_set) = match render(icfg, &ctx.settings.render) {
         Err(e) => {
-            let current = daemon_sets
-                .get_opt(&name)
-                .await
-                .map_err(|source| Error::ReadDaemonSet {
-                    name: name.clone(),
-                    source,
-                })?;
+            let current =
+                daemon_sets
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::ReadDaemonSet {
+                        name: name.clone(),
+                        source,
+                    })?;
             (Outcome::InvalidSpec(e.to_string()), current)
         }
         Ok(rendered) => {
@@ -194,7 +195,9 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         .reports
         .state()
         .iter()
-        .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()) && r.spec.interceptor == name)
+        .filter(|r| {
+            r.namespace().as_deref() == Some(namespace.as_str()) && r.spec.interceptor == name
+        })
         .map(|r| (**r).clone())
         .collect();
     reports.sort_by_key(|r| r.name_any());
@@ -202,7 +205,13 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
 
     // An empty node cache means it is not filled yet, never that every node is gone.
     if !existing.is_empty() {
-        let stale = stale_reports(&reports, &existing, &selected, now, ctx.settings.heartbeat_timeout);
+        let stale = stale_reports(
+            &reports,
+            &existing,
+            &selected,
+            now,
+            ctx.settings.heartbeat_timeout,
+        );
         if !stale.is_empty() {
             let api: Api<InterceptorStatus> = Api::namespaced(ctx.client.clone(), &namespace);
             for report in &stale {
@@ -224,7 +233,8 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         }
     }
 
-    let configs: Vec<InterceptorConfig> = ctx.configs.state().iter().map(|c| (**c).clone()).collect();
+    let configs: Vec<InterceptorConfig> =
+        ctx.configs.state().iter().map(|c| (**c).clone()).collect();
     let overlap = double_capture(icfg, &configs, &nodes);
     let status = aggregate(&Observed {
         generation: icfg.metadata.generation,
@@ -260,7 +270,12 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
                 EventType::Normal
             },
             reason: t.reason.clone(),
-            note: Some(format!("{} is {}: {}", t.type_, t.status, t.message).chars().take(1000).collect()),
+            note: Some(
+                format!("{} is {}: {}", t.type_, t.status, t.message)
+                    .chars()
+                    .take(1000)
+                    .collect(),
+            ),
             action: "Reconcile".into(),
             secondary: None,
         };

@@ -31,12 +31,18 @@ pub fn respond(health: &Health, method: &Method, path: &str) -> Response<Full<By
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
         if let Ok(value) = http::HeaderValue::from_str(content_type) {
-            response.headers_mut().insert(http::header::CONTENT_TYPE, value);
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
         }
         response
     };
     if method != Method::GET && method != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "method not allowed\n".into());
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "method not allowed\n".into(),
+        );
     }
     match path {
         "/metrics" => reply(
@@ -48,7 +54,11 @@ pub fn respond(health: &Health, method: &Method, path: &str) -> Response<Full<By
         "/readyz" if health.ready.load(Ordering::Relaxed) => {
             reply(StatusCode::OK, "text/plain", "ok\n".into())
         }
-        "/readyz" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "caches not synced\n".into()),
+        "/readyz" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "caches not synced\n".into(),
+        ),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
@@ -93,15 +103,27 @@ mod tests {
             metrics: Arc::new(Metrics::default()),
             ready: Arc::new(AtomicBool::new(false)),
         };
-        assert_eq!(respond(&health, &Method::GET, "/healthz").status(), StatusCode::OK);
+        assert_eq!(
+            respond(&health, &Method::GET, "/healthz").status(),
+            StatusCode::OK
+        );
         assert_eq!(
             respond(&health, &Method::GET, "/readyz").status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         health.ready.store(true, Ordering::Relaxed);
-        assert_eq!(respond(&health, &Method::GET, "/readyz").status(), StatusCode::OK);
-        assert_eq!(respond(&health, &Method::GET, "/metrics").status(), StatusCode::OK);
-        assert_eq!(respond(&health, &Method::GET, "/nope").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            respond(&health, &Method::GET, "/readyz").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&health, &Method::GET, "/metrics").status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            respond(&health, &Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
         assert_eq!(
             respond(&health, &Method::POST, "/metrics").status(),
             StatusCode::METHOD_NOT_ALLOWED
@@ -127,7 +149,10 @@ mod tests {
         let mut text = String::new();
         stream.read_to_string(&mut text).await.unwrap();
         assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(text.contains("interceptor_operator_reconciles_total"), "{text}");
+        assert!(
+            text.contains("interceptor_operator_reconciles_total"),
+            "{text}"
+        );
         stop.send(true).unwrap();
         server.await.unwrap();
     }

@@ -24,12 +24,18 @@ pub enum InputError {
 pub fn parse_config(text: &str) -> Result<InterceptorConfig, InputError> {
     let mut value: serde_json::Value =
         serde_yaml_ng::from_str(text).map_err(|e| InputError::Yaml(e.to_string()))?;
-    let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let field = |v: &serde_json::Value, k: &str| {
+        v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+    };
     let (kind, api_version) = (field(&value, "kind"), field(&value, "apiVersion"));
     if kind != "InterceptorConfig" || api_version != "interceptor.dev/v1alpha1" {
         return Err(InputError::Kind { kind, api_version });
     }
-    if value.pointer("/metadata/name").and_then(|n| n.as_str()).is_none() {
+    if value
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .is_none()
+    {
         return Err(InputError::NoName);
     }
     if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
@@ -49,7 +55,10 @@ mod tests {
 
     #[test]
     fn minimal_documents_get_defaults() {
-        let icfg = parse_config("apiVersion: interceptor.dev/v1alpha1\nkind: InterceptorConfig\nmetadata: {name: a}\n").unwrap();
+        let icfg = parse_config(
+            "apiVersion: interceptor.dev/v1alpha1\nkind: InterceptorConfig\nmetadata: {name: a}\n",
+        )
+        .unwrap();
         assert_eq!(icfg.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(icfg.spec.kafka.topic, "interceptor-pairs");
     }
@@ -58,14 +67,18 @@ mod tests {
     fn bad_documents_are_refused_with_a_reason() {
         let head = "apiVersion: interceptor.dev/v1alpha1\nkind: InterceptorConfig\n";
         assert!(matches!(parse_config("a: [1"), Err(InputError::Yaml(_))));
-        assert!(matches!(parse_config("apiVersion: v1\nkind: ConfigMap\n"), Err(InputError::Kind { .. })));
+        assert!(matches!(
+            parse_config("apiVersion: v1\nkind: ConfigMap\n"),
+            Err(InputError::Kind { .. })
+        ));
         assert!(matches!(parse_config(head), Err(InputError::NoName)));
         let bad = format!("{head}metadata: {{name: a}}\nspec: {{kafka: {{brokers: []}}}}\n");
         match parse_config(&bad) {
             Err(InputError::Refused(m)) => assert!(m.contains("at least one broker"), "{m}"),
             other => panic!("{other:?}"),
         }
-        let wrong_type = format!("{head}metadata: {{name: a}}\nspec: {{capture: {{snaplen: many}}}}\n");
+        let wrong_type =
+            format!("{head}metadata: {{name: a}}\nspec: {{capture: {{snaplen: many}}}}\n");
         assert!(parse_config(&wrong_type).is_err());
     }
 }

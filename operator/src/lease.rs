@@ -66,14 +66,19 @@ impl LeaderElector {
     }
 
     fn duration_seconds(&self) -> i32 {
-        i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX).max(1)
+        i32::try_from(self.duration.as_secs())
+            .unwrap_or(i32::MAX)
+            .max(1)
     }
 
     /// Try to acquire or renew the Lease; whether we hold it afterwards. Losing a race is `Ok(false)`.
     pub async fn try_acquire_or_renew(&self, now: Timestamp) -> Result<bool, kube::Error> {
         let current = self.api.get_opt(&self.name).await?;
         let decision = decide(current.as_ref(), &self.identity, now);
-        let previous = current.as_ref().and_then(|l| l.spec.clone()).unwrap_or_default();
+        let previous = current
+            .as_ref()
+            .and_then(|l| l.spec.clone())
+            .unwrap_or_default();
         let mut spec = LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.duration_seconds()),
@@ -99,11 +104,14 @@ impl LeaderElector {
             Decision::Renew | Decision::Takeover => {
                 if decision == Decision::Takeover {
                     spec.acquire_time = Some(MicroTime(now));
-                    spec.lease_transitions = Some(previous.lease_transitions.unwrap_or(0).saturating_add(1));
+                    spec.lease_transitions =
+                        Some(previous.lease_transitions.unwrap_or(0).saturating_add(1));
                 }
                 let mut lease = current.unwrap_or_default();
                 lease.spec = Some(spec);
-                self.api.replace(&self.name, &PostParams::default(), &lease).await
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
             }
         };
         match result {
@@ -126,7 +134,11 @@ impl LeaderElector {
         }
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             Err(e) => Err(e),
@@ -154,15 +166,27 @@ mod tests {
     fn decisions() {
         let now = Timestamp::from_second(1000).unwrap();
         assert_eq!(decide(None, "me", now), Decision::Create);
-        assert_eq!(decide(Some(&lease(Some("me"), 0, 15)), "me", now), Decision::Renew);
+        assert_eq!(
+            decide(Some(&lease(Some("me"), 0, 15)), "me", now),
+            Decision::Renew
+        );
         assert_eq!(
             decide(Some(&lease(Some("other"), 990, 15)), "me", now),
             Decision::Wait {
                 holder: "other".into()
             }
         );
-        assert_eq!(decide(Some(&lease(Some("other"), 900, 15)), "me", now), Decision::Takeover);
-        assert_eq!(decide(Some(&lease(None, 999, 15)), "me", now), Decision::Takeover);
-        assert_eq!(decide(Some(&lease(Some(""), 999, 15)), "me", now), Decision::Takeover);
+        assert_eq!(
+            decide(Some(&lease(Some("other"), 900, 15)), "me", now),
+            Decision::Takeover
+        );
+        assert_eq!(
+            decide(Some(&lease(None, 999, 15)), "me", now),
+            Decision::Takeover
+        );
+        assert_eq!(
+            decide(Some(&lease(Some(""), 999, 15)), "me", now),
+            Decision::Takeover
+        );
     }
 }

@@ -4,6 +4,8 @@
 //! Pure logic ([`render`], [`selection`], [`status`], the decisions of [`lease`]) is separate from the thin
 //! I/O layer ([`controller`], [`http`], the `run` module of the binary).
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod controller;
 pub mod http;
 pub mod input;

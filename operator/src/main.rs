@@ -15,7 +15,11 @@ use operator::input::parse_config;
 use operator::render::{render, to_yaml, RenderSettings, DEFAULT_WORKER_IMAGE};
 
 #[derive(Parser, Debug)]
-#[command(name = "operator", version, about = "interceptor's Kubernetes operator")]
+#[command(
+    name = "operator",
+    version,
+    about = "interceptor's Kubernetes operator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,11 @@ pub struct RunArgs {
     #[arg(long, env = "OPERATOR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     pub leader_elect: bool,
     /// Name of the leader-election Lease.
-    #[arg(long, env = "OPERATOR_LEASE_NAME", default_value = "interceptor-operator")]
+    #[arg(
+        long,
+        env = "OPERATOR_LEASE_NAME",
+        default_value = "interceptor-operator"
+    )]
     pub lease_name: String,
     /// Namespace of the leader-election Lease (the operator's own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "interceptor-system")]
@@ -144,9 +152,11 @@ fn render_file(file: &PathBuf, worker_image: String) -> anyhow::Result<()> {
             .context("reading standard input")?;
         text
     } else {
-        std::fs::read_to_string(file).map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?
+        std::fs::read_to_string(file)
+            .map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?
     };
-    let icfg = parse_config(&text).map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?;
+    let icfg =
+        parse_config(&text).map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?;
     let rendered = render(&icfg, &RenderSettings { worker_image })
         .map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?;
     print!("{}", to_yaml(&rendered)?);

@@ -34,7 +34,11 @@ impl Default for Metrics {
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 12));
         let leader = Gauge::default();
         let stale_reports_deleted = Counter::default();
-        registry.register("reconciles", "Reconciles of InterceptorConfigs", reconciles.clone());
+        registry.register(
+            "reconciles",
+            "Reconciles of InterceptorConfigs",
+            reconciles.clone(),
+        );
         registry.register(
             "reconcile_failures",
             "Failed reconciles, by reason",
@@ -45,7 +49,11 @@ impl Default for Metrics {
             "Duration of a reconcile",
             duration.clone(),
         );
-        registry.register("leader", "1 while this replica holds the leader Lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease",
+            leader.clone(),
+        );
         registry.register(
             "stale_reports_deleted",
             "InterceptorStatus objects deleted because their node is gone",
@@ -95,11 +103,17 @@ mod tests {
         m.observe(None, Duration::from_millis(3));
         m.observe(Some("apply"), Duration::from_millis(30));
         let text = m.encode();
-        assert!(text.contains("interceptor_operator_reconciles_total 2"), "{text}");
+        assert!(
+            text.contains("interceptor_operator_reconciles_total 2"),
+            "{text}"
+        );
         assert!(
             text.contains("interceptor_operator_reconcile_failures_total{reason=\"apply\"} 1"),
             "{text}"
         );
-        assert!(text.contains("interceptor_operator_reconcile_duration_seconds_count 2"), "{text}");
+        assert!(
+            text.contains("interceptor_operator_reconcile_duration_seconds_count 2"),
+            "{text}"
+        );
     }
 }

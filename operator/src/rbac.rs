@@ -12,12 +12,24 @@ pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 pub const OPERATOR: &[Permission] = &[
     ("interceptor.dev", "interceptorconfigs", &["list", "watch"]),
     ("interceptor.dev", "interceptorconfigs/status", &["patch"]),
-    ("interceptor.dev", "interceptorstatuses", &["list", "watch", "delete"]),
+    (
+        "interceptor.dev",
+        "interceptorstatuses",
+        &["list", "watch", "delete"],
+    ),
     ("", "configmaps", &["list", "watch", "create", "patch"]),
-    ("apps", "daemonsets", &["get", "list", "watch", "create", "patch"]),
+    (
+        "apps",
+        "daemonsets",
+        &["get", "list", "watch", "create", "patch"],
+    ),
     ("", "nodes", &["list", "watch"]),
     ("events.k8s.io", "events", &["create", "patch"]),
-    ("coordination.k8s.io", "leases", &["get", "create", "update"]),
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "create", "update"],
+    ),
 ];
 
 /// What the worker does (`node-worker run`): read and watch its ConfigMap, map pod IPs to pods, and
@@ -25,8 +37,16 @@ pub const OPERATOR: &[Permission] = &[
 pub const WORKER: &[Permission] = &[
     ("", "configmaps", &["get", "list", "watch"]),
     ("", "pods", &["get", "list", "watch"]),
-    ("interceptor.dev", "interceptorstatuses", &["get", "create", "patch"]),
-    ("interceptor.dev", "interceptorstatuses/status", &["get", "create", "patch"]),
+    (
+        "interceptor.dev",
+        "interceptorstatuses",
+        &["get", "create", "patch"],
+    ),
+    (
+        "interceptor.dev",
+        "interceptorstatuses/status",
+        &["get", "create", "patch"],
+    ),
 ];
 
 /// Whether `permissions` allow `verb` on `group`/`resource`.

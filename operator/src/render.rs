@@ -26,14 +26,22 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 /// The worker image used when a spec names none: the worker of the same release as this operator.
-pub const DEFAULT_WORKER_IMAGE: &str =
-    concat!("ghcr.io/interceptor-dev/node-worker:", env!("CARGO_PKG_VERSION"));
+pub const DEFAULT_WORKER_IMAGE: &str = concat!(
+    "ghcr.io/interceptor-dev/node-worker:",
+    env!("CARGO_PKG_VERSION")
+);
 /// Name of the worker container.
 pub const CONTAINER_NAME: &str = "worker";
 /// Capabilities the worker needs (instead of `privileged`): raw sockets and capture setup (NET_RAW,
 /// NET_ADMIN), entering pods' network namespaces (SYS_ADMIN for setns), reading other processes'
 /// `/proc/<pid>/ns/net` and `/proc/<pid>/cmdline` (SYS_PTRACE, DAC_READ_SEARCH).
-pub const CAPABILITIES: [&str; 5] = ["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"];
+pub const CAPABILITIES: [&str; 5] = [
+    "NET_RAW",
+    "NET_ADMIN",
+    "SYS_ADMIN",
+    "SYS_PTRACE",
+    "DAC_READ_SEARCH",
+];
 
 /// What rendering needs besides the InterceptorConfig.
 #[derive(Clone, Debug)]
@@ -69,7 +77,10 @@ pub enum RenderError {
 /// The labels of every object made for `name` (and the DaemonSet's selector, which must never change).
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "interceptor-worker".to_string()),
+        (
+            "app.kubernetes.io/name".to_string(),
+            "interceptor-worker".to_string(),
+        ),
         (LABEL_CONFIG.to_string(), name.to_string()),
     ])
 }
@@ -79,7 +90,10 @@ fn labels(name: &str) -> BTreeMap<String, String> {
     labels.insert("app.kubernetes.io/instance".into(), name.to_string());
     labels.insert("app.kubernetes.io/component".into(), "worker".into());
     labels.insert("app.kubernetes.io/part-of".into(), "interceptor".into());
-    labels.insert("app.kubernetes.io/managed-by".into(), "interceptor-operator".into());
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "interceptor-operator".into(),
+    );
     labels
 }
 
@@ -90,7 +104,10 @@ fn owner_references(icfg: &InterceptorConfig) -> Option<Vec<OwnerReference>> {
 }
 
 /// Both objects for `icfg`.
-pub fn render(icfg: &InterceptorConfig, settings: &RenderSettings) -> Result<Rendered, RenderError> {
+pub fn render(
+    icfg: &InterceptorConfig,
+    settings: &RenderSettings,
+) -> Result<Rendered, RenderError> {
     let config = icfg.spec.worker_config()?;
     let namespace = icfg.namespace().ok_or(RenderError::NoNamespace)?;
     let name = icfg.name_any();
@@ -102,7 +119,10 @@ pub fn render(icfg: &InterceptorConfig, settings: &RenderSettings) -> Result<Ren
             owner_references: owner_references(icfg),
             ..ObjectMeta::default()
         },
-        data: Some(BTreeMap::from([(env::CONFIG_KEY.to_string(), config.to_yaml())])),
+        data: Some(BTreeMap::from([(
+            env::CONFIG_KEY.to_string(),
+            config.to_yaml(),
+        )])),
         ..ConfigMap::default()
     };
     let daemon_set = DaemonSet {
@@ -167,7 +187,11 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
-fn pod_template(icfg: &InterceptorConfig, settings: &RenderSettings, name: &str) -> PodTemplateSpec {
+fn pod_template(
+    icfg: &InterceptorConfig,
+    settings: &RenderSettings,
+    name: &str,
+) -> PodTemplateSpec {
     let spec = &icfg.spec;
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -312,7 +336,11 @@ fn container(icfg: &InterceptorConfig, settings: &RenderSettings, name: &str) ->
     };
     Container {
         name: CONTAINER_NAME.into(),
-        image: Some(spec.image.clone().unwrap_or_else(|| settings.worker_image.clone())),
+        image: Some(
+            spec.image
+                .clone()
+                .unwrap_or_else(|| settings.worker_image.clone()),
+        ),
         image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_string()),
         command: Some(vec![env::WORKER_COMMAND.into()]),
         args: Some(env::WORKER_ARGS.iter().map(|a| a.to_string()).collect()),

@@ -38,7 +38,9 @@ pub fn main(args: RunArgs) -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -49,13 +51,14 @@ fn init_logging(format: LogFormat) {
 fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
@@ -67,7 +70,10 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
     K::DynamicType: Default,
 {
     match namespace {
@@ -84,11 +90,13 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config).default_backoff().modify(strip);
-    tokio::spawn(reflector::reflector(writer, stream).for_each(|event| async move {
-        if let Err(e) = event {
-            warn!(error = %e, "watch failed; retrying");
-        }
-    }));
+    tokio::spawn(
+        reflector::reflector(writer, stream).for_each(|event| async move {
+            if let Err(e) = event {
+                warn!(error = %e, "watch failed; retrying");
+            }
+        }),
+    );
     reader
 }
 
@@ -97,11 +105,13 @@ async fn wait_for(mut stop: watch::Receiver<bool>) {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let client = Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
     let identity = args
         .identity
         .clone()
-        .or_else(|| hostname_fallback())
+        .or_else(hostname_fallback)
         .unwrap_or_else(|| "interceptor-operator".into());
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -181,11 +191,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let ns = args.watch_namespace.as_deref();
-    let managed = watcher::Config::default().labels("app.kubernetes.io/managed-by=interceptor-operator");
-    let nodes = spawn_reflector(Api::<Node>::all(client.clone()), watcher::Config::default(), |n: &mut Node| {
-        n.status = None;
-        n.metadata.managed_fields = None;
-    });
+    let managed =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=interceptor-operator");
+    let nodes = spawn_reflector(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+        |n: &mut Node| {
+            n.status = None;
+            n.metadata.managed_fields = None;
+        },
+    );
     let reports = spawn_reflector(
         api::<InterceptorStatus>(&client, ns),
         watcher::Config::default().labels(LABEL_CONFIG),
@@ -197,11 +212,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     );
     let (configs, configs_writer) = reflector::store::<InterceptorConfig>();
-    let config_stream = watcher(api::<InterceptorConfig>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .reflect(configs_writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+    let config_stream = watcher(
+        api::<InterceptorConfig>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(configs_writer)
+    .applied_objects()
+    .predicate_filter(predicates::generation, Default::default());
 
     tokio::select! {
         _ = wait_for(stop.clone()) => { http.abort(); return release(elector.as_deref()).await; }

@@ -31,7 +31,9 @@ fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         None => exists,
         Some(key) if key != taint.key => false,
         Some(_) if exists => true,
-        Some(_) => toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        Some(_) => {
+            toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
     }
 }
 
@@ -114,10 +116,8 @@ pub fn double_capture(
             twice.extend(shared);
         }
     }
-    (!configs.is_empty()).then(|| Overlap {
-        configs,
-        nodes: twice.len(),
-    })
+    let nodes = twice.len();
+    (!configs.is_empty()).then_some(Overlap { configs, nodes })
 }
 
 #[cfg(test)]
@@ -134,7 +134,10 @@ mod tests {
     fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> Node {
         let mut n = Node::default();
         n.metadata.name = Some(name.into());
-        let mut l: BTreeMap<String, String> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut l: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         l.insert("kubernetes.io/os".into(), "linux".into());
         n.metadata.labels = Some(l);
         n.spec = Some(NodeSpec {
@@ -164,8 +167,18 @@ mod tests {
     #[test]
     fn default_tolerations_cover_every_node() {
         let icfg = config("a", 0, InterceptorConfigSpec::default());
-        assert!(selects(&icfg, &node("n", &[], &[("node-role.kubernetes.io/control-plane", "NoSchedule")])));
-        assert!(selects(&icfg, &node("n", &[], &[("dedicated", "NoExecute")])));
+        assert!(selects(
+            &icfg,
+            &node(
+                "n",
+                &[],
+                &[("node-role.kubernetes.io/control-plane", "NoSchedule")]
+            )
+        ));
+        assert!(selects(
+            &icfg,
+            &node("n", &[], &[("dedicated", "NoExecute")])
+        ));
     }
 
     #[test]
@@ -184,14 +197,43 @@ mod tests {
         let icfg = config("a", 0, spec);
         assert!(selects(&icfg, &node("n", &[("pool", "web")], &[])));
         assert!(!selects(&icfg, &node("n", &[("pool", "db")], &[])));
-        assert!(selects(&icfg, &node("n", &[("pool", "web")], &[("dedicated", "NoSchedule")])));
-        assert!(!selects(&icfg, &node("n", &[("pool", "web")], &[("dedicated", "NoExecute")])));
-        assert!(!selects(&icfg, &node("n", &[("pool", "web")], &[("gpu", "NoSchedule")])));
+        assert!(selects(
+            &icfg,
+            &node("n", &[("pool", "web")], &[("dedicated", "NoSchedule")])
+        ));
+        assert!(!selects(
+            &icfg,
+            &node("n", &[("pool", "web")], &[("dedicated", "NoExecute")])
+        ));
+        assert!(!selects(
+            &icfg,
+            &node("n", &[("pool", "web")], &[("gpu", "NoSchedule")])
+        ));
         // PreferNoSchedule does not keep a DaemonSet pod away, nor do the taints DaemonSets always tolerate.
-        assert!(selects(&icfg, &node("n", &[("pool", "web")], &[("gpu", "PreferNoSchedule")])));
-        assert!(selects(&icfg, &node("n", &[("pool", "web")], &[("node.kubernetes.io/not-ready", "NoExecute")])));
-        let no_tolerations = config("b", 0, InterceptorConfigSpec { tolerations: Some(vec![]), ..InterceptorConfigSpec::default() });
-        assert!(!selects(&no_tolerations, &node("n", &[], &[("gpu", "NoSchedule")])));
+        assert!(selects(
+            &icfg,
+            &node("n", &[("pool", "web")], &[("gpu", "PreferNoSchedule")])
+        ));
+        assert!(selects(
+            &icfg,
+            &node(
+                "n",
+                &[("pool", "web")],
+                &[("node.kubernetes.io/not-ready", "NoExecute")]
+            )
+        ));
+        let no_tolerations = config(
+            "b",
+            0,
+            InterceptorConfigSpec {
+                tolerations: Some(vec![]),
+                ..InterceptorConfigSpec::default()
+            },
+        );
+        assert!(!selects(
+            &no_tolerations,
+            &node("n", &[], &[("gpu", "NoSchedule")])
+        ));
     }
 
     #[test]

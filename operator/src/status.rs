@@ -51,7 +51,11 @@ pub struct Observed<'a> {
 }
 
 fn is_fresh(report: &InterceptorStatus, now: Timestamp, timeout: Duration) -> bool {
-    let Some(beat) = report.status.as_ref().and_then(|s| s.last_heartbeat.as_ref()) else {
+    let Some(beat) = report
+        .status
+        .as_ref()
+        .and_then(|s| s.last_heartbeat.as_ref())
+    else {
         return false;
     };
     let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
@@ -124,22 +128,30 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
     let ready = ds_status.map_or(0, |s| s.number_ready);
     let updated = ds_status.map_or(0, |s| s.updated_number_scheduled.unwrap_or(0));
     let ds_caught_up = match (o.daemon_set, ds_status) {
-        (Some(ds), Some(s)) => s.observed_generation.is_some() && s.observed_generation >= ds.metadata.generation,
+        (Some(ds), Some(s)) => {
+            s.observed_generation.is_some() && s.observed_generation >= ds.metadata.generation
+        }
         _ => false,
     };
 
     let fresh: Vec<&InterceptorStatus> = o
         .reports
         .iter()
-        .filter(|r| o.selected_nodes.contains(&r.spec.node) && is_fresh(r, o.now, o.heartbeat_timeout))
+        .filter(|r| {
+            o.selected_nodes.contains(&r.spec.node) && is_fresh(r, o.now, o.heartbeat_timeout)
+        })
         .collect();
     let mut totals = Totals::default();
     for report in &fresh {
-        let Some(s) = report.status.as_ref() else { continue };
+        let Some(s) = report.status.as_ref() else {
+            continue;
+        };
         totals.pods_tapped = totals.pods_tapped.saturating_add(u64::from(s.pods_tapped));
         totals.packets = totals.packets.saturating_add(s.counters.packets);
         totals.bytes = totals.bytes.saturating_add(s.counters.bytes);
-        totals.pairs_emitted = totals.pairs_emitted.saturating_add(s.counters.pairs_emitted);
+        totals.pairs_emitted = totals
+            .pairs_emitted
+            .saturating_add(s.counters.pairs_emitted);
         totals.kernel_drops = totals.kernel_drops.saturating_add(s.counters.kernel_drops);
         for (reason, n) in &s.counters.drops {
             let slot = totals.drops_by_reason.entry(reason.clone()).or_default();
@@ -157,7 +169,11 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
     };
 
     let node_names = |pred: &dyn Fn(&InterceptorStatus) -> bool| -> Vec<String> {
-        fresh.iter().filter(|r| pred(r)).map(|r| r.spec.node.clone()).collect()
+        fresh
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r.spec.node.clone())
+            .collect()
     };
     let kafka_down = node_names(&|r| r.status.as_ref().is_some_and(|s| !s.kafka.connected));
     let degraded_nodes = node_names(&|r| {
@@ -184,17 +200,33 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
             format!("workers on {} cannot reach Kafka", list(&kafka_down)),
         )
     } else if !degraded_nodes.is_empty() {
-        cond(true, "WorkersDegraded", format!("workers on {} report Degraded", list(&degraded_nodes)))
+        cond(
+            true,
+            "WorkersDegraded",
+            format!("workers on {} report Degraded", list(&degraded_nodes)),
+        )
     } else {
         cond(false, "AsExpected", "")
     };
 
     let ready_cond = if !matches!(o.outcome, Outcome::Applied) {
-        cond(false, "ReconcileFailed", "the last reconcile failed, see the Reconciled condition")
+        cond(
+            false,
+            "ReconcileFailed",
+            "the last reconcile failed, see the Reconciled condition",
+        )
     } else if !ds_caught_up {
-        cond(false, "DaemonSetPending", "the DaemonSet controller has not processed the DaemonSet yet")
+        cond(
+            false,
+            "DaemonSetPending",
+            "the DaemonSet controller has not processed the DaemonSet yet",
+        )
     } else if desired == 0 {
-        cond(false, "NoNodesSelected", "no node matches the node selector and tolerations")
+        cond(
+            false,
+            "NoNodesSelected",
+            "no node matches the node selector and tolerations",
+        )
     } else if updated < desired || ready < desired {
         cond(
             false,
@@ -217,7 +249,11 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
             ),
         )
     } else {
-        cond(true, "WorkersReady", format!("{ready} of {desired} workers ready and reporting"))
+        cond(
+            true,
+            "WorkersReady",
+            format!("{ready} of {desired} workers ready and reporting"),
+        )
     };
 
     InterceptorConfigStatus {
@@ -248,15 +284,28 @@ pub struct Transition {
 
 /// The conditions of `next` whose status or reason differ from `previous`. A condition seen for the first
 /// time is a transition only when it is bad (a new config does not need three "all is well" events).
-pub fn transitions(previous: Option<&InterceptorConfigStatus>, next: &InterceptorConfigStatus) -> Vec<Transition> {
+///
+/// Two conditions changing for the same reason (Reconciled False and Degraded True, both `InvalidSpec`)
+/// are one transition: one event.
+pub fn transitions(
+    previous: Option<&InterceptorConfigStatus>,
+    next: &InterceptorConfigStatus,
+) -> Vec<Transition> {
+    let mut seen_reasons: Vec<&str> = Vec::new();
     next.conditions
         .iter()
+        .filter(|c| {
+            let first = !seen_reasons.contains(&c.reason.as_str());
+            seen_reasons.push(&c.reason);
+            first
+        })
         .filter_map(|c| {
             let warning = (c.type_ == DEGRADED) == (c.status == "True");
-            let changed = match previous.and_then(|p| p.conditions.iter().find(|x| x.type_ == c.type_)) {
-                Some(p) => p.status != c.status || p.reason != c.reason,
-                None => warning,
-            };
+            let changed =
+                match previous.and_then(|p| p.conditions.iter().find(|x| x.type_ == c.type_)) {
+                    Some(p) => p.status != c.status || p.reason != c.reason,
+                    None => warning,
+                };
             changed.then(|| Transition {
                 type_: c.type_.clone(),
                 status: c.status.clone(),

@@ -1,5 +1,7 @@
 //! Snapshot tests of the pure rendering: InterceptorConfig -> ConfigMap + DaemonSet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{assert_snapshot, sample};
@@ -13,28 +15,48 @@ fn rendered(file: &str) -> Rendered {
 }
 
 fn worker(r: &Rendered) -> &Container {
-    &r.daemon_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    &r.daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
 }
 
 #[test]
 fn minimal_sample_snapshot() {
-    assert_snapshot("minimal.yaml", &to_yaml(&rendered("interceptorconfig-minimal.yaml")).unwrap());
+    assert_snapshot(
+        "minimal.yaml",
+        &to_yaml(&rendered("interceptorconfig-minimal.yaml")).unwrap(),
+    );
 }
 
 #[test]
 fn full_sample_snapshot() {
-    assert_snapshot("full.yaml", &to_yaml(&rendered("interceptorconfig-full.yaml")).unwrap());
+    assert_snapshot(
+        "full.yaml",
+        &to_yaml(&rendered("interceptorconfig-full.yaml")).unwrap(),
+    );
 }
 
 #[test]
 fn the_config_map_holds_a_config_the_worker_accepts_and_no_credentials() {
     let r = rendered("interceptorconfig-full.yaml");
-    assert_eq!(r.config_map.metadata.name.as_deref(), Some("web-nodes-config"));
+    assert_eq!(
+        r.config_map.metadata.name.as_deref(),
+        Some("web-nodes-config")
+    );
     let text = &r.config_map.data.as_ref().unwrap()[env::CONFIG_KEY];
     let loaded = WorkerConfig::from_yaml(text).unwrap();
     assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
     assert_eq!(loaded.config.kafka.brokers.len(), 2);
-    assert_eq!(loaded.config.filters.exclude_namespaces, vec!["kube-system"]);
+    assert_eq!(
+        loaded.config.filters.exclude_namespaces,
+        vec!["kube-system"]
+    );
     assert!(!text.contains("kafka-credentials"));
     assert!(!text.contains("password"));
 }
@@ -64,7 +86,15 @@ fn credentials_reach_the_worker_as_secret_env_only() {
 #[test]
 fn the_worker_pod_has_the_contracted_environment_probes_and_privileges() {
     let r = rendered("interceptorconfig-minimal.yaml");
-    let pod = r.daemon_set.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = r
+        .daemon_set
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
     assert_eq!(pod.host_network, Some(true));
     assert_eq!(pod.host_pid, Some(true));
     let tolerations = pod.tolerations.as_ref().unwrap();
@@ -74,8 +104,18 @@ fn the_worker_pod_has_the_contracted_environment_probes_and_privileges() {
     let c = worker(&r);
     assert_eq!(c.command.as_deref(), Some(&["node-worker".to_string()][..]));
     assert_eq!(c.args.as_deref(), Some(&["run".to_string()][..]));
-    let var = |name: &str| c.env.as_ref().unwrap().iter().find(|v| v.name == name).cloned();
-    assert_eq!(var(env::CONFIG_MAP).unwrap().value.as_deref(), Some("default-config"));
+    let var = |name: &str| {
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == name)
+            .cloned()
+    };
+    assert_eq!(
+        var(env::CONFIG_MAP).unwrap().value.as_deref(),
+        Some("default-config")
+    );
     assert_eq!(var(env::NAME).unwrap().value.as_deref(), Some("default"));
     assert_eq!(var(env::UID).unwrap().value.as_deref(), Some("uid-default"));
     for (name, path) in [
@@ -86,10 +126,25 @@ fn the_worker_pod_has_the_contracted_environment_probes_and_privileges() {
         let field = var(name).unwrap().value_from.unwrap().field_ref.unwrap();
         assert_eq!(field.field_path, path);
     }
-    let live = c.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let live = c
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(live.path.as_deref(), Some("/healthz"));
-    assert_eq!(live.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9090));
-    let ready = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    assert_eq!(
+        live.port,
+        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(9090)
+    );
+    let ready = c
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(ready.path.as_deref(), Some("/readyz"));
     let sc = c.security_context.as_ref().unwrap();
     assert_eq!(sc.privileged, Some(false));
@@ -103,8 +158,14 @@ fn the_worker_pod_has_the_contracted_environment_probes_and_privileges() {
     assert_eq!(requests["cpu"].0, "50m");
     // Owned by the InterceptorConfig, as the controller.
     let owner = &r.daemon_set.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller), ("InterceptorConfig", "uid-default", Some(true)));
-    assert_eq!(r.config_map.metadata.owner_references, r.daemon_set.metadata.owner_references);
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("InterceptorConfig", "uid-default", Some(true))
+    );
+    assert_eq!(
+        r.config_map.metadata.owner_references,
+        r.daemon_set.metadata.owner_references
+    );
 }
 
 #[test]
@@ -119,19 +180,29 @@ fn config_changes_do_not_touch_the_pod_template_but_image_and_scheduling_do() {
     config_only.spec.kafka.topic = "other".into();
     let after = render(&config_only, &settings).unwrap();
     assert_ne!(before.config_map, after.config_map);
-    assert_eq!(pod_template_of(&before.daemon_set), pod_template_of(&after.daemon_set));
+    assert_eq!(
+        pod_template_of(&before.daemon_set),
+        pod_template_of(&after.daemon_set)
+    );
 
     for change in [
-        |c: &mut interceptor_crds::InterceptorConfig| c.spec.image = Some("example/worker:2".into()),
+        |c: &mut interceptor_crds::InterceptorConfig| {
+            c.spec.image = Some("example/worker:2".into())
+        },
         |c: &mut interceptor_crds::InterceptorConfig| {
             c.spec.node_selector.insert("pool".into(), "web".into());
         },
-        |c: &mut interceptor_crds::InterceptorConfig| c.spec.priority_class_name = Some("high".into()),
+        |c: &mut interceptor_crds::InterceptorConfig| {
+            c.spec.priority_class_name = Some("high".into())
+        },
     ] {
         let mut changed = base.clone();
         change(&mut changed);
         let after = render(&changed, &settings).unwrap();
-        assert_ne!(pod_template_of(&before.daemon_set), pod_template_of(&after.daemon_set));
+        assert_ne!(
+            pod_template_of(&before.daemon_set),
+            pod_template_of(&after.daemon_set)
+        );
         assert_eq!(before.config_map, after.config_map);
     }
 }
