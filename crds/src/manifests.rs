@@ -67,16 +67,25 @@ mod tests {
             let names = &crd.spec.names;
             assert_eq!(crd.spec.group, "interceptor.dev");
             assert_eq!(crd.spec.scope, "Namespaced");
-            assert_eq!(names.categories.as_deref(), Some(&["interceptor".to_string()][..]));
+            assert_eq!(
+                names.categories.as_deref(),
+                Some(&["interceptor".to_string()][..])
+            );
             let version = &crd.spec.versions[0];
             assert_eq!(version.name, "v1alpha1");
             assert!(version.subresources.as_ref().unwrap().status.is_some());
             assert!(version.additional_printer_columns.as_ref().unwrap().len() >= 6);
         }
         let (_, icfg) = &crds()[0];
-        assert_eq!(icfg.spec.names.short_names.as_deref(), Some(&["icfg".to_string()][..]));
+        assert_eq!(
+            icfg.spec.names.short_names.as_deref(),
+            Some(&["icfg".to_string()][..])
+        );
         let (_, icst) = &crds()[1];
-        assert_eq!(icst.spec.names.short_names.as_deref(), Some(&["icst".to_string()][..]));
+        assert_eq!(
+            icst.spec.names.short_names.as_deref(),
+            Some(&["icst".to_string()][..])
+        );
         assert_eq!(icst.spec.names.plural, "interceptorstatuses");
     }
 }

@@ -63,7 +63,10 @@ mod tests {
         assert_eq!(admitted["spec"]["limits"]["maxMessageBytes"], 1_048_576);
         assert_eq!(admitted["spec"]["limits"]["responseTimeout"], "10s");
         assert_eq!(admitted["spec"]["kafka"]["purgeAfter"], "60s");
-        assert_eq!(admitted["spec"]["filters"]["excludeStatusCodes"], json!(["301", "308", "4xx", "5xx"]));
+        assert_eq!(
+            admitted["spec"]["filters"]["excludeStatusCodes"],
+            json!(["301", "308", "4xx", "5xx"])
+        );
     }
 
     #[test]
@@ -104,31 +107,82 @@ mod tests {
             (json!({"kafka": {"purgeAfter": "-5s"}}), "purgeAfter"),
             (json!({"kafka": {"purgeAfter": "soon"}}), "purgeAfter"),
             (json!({"kafka": {"bufferBytes": 1000}}), "bufferBytes"),
-            (json!({"kafka": {"properties": {"sasl.password": "hunter2"}}}), "credentials must come from"),
-            (json!({"kafka": {"properties": {"ssl.key.pem": "-----BEGIN"}}}), "credentials must come from"),
-            (json!({"kafka": {"credentials": {"secretName": "kafka"}}}), "at least one key"),
-            (json!({"limits": {"responseTimeout": "500ms"}}), "responseTimeout"),
-            (json!({"limits": {"responseTimeout": "2h"}}), "responseTimeout"),
-            (json!({"limits": {"maxMessageBytes": 2147483648u64}}), "maxMessageBytes"),
+            (
+                json!({"kafka": {"properties": {"sasl.password": "hunter2"}}}),
+                "credentials must come from",
+            ),
+            (
+                json!({"kafka": {"properties": {"ssl.key.pem": "-----BEGIN"}}}),
+                "credentials must come from",
+            ),
+            (
+                json!({"kafka": {"credentials": {"secretName": "kafka"}}}),
+                "at least one key",
+            ),
+            (
+                json!({"limits": {"responseTimeout": "500ms"}}),
+                "responseTimeout",
+            ),
+            (
+                json!({"limits": {"responseTimeout": "2h"}}),
+                "responseTimeout",
+            ),
+            (
+                json!({"limits": {"maxMessageBytes": 2147483648u64}}),
+                "maxMessageBytes",
+            ),
             (json!({"limits": {"maxFlows": 0}}), "maxFlows"),
             (json!({"limits": {"maxHeaderBytes": 100}}), "maxHeaderBytes"),
-            (json!({"limits": {"maxPendingRequests": 0}}), "maxPendingRequests"),
-            (json!({"limits": {"maxFlowBufferBytes": 67108864}}), "must not exceed maxTotalBufferBytes"),
-            (json!({"limits": {"flowIdleTimeout": "0s"}}), "flowIdleTimeout"),
-            (json!({"filters": {"excludeStatusCodes": ["6xx"]}}), "status code"),
-            (json!({"filters": {"excludeStatusCodes": ["abc"]}}), "status code"),
-            (json!({"filters": {"excludePaths": ["metrics"]}}), "start with '/'"),
+            (
+                json!({"limits": {"maxPendingRequests": 0}}),
+                "maxPendingRequests",
+            ),
+            (
+                json!({"limits": {"maxFlowBufferBytes": 67108864}}),
+                "must not exceed maxTotalBufferBytes",
+            ),
+            (
+                json!({"limits": {"flowIdleTimeout": "0s"}}),
+                "flowIdleTimeout",
+            ),
+            (
+                json!({"filters": {"excludeStatusCodes": ["6xx"]}}),
+                "status code",
+            ),
+            (
+                json!({"filters": {"excludeStatusCodes": ["abc"]}}),
+                "status code",
+            ),
+            (
+                json!({"filters": {"excludePaths": ["metrics"]}}),
+                "start with '/'",
+            ),
             (json!({"filters": {"contentTypes": ["json"]}}), "media type"),
-            (json!({"filters": {"excludeHeaders": ["bad header"]}}), "header name"),
-            (json!({"filters": {"excludeNamespaces": ["Bad_NS"]}}), "namespace name"),
-            (json!({"redaction": {"maskHeaders": ["a:b"]}}), "header name"),
+            (
+                json!({"filters": {"excludeHeaders": ["bad header"]}}),
+                "header name",
+            ),
+            (
+                json!({"filters": {"excludeNamespaces": ["Bad_NS"]}}),
+                "namespace name",
+            ),
+            (
+                json!({"redaction": {"maskHeaders": ["a:b"]}}),
+                "header name",
+            ),
             (json!({"capture": {"snaplen": 10}}), "snaplen"),
-            (json!({"capture": {"rescanInterval": "0s"}}), "rescanInterval"),
+            (
+                json!({"capture": {"rescanInterval": "0s"}}),
+                "rescanInterval",
+            ),
             (json!({"capture": {"bufferBytes": 1024}}), "bufferBytes"),
         ] {
             match check(spec.clone()) {
                 Ok(_) => panic!("{spec} was admitted"),
-                Err(e) => assert!(e.to_string().contains(expect), "{spec}: {e} lacks {expect:?}"),
+                Err(e) => assert!(
+                    e.to_string().contains(expect),
+                    "{spec}: {e} lacks {expect:?}"
+                ),
             }
         }
     }
@@ -156,6 +210,10 @@ mod tests {
             uid: "u".into(),
         };
         let obj = InterceptorStatus::for_node(&owner, "node-a");
-        admit(&InterceptorStatus::crd(), &serde_json::to_value(obj).unwrap()).unwrap();
+        admit(
+            &InterceptorStatus::crd(),
+            &serde_json::to_value(obj).unwrap(),
+        )
+        .unwrap();
     }
 }
