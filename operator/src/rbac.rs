@@ -8,7 +8,8 @@
 pub type Permission = (&'static str, &'static str, &'static [&'static str]);
 
 /// What the operator does: watch configs, nodes and worker reports (reflectors and the controller), apply
-/// ConfigMaps and DaemonSets, write config status, delete stale reports, record events, hold its Lease.
+/// ConfigMaps and DaemonSets, write config status, delete stale reports, record events, hold its Lease
+/// (granted by a Role in the operator's namespace only).
 pub const OPERATOR: &[Permission] = &[
     ("interceptor.dev", "interceptorconfigs", &["list", "watch"]),
     ("interceptor.dev", "interceptorconfigs/status", &["patch"]),
