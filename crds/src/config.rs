@@ -118,13 +118,18 @@ pub struct Redaction {
 impl Default for Redaction {
     fn default() -> Self {
         Redaction {
-            mask_headers: strings(&["Authorization", "Proxy-Authorization", "Cookie", "Set-Cookie"]),
+            mask_headers: strings(&[
+                "Authorization",
+                "Proxy-Authorization",
+                "Cookie",
+                "Set-Cookie",
+            ]),
         }
     }
 }
 
-/// Where pairs go.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// Where pairs go. Its `Debug` output masks the values of secret `properties` (passwords, keys, tokens).
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct KafkaConfig {
     /// Bootstrap brokers, `host:port`.
@@ -136,6 +141,75 @@ pub struct KafkaConfig {
     pub buffer_bytes: u64,
     /// librdkafka properties passed through as they are (TLS, SASL, compression, acks, ...).
     pub properties: BTreeMap<String, String>,
+    /// The Kafka client id. Default: `interceptor-<node name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Compression of message batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    pub compression: String,
+    /// Acknowledgements a produce request waits for: `all` (or `-1`), `1` or `0`.
+    pub acks: String,
+    /// Create the topic when it does not exist (with `topicPartitions` and `topicReplicationFactor`).
+    /// When false, a missing topic is reported as an error naming the topic and pairs fail until it exists.
+    pub create_topic: bool,
+    /// Partitions of a topic created because of `createTopic`.
+    pub topic_partitions: u32,
+    /// Replication factor of a topic created because of `createTopic`; `-1`: the broker's default.
+    pub topic_replication_factor: i32,
+}
+
+/// Whether the value of a librdkafka property is a secret that must never appear in logs or status
+/// (SASL user names and passwords, private keys and their passwords, OAuth configuration and tokens).
+/// It covers every key [`crate::interceptor_config::is_secret_property`] keeps out of ConfigMaps.
+pub fn is_secret_kafka_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "credential",
+        "sasl.oauthbearer.config",
+        "sasl.jaas.config",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+        || key.starts_with("ssl.key.")
+        || key.starts_with("ssl_key")
+        || key == "sasl.username"
+}
+
+impl KafkaConfig {
+    /// `properties` with secret values replaced by `[redacted]`: safe to log.
+    pub fn redacted_properties(&self) -> BTreeMap<String, String> {
+        self.properties
+            .iter()
+            .map(|(key, value)| {
+                let shown = if is_secret_kafka_property(key) {
+                    "[redacted]"
+                } else {
+                    value.as_str()
+                };
+                (key.clone(), shown.to_string())
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("purge_after_seconds", &self.purge_after_seconds)
+            .field("buffer_bytes", &self.buffer_bytes)
+            .field("properties", &self.redacted_properties())
+            .field("client_id", &self.client_id)
+            .field("compression", &self.compression)
+            .field("acks", &self.acks)
+            .field("create_topic", &self.create_topic)
+            .field("topic_partitions", &self.topic_partitions)
+            .field("topic_replication_factor", &self.topic_replication_factor)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -146,6 +220,12 @@ impl Default for KafkaConfig {
             purge_after_seconds: 60,
             buffer_bytes: 64 * MIB,
             properties: BTreeMap::new(),
+            client_id: None,
+            compression: "lz4".to_string(),
+            acks: "all".to_string(),
+            create_topic: false,
+            topic_partitions: 3,
+            topic_replication_factor: -1,
         }
     }
 }
@@ -209,7 +289,10 @@ impl StatusMatcher {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim();
         let bytes = t.as_bytes();
-        if bytes.len() == 3 && bytes[1..].eq_ignore_ascii_case(b"xx") && (b'1'..=b'5').contains(&bytes[0]) {
+        if bytes.len() == 3
+            && bytes[1..].eq_ignore_ascii_case(b"xx")
+            && (b'1'..=b'5').contains(&bytes[0])
+        {
             return Ok(StatusMatcher::Class(u16::from(bytes[0] - b'0')));
         }
         match t.parse::<u16>() {
@@ -269,7 +352,10 @@ impl WorkerConfig {
             ("limits.maxPairBytes", l.max_pair_bytes),
         ] {
             if value > MAX_LIMIT {
-                return Err(invalid(field, format!("{value} is above the ceiling of {MAX_LIMIT} (1 GiB)")));
+                return Err(invalid(
+                    field,
+                    format!("{value} is above the ceiling of {MAX_LIMIT} (1 GiB)"),
+                ));
             }
         }
         for (field, value) in [
@@ -282,7 +368,10 @@ impl WorkerConfig {
             ("limits.flowIdleTimeoutSeconds", l.flow_idle_timeout_seconds),
         ] {
             if value == 0 {
-                return Err(invalid(field, "must be positive (it is a safety bound and cannot be switched off)"));
+                return Err(invalid(
+                    field,
+                    "must be positive (it is a safety bound and cannot be switched off)",
+                ));
             }
             if value > MAX_LIMIT * 4 {
                 return Err(invalid(field, format!("{value} is unreasonably large")));
@@ -298,7 +387,10 @@ impl WorkerConfig {
             ));
         }
         if l.response_timeout_seconds > 3600 {
-            return Err(invalid("limits.responseTimeoutSeconds", "must be at most 3600"));
+            return Err(invalid(
+                "limits.responseTimeoutSeconds",
+                "must be at most 3600",
+            ));
         }
         for ct in &self.filters.content_types {
             if ct.trim().is_empty() || !ct.contains('/') {
@@ -313,7 +405,10 @@ impl WorkerConfig {
         }
         for path in &self.filters.exclude_paths {
             if !path.starts_with('/') {
-                return Err(invalid("filters.excludePaths", format!("{path:?} must start with '/'")));
+                return Err(invalid(
+                    "filters.excludePaths",
+                    format!("{path:?} must start with '/'"),
+                ));
             }
         }
         for (field, list) in [
@@ -321,7 +416,10 @@ impl WorkerConfig {
             ("redaction.maskHeaders", &self.redaction.mask_headers),
         ] {
             if let Some(bad) = list.iter().find(|h| !is_token(h)) {
-                return Err(invalid(field, format!("{bad:?} is not a valid header name")));
+                return Err(invalid(
+                    field,
+                    format!("{bad:?} is not a valid header name"),
+                ));
             }
         }
         let k = &self.kafka;
@@ -329,19 +427,66 @@ impl WorkerConfig {
             return Err(invalid("kafka.brokers", "at least one broker is required"));
         }
         if let Some(bad) = k.brokers.iter().find(|b| !is_host_port(b)) {
-            return Err(invalid("kafka.brokers", format!("{bad:?} is not host:port")));
+            return Err(invalid(
+                "kafka.brokers",
+                format!("{bad:?} is not host:port"),
+            ));
         }
         if !is_topic_name(&k.topic) {
             return Err(invalid(
                 "kafka.topic",
-                format!("{:?} is not a legal topic name (1-249 of [a-zA-Z0-9._-])", k.topic),
+                format!(
+                    "{:?} is not a legal topic name (1-249 of [a-zA-Z0-9._-])",
+                    k.topic
+                ),
             ));
         }
         if k.buffer_bytes < 1024 * 1024 || k.buffer_bytes > MAX_LIMIT * 4 {
-            return Err(invalid("kafka.bufferBytes", "must be between 1 MiB and 4 GiB"));
+            return Err(invalid(
+                "kafka.bufferBytes",
+                "must be between 1 MiB and 4 GiB",
+            ));
         }
         if k.purge_after_seconds == 0 {
             return Err(invalid("kafka.purgeAfterSeconds", "must be positive"));
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
+            return Err(invalid(
+                "kafka.compression",
+                format!(
+                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                    k.compression
+                ),
+            ));
+        }
+        if !["all", "-1", "0", "1"].contains(&k.acks.as_str()) {
+            return Err(invalid(
+                "kafka.acks",
+                format!("{:?} is not one of all, -1, 0, 1", k.acks),
+            ));
+        }
+        if let Some(id) = &k.client_id {
+            if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "kafka.clientId",
+                    "must be 1-255 printable ASCII characters",
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&k.topic_partitions) {
+            return Err(invalid(
+                "kafka.topicPartitions",
+                "must be between 1 and 10000",
+            ));
+        }
+        if k.topic_replication_factor == 0
+            || k.topic_replication_factor < -1
+            || k.topic_replication_factor > 32
+        {
+            return Err(invalid(
+                "kafka.topicReplicationFactor",
+                "must be -1 (broker default) or 1-32",
+            ));
         }
         let c = &self.capture;
         if !(64..=262_144).contains(&c.snaplen) {
@@ -351,7 +496,10 @@ impl WorkerConfig {
             return Err(invalid("capture.rescanSeconds", "must be positive"));
         }
         if !(65_536..=1 << 30).contains(&c.buffer_bytes) {
-            return Err(invalid("capture.bufferBytes", "must be between 64 KiB and 1 GiB"));
+            return Err(invalid(
+                "capture.bufferBytes",
+                "must be between 64 KiB and 1 GiB",
+            ));
         }
         Ok(())
     }
@@ -419,27 +567,52 @@ capture:  {meshDetection: true, skipInterfaces: [], snaplen: 262144, rescanSecon
 
     #[test]
     fn empty_lists_switch_rules_off_and_unknown_keys_are_reported() {
-        let loaded =
-            WorkerConfig::from_yaml("filters: {contentTypes: [], excludePaths: []}\nfuture: {x: 1}\n").unwrap();
+        let loaded = WorkerConfig::from_yaml(
+            "filters: {contentTypes: [], excludePaths: []}\nfuture: {x: 1}\n",
+        )
+        .unwrap();
         assert!(loaded.config.filters.content_types.is_empty());
         assert!(loaded.config.filters.exclude_paths.is_empty());
-        assert_eq!(loaded.config.filters.exclude_user_agent_prefixes, vec!["kube-probe"]);
+        assert_eq!(
+            loaded.config.filters.exclude_user_agent_prefixes,
+            vec!["kube-probe"]
+        );
         assert_eq!(loaded.unknown_keys, vec!["future".to_string()]);
     }
 
     #[test]
     fn bad_values_are_refused_with_the_field_named() {
         for (yaml, field) in [
-            ("filters: {excludeStatusCodes: [\"6xx\"]}", "filters.excludeStatusCodes"),
-            ("filters: {excludeStatusCodes: [\"abc\"]}", "filters.excludeStatusCodes"),
+            (
+                "filters: {excludeStatusCodes: [\"6xx\"]}",
+                "filters.excludeStatusCodes",
+            ),
+            (
+                "filters: {excludeStatusCodes: [\"abc\"]}",
+                "filters.excludeStatusCodes",
+            ),
             ("filters: {excludePaths: [metrics]}", "filters.excludePaths"),
             ("kafka: {brokers: []}", "kafka.brokers"),
             ("kafka: {brokers: [\"nohost\"]}", "kafka.brokers"),
             ("kafka: {topic: \"bad topic\"}", "kafka.topic"),
+            ("kafka: {compression: brotli}", "kafka.compression"),
+            ("kafka: {acks: \"2\"}", "kafka.acks"),
+            ("kafka: {clientId: \"has space\"}", "kafka.clientId"),
+            ("kafka: {topicPartitions: 0}", "kafka.topicPartitions"),
+            (
+                "kafka: {topicReplicationFactor: 0}",
+                "kafka.topicReplicationFactor",
+            ),
             ("limits: {maxFlows: 0}", "limits.maxFlows"),
-            ("limits: {maxMessageBytes: 99999999999}", "limits.maxMessageBytes"),
+            (
+                "limits: {maxMessageBytes: 99999999999}",
+                "limits.maxMessageBytes",
+            ),
             ("capture: {snaplen: 10}", "capture.snaplen"),
-            ("redaction: {maskHeaders: [\"bad header\"]}", "redaction.maskHeaders"),
+            (
+                "redaction: {maskHeaders: [\"bad header\"]}",
+                "redaction.maskHeaders",
+            ),
         ] {
             match WorkerConfig::from_yaml(yaml) {
                 Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{yaml}"),
@@ -464,6 +637,71 @@ capture:  {meshDetection: true, skipInterfaces: [], snaplen: 262144, rescanSecon
         assert!(StatusMatcher::parse("301").unwrap().matches(301));
         assert!(!StatusMatcher::parse("301").unwrap().matches(302));
         assert!(StatusMatcher::parse("600").is_err());
+    }
+
+    #[test]
+    fn kafka_debug_masks_secret_properties() {
+        let mut kafka = KafkaConfig::default();
+        for (key, value) in [
+            ("sasl.password", "hunter2"),
+            ("ssl.key.password", "keypass"),
+            ("ssl.key.pem", "-----BEGIN PRIVATE KEY-----"),
+            ("sasl.oauthbearer.client.secret", "oauth-secret"),
+            ("sasl.username", "alice"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            kafka.properties.insert(key.to_string(), value.to_string());
+        }
+        let shown = format!(
+            "{kafka:?} {:?}",
+            WorkerConfig {
+                kafka: kafka.clone(),
+                ..WorkerConfig::default()
+            }
+        );
+        for secret in ["hunter2", "keypass", "BEGIN PRIVATE KEY", "oauth-secret"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(
+            !shown.contains("alice"),
+            "sasl.username is masked as the operator treats it"
+        );
+        assert!(shown.contains("SASL_SSL") && shown.contains("[redacted]"));
+        assert_eq!(kafka.properties["sasl.password"], "hunter2");
+        for key in [
+            "sasl.password",
+            "sasl.username",
+            "ssl.key.pem",
+            "ssl.key.password",
+            "ssl.keystore.password",
+            "sasl.oauthbearer.client.secret",
+            "SASL.PASSWORD",
+        ] {
+            assert!(is_secret_kafka_property(key), "{key}");
+        }
+        for key in [
+            "security.protocol",
+            "ssl.ca.pem",
+            "ssl.certificate.pem",
+            "acks",
+        ] {
+            assert!(!is_secret_kafka_property(key), "{key}");
+            assert!(!crate::interceptor_config::is_secret_property(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn kafka_additions_parse() {
+        let loaded = WorkerConfig::from_yaml(
+            "kafka: {clientId: worker-a, compression: zstd, acks: \"1\", createTopic: true, topicPartitions: 6}",
+        )
+        .unwrap();
+        let k = loaded.config.kafka;
+        assert_eq!(k.client_id.as_deref(), Some("worker-a"));
+        assert_eq!((k.compression.as_str(), k.acks.as_str()), ("zstd", "1"));
+        assert!(k.create_topic);
+        assert_eq!((k.topic_partitions, k.topic_replication_factor), (6, -1));
+        assert!(loaded.unknown_keys.is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! A sink owns its accounting: every pair handed to [`Sink::send`] ends up in exactly one of
 //! delivered, dropped because the buffer was full, purged, or failed ([`SinkStats`]).
 
+pub mod kafka;
 mod lines;
 
 use std::time::Duration;
