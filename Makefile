@@ -22,6 +22,9 @@ test: deps ## run every test; starts and stops the Kafka-protocol broker the tes
 bench: build ## offline and live benchmarks against tshark and tcpdump (see BENCHMARKS.md)
 	@scripts/bench.sh
 
+crds: ## regenerate the CRD manifests in config/crd from the Rust types (a test fails when they are stale)
+	cargo run --locked -q -p operator -- crds --out-dir config/crd
+
 fmt: ## format the code
 	cargo fmt --all
 
