@@ -13,4 +13,5 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod synth;
 pub mod tcp;

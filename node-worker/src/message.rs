@@ -134,8 +134,8 @@ pub fn rfc3339_us(timestamp_us: i64) -> String {
 
 /// The body as the contract wants it: content-decoded, text when UTF-8, else base64.
 fn body_json<'a>(message: &'a HttpMessage, rules: &Rules) -> Result<(Cow<'a, str>, bool), DropReason> {
-    let encoding = message.head.header("content-encoding");
-    let decoded = body::decode(&message.body, encoding, rules.max_decoded_body_bytes)?;
+    let encoding = message.head.header_joined("content-encoding");
+    let decoded = body::decode(&message.body, encoding.as_deref(), rules.max_decoded_body_bytes)?;
     let bytes: Cow<'a, [u8]> = match decoded {
         Some(d) => Cow::Owned(d),
         None => Cow::Borrowed(&message.body),
@@ -168,7 +168,9 @@ fn message_json<'a>(message: &'a HttpMessage, rules: &'a Rules) -> Result<Messag
         headers: HeadersJson { message, rules },
         body,
         body_base64,
-        content_encoding: head.header("content-encoding").map(String::from_utf8_lossy),
+        content_encoding: head
+            .header_joined("content-encoding")
+            .map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())),
         wire_bytes: message.wire_bytes,
         timestamp: rfc3339_us(message.first_us),
     })

@@ -71,7 +71,8 @@ fn last_coding_is_chunked(head: &MessageHead) -> bool {
     head.headers_named("transfer-encoding")
         .flat_map(|v| v.split(|&b| b == b','))
         .map(|t| t.trim_ascii())
-        .filter(|t| !t.is_empty())
+        // `identity` is an obsolete no-op coding; some clients still list it after chunked.
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"identity"))
         .last()
         .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"))
 }

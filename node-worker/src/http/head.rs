@@ -84,7 +84,11 @@ impl MessageHead {
     }
 
     /// Parses `raw`, which must hold exactly one complete response head.
-    pub fn parse_response(raw: Vec<u8>) -> Result<MessageHead, HeadError> {
+    pub fn parse_response(mut raw: Vec<u8>) -> Result<MessageHead, HeadError> {
+        // Some servers (seen from nginx) write the protocol name in lower case; httparse wants it upper.
+        if raw.len() >= 5 && raw[..5].eq_ignore_ascii_case(b"HTTP/") {
+            raw[..4].copy_from_slice(b"HTTP");
+        }
         let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut storage);
         let status = config()
@@ -178,10 +182,26 @@ impl MessageHead {
             .map(|(_, v)| v)
     }
 
-    pub fn headers_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub fn headers_named<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
         self.headers()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
+    }
+
+    /// All values of a header joined with `, ` (a list header may be repeated: RFC 9110 section 5.3).
+    pub fn header_joined(&self, name: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
+        let mut values = self.headers_named(name);
+        let first = values.next()?;
+        let mut rest = values.peekable();
+        if rest.peek().is_none() {
+            return Some(std::borrow::Cow::Borrowed(first));
+        }
+        let mut joined = first.to_vec();
+        for v in rest {
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(v);
+        }
+        Some(std::borrow::Cow::Owned(joined))
     }
 
     pub fn has_header(&self, name: &str) -> bool {

@@ -369,12 +369,6 @@ impl HalfParser {
         let head = match parsed {
             Ok(head) => head,
             Err(_) => {
-                if self.phase == Phase::Detect && !self.seen_http {
-                    self.in_message = false;
-                    handler.on_not_http(allowance);
-                    self.phase = Phase::Ignored;
-                    return used;
-                }
                 self.abort_with(role, DropReason::HttpParse, handler, allowance);
                 self.phase = Phase::Resync;
                 self.line_start_known = false;
@@ -654,12 +648,21 @@ fn is_tchar(b: u8) -> bool {
 fn classify_start(bytes: &[u8]) -> Start {
     const HTTP: &[u8] = b"HTTP/";
     let n = bytes.len().min(HTTP.len());
-    if bytes[..n] == HTTP[..n] {
+    if bytes[..n].eq_ignore_ascii_case(&HTTP[..n]) {
         return if n == HTTP.len() { Start::Response } else { Start::Unknown };
     }
     for (i, &b) in bytes.iter().take(33).enumerate() {
         if b == b' ' {
-            return if i == 0 { Start::Not } else { Start::Request };
+            if i == 0 {
+                return Start::Not;
+            }
+            // The target: origin form, asterisk, absolute form; anything for CONNECT (authority form).
+            return match bytes.get(i + 1) {
+                None => Start::Unknown,
+                Some(b'/' | b'*' | b'h' | b'H') => Start::Request,
+                Some(_) if bytes[..i].eq_ignore_ascii_case(b"CONNECT") => Start::Request,
+                Some(_) => Start::Not,
+            };
         }
         if !is_tchar(b) {
             return Start::Not;
@@ -738,6 +741,12 @@ mod tests {
     #[test]
     fn starts() {
         assert_eq!(classify_start(b"GET / HTTP/1.1"), Start::Request);
+        assert_eq!(classify_start(b"CONNECT host:443 HTTP/1.1"), Start::Request);
+        assert_eq!(classify_start(b"GET http://a/ HTTP/1.1"), Start::Request);
+        assert_eq!(classify_start(b"http/1.1 200 OK"), Start::Response);
+        assert_eq!(classify_start(b"220 smtp.example.com ESMTP"), Start::Not);
+        assert_eq!(classify_start(b"EHLO example.com"), Start::Not);
+        assert_eq!(classify_start(b"GET "), Start::Unknown);
         assert_eq!(classify_start(b"HTTP/1.1 200"), Start::Response);
         assert_eq!(classify_start(b"HTT"), Start::Unknown);
         assert_eq!(classify_start(b"GE"), Start::Unknown);
