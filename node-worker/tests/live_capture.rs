@@ -262,3 +262,40 @@ fn a_namespace_deleted_while_tapped_is_released_on_the_next_apply() {
         "namespace still alive after its tap was released"
     );
 }
+
+#[test]
+fn the_any_device_in_a_namespace_delivers_linux_cooked_packets() {
+    if !netns::require_root("the_any_device_in_a_namespace_delivers_linux_cooked_packets") {
+        return;
+    }
+    let client = Netns::new("any-c");
+    let server = Netns::new("any-s");
+    veth(
+        &client,
+        "c0",
+        "10.201.3.1/30",
+        &server,
+        "s0",
+        "10.201.3.2/30",
+    );
+    let mut taps = Taps::new(TapOptions::default());
+    // `vlan` does not compile for Linux cooked capture: the handle falls back to plain `tcp`.
+    let report = taps.apply(&[TapSpec::interface("any", Some(&server.path()))]);
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+
+    let served = serve_http(server.listen("10.201.3.2:8080"), 1, r#"{"any":true}"#);
+    let request = post_json("any", "/any", r#"{"q":1}"#);
+    let response = http_exchange(client.connect("10.201.3.2:8080"), &request);
+    served.join().unwrap();
+    let streams = capture_until(&mut taps, 8080, Duration::from_secs(5), |s| {
+        find(&s.to_server, &request).is_some() && find(&s.from_server, &response).is_some()
+    });
+    assert!(find(&streams.to_server, &request).is_some());
+    assert!(find(&streams.from_server, &response).is_some());
+    let stats = taps.stats();
+    assert!(
+        [LinkType::LINUX_SLL, LinkType::LINUX_SLL2].contains(&stats.open[0].link_type),
+        "{:?}",
+        stats.open[0].link_type
+    );
+}

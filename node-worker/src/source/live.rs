@@ -261,6 +261,7 @@ impl Taps {
         let mut report = ApplyReport::default();
         let wanted: HashSet<&InterfaceInfo> = plan.iter().map(|s| &s.info).collect();
         let mut index = 0;
+        let mut closing = Vec::new();
         while index < self.taps.len() {
             if wanted.contains(&self.taps[index].info) {
                 index += 1;
@@ -268,9 +269,12 @@ impl Taps {
                 let tap = self.taps.swap_remove(index);
                 tracing::debug!(interface = %tap.info.name, netns = ?tap.info.netns, "releasing tap");
                 self.released += 1;
-                report.closed.push(self.retire(tap));
+                let (info, capture) = self.retire(tap);
+                report.closed.push(info);
+                closing.push(capture);
             }
         }
+        open::close_all(closing);
 
         let mut open: HashSet<&InterfaceInfo> = self.taps.iter().map(|t| &t.info).collect();
         let new: Vec<&TapSpec> = plan.iter().filter(|s| open.insert(&s.info)).collect();
@@ -365,6 +369,7 @@ impl Taps {
             }
         }
         // Highest index first, so swap_remove leaves the remaining indices valid.
+        let mut closing = Vec::new();
         for (index, vanished, message) in lost.into_iter().rev() {
             let tap = self.taps.swap_remove(index);
             if vanished {
@@ -374,8 +379,11 @@ impl Taps {
                 tracing::warn!(interface = %tap.info.name, netns = ?tap.info.netns, error = %message, "capture failed, tap closed");
                 self.read_errors += 1;
             }
-            report.lost.push(self.retire(tap));
+            let (info, capture) = self.retire(tap);
+            report.lost.push(info);
+            closing.push(capture);
         }
+        open::close_all(closing);
         Ok(report)
     }
 
@@ -408,14 +416,16 @@ impl Taps {
     /// Closes every tap (their counters join the closed sums).
     pub fn close_all(&mut self) -> Vec<InterfaceInfo> {
         let taps = std::mem::take(&mut self.taps);
-        taps.into_iter().map(|tap| self.retire(tap)).collect()
+        let (infos, captures) = taps.into_iter().map(|tap| self.retire(tap)).unzip();
+        open::close_all(captures);
+        infos
     }
 
-    /// Closes a tap, keeping its final counters.
-    fn retire(&mut self, mut tap: Tap) -> InterfaceInfo {
+    /// Takes a tap's final counters; the caller closes its handle.
+    fn retire(&mut self, mut tap: Tap) -> (InterfaceInfo, Capture<Active>) {
         refresh_kernel_stats(&mut tap);
         self.closed.add(&tap.counters);
-        tap.info
+        (tap.info, tap.capture)
     }
 }
 
