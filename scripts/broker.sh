@@ -83,8 +83,9 @@ running_pid() {
   local dir=$1 pid
   [ -f "$dir/pid" ] || return 1
   pid=$(cat "$dir/pid")
-  # Only a process that is still the tansu started from this directory (pids get reused).
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--storage-engine sqlite://$dir/data/" \
+  # Only a process that is still the tansu started in this directory (pids get reused).
+  [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$dir/data" ] \
+    && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- " broker " \
     && echo "$pid"
 }
 
@@ -103,12 +104,13 @@ start() {
   if running_pid "$dir" >/dev/null; then die "a broker already runs from $dir"; fi
   if [ -f "$dir/port" ]; then port=$(cat "$dir/port"); else port=$(free_port); echo "$port" >"$dir/port"; fi
   mkdir -p "$dir/data"
+  # In its data directory: tansu reads `sqlite://tansu.db` relative to it (an absolute path is not).
   # setsid: the broker outlives this script and is not hit by the terminal's Ctrl-C meant for the tests.
-  setsid "$BIN" broker \
+  (cd "$dir/data" && exec setsid "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://$dir/data/tansu.db" \
-    </dev/null >>"$dir/broker.log" 2>&1 &
+    --storage-engine "sqlite://tansu.db" \
+    </dev/null >>"$dir/broker.log" 2>&1) &
   echo $! >"$dir/pid"
   local deadline=$((SECONDS + 60))
   until answers "$port"; do

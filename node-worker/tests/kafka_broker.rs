@@ -117,11 +117,13 @@ fn pairs_are_read_back_byte_for_byte_with_their_keys_and_headers() {
 }
 
 #[test]
-fn every_compression_codec_is_accepted_by_the_broker() {
-    let Some(brokers) = test_broker("every_compression_codec_is_accepted_by_the_broker") else {
+fn compressed_batches_are_read_back_intact() {
+    let Some(brokers) = test_broker("compressed_batches_are_read_back_intact") else {
         return;
     };
-    for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
+    // Not snappy: tansu 0.6.0 stores snappy batches but cannot read them back ("UnexpectedType(Snappy)" in
+    // its fetch); Kafka itself serves them.
+    for codec in ["none", "gzip", "lz4", "zstd"] {
         let topic = unique_topic(&format!("interceptor-{codec}"));
         let mut config = config(&brokers, &topic);
         config.compression = codec.to_string();

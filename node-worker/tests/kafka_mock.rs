@@ -230,23 +230,34 @@ fn shutdown_settles_every_pair() {
 }
 
 #[test]
-fn a_missing_topic_is_created_when_configured() {
+fn a_missing_topic_is_reported_by_name_and_its_pairs_fail() {
+    // (Creating it is tested against tansu: the mock cluster has no controller for CreateTopics.)
     let mock = MockCluster::new(1).unwrap();
-    let config = KafkaConfig {
+    let mut config = KafkaConfig {
         brokers: vec![mock.bootstrap_servers()],
-        topic: "created-by-the-sink".into(),
-        create_topic: true,
-        topic_partitions: 4,
-        topic_replication_factor: 1,
+        topic: "nobody-created-this".into(),
         ..KafkaConfig::default()
     };
+    config
+        .properties
+        .insert("topic.metadata.propagation.max.ms".into(), "1000".into());
     let mut sink = KafkaSink::new(&config, "node-a").unwrap();
-    let state = sink.ensure_topic(Duration::from_secs(10)).unwrap();
+    let error = sink
+        .ensure_topic(Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
     assert!(
-        matches!(state, TopicState::Created | TopicState::Exists),
-        "{state:?}"
+        error.contains("\"nobody-created-this\" does not exist"),
+        "{error}"
     );
+    assert_eq!(sink.topic_state(), TopicState::Missing);
     sink.send(pair("a", 0, 100));
-    sink.flush(Duration::from_secs(10)).unwrap();
-    assert_eq!(sink.stats().delivered, 1);
+    sink.send(pair("a", 1, 100));
+    sink.flush(Duration::from_secs(20)).unwrap();
+    let stats = sink.stats();
+    assert_eq!((stats.failed, stats.delivered), (2, 0), "{stats:?}");
+    let last = stats.last_error.unwrap_or_default();
+    assert!(last.contains("nobody-created-this"), "{last}");
+    // Asking did not create it.
+    assert!(sink.ensure_topic(Duration::from_secs(5)).is_err());
 }

@@ -65,6 +65,7 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let stats = sink.stats();
+    eprintln!("outage, after 1.5 s: {stats:?}; max buffered {max_buffered} bytes");
     assert!(stats.dropped_full > 0, "a full buffer drops: {stats:?}");
     assert!(
         max_buffered > MIB / 2,
@@ -86,6 +87,11 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
         sink.stats()
     );
     let purged_after = killed.elapsed();
+    eprintln!(
+        "purged {:?} after the kill: {:?}",
+        purged_after,
+        sink.stats()
+    );
     assert!(
         purged_after >= Duration::from_secs(3),
         "purged after {purged_after:?}, before purgeAfter"
@@ -114,6 +120,7 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
     }
     sink.flush(Duration::from_secs(60)).unwrap();
     let stats = sink.stats();
+    eprintln!("after the restart: {stats:?}");
     assert_eq!(stats.delivered, 80, "{stats:?}");
     assert_eq!(stats.connected, Some(true), "{stats:?}");
     assert_eq!(stats.accepted, 50 + sent_during_outage + 30);

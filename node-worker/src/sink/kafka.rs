@@ -510,10 +510,9 @@ impl TopicChecker {
     }
 
     fn exists(&self, timeout: Duration) -> Result<bool, KafkaError> {
-        let metadata = self
-            .producer
-            .client()
-            .fetch_metadata(Some(&self.topic), timeout)?;
+        // The metadata of all topics: asking for one missing topic can create it on brokers that
+        // auto-create, or go unanswered (librdkafka's mock cluster).
+        let metadata = self.producer.client().fetch_metadata(None, timeout)?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == self.topic) else {
             return Ok(false);
         };
@@ -708,6 +707,8 @@ fn client_config(config: &KafkaConfig, node: &str) -> Result<ClientConfig, SinkE
         ),
         ("queue.buffering.max.ms", "20".to_string()),
         ("statistics.interval.ms", "1000".to_string()),
+        // A missing topic is created by kafka.createTopic, not as a side effect of asking for metadata.
+        ("allow.auto.create.topics", "false".to_string()),
     ];
     let mut client_config = ClientConfig::new();
     for (key, value) in ours {
