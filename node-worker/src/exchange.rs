@@ -681,12 +681,13 @@ impl StreamConsumer for Side<'_, '_, '_> {
         if let Some(pos) = self.conn.pairing.stream_pos[i].as_mut() {
             *pos = pos.wrapping_add(missing as u32);
         }
+        let resume = self.conn.pairing.stream_pos[i].unwrap_or(0);
         let mut handler = Handler {
             pairing: &mut self.conn.pairing,
             dir: self.dir,
             env: self.env,
         };
-        self.conn.parsers[i].gap(missing, &mut handler, allowance);
+        self.conn.parsers[i].gap(missing, resume, &mut handler, allowance);
         self.conn.after_call(allowance);
     }
 

@@ -177,21 +177,35 @@ impl HalfParser {
         }
     }
 
-    /// `missing` bytes of the stream are lost.
-    pub fn gap<H: MessageHandler>(&mut self, missing: u64, handler: &mut H, allowance: &mut Allowance<'_>) {
+    /// `missing` bytes of the stream are lost; the stream resumes at sequence number `resume_seq`.
+    pub fn gap<H: MessageHandler>(
+        &mut self,
+        missing: u64,
+        resume_seq: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
         let role = self.role_or_request();
         match self.phase {
             Phase::Ignored => {}
             // Inside a body of known length: skip the hole and stay in step.
-            Phase::Length(rem) if missing < rem => {
+            Phase::Length(rem) if missing <= rem => {
                 self.abort_current(role, handler, allowance);
                 self.wire += missing;
                 self.phase = Phase::Length(rem - missing);
+                if rem == missing {
+                    self.phase = Phase::Head;
+                    self.finish_message(role, resume_seq, handler, allowance);
+                }
             }
-            Phase::Chunked(Chunked::Data(rem)) if missing < rem => {
+            Phase::Chunked(Chunked::Data(rem)) if missing <= rem => {
                 self.abort_current(role, handler, allowance);
                 self.wire += missing;
-                self.phase = Phase::Chunked(Chunked::Data(rem - missing));
+                self.phase = Phase::Chunked(if rem == missing {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(rem - missing)
+                });
             }
             Phase::UntilClose => {
                 self.abort_current(role, handler, allowance);
@@ -706,32 +720,74 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
     })
 }
 
-/// Finds where the next message starts: a status line, or a request line `TOKEN SP target SP HTTP/1.x`,
-/// at the beginning of a line. `line_start_known` says whether `buf[0]` begins a line.
+/// Methods trusted to start a request in the middle of a line (right after a body that did not end
+/// with a newline); at the start of a line any token is accepted.
+const KNOWN_METHODS: &[&[u8]] = &[
+    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE", b"QUERY",
+];
+
+/// Finds where the next message starts: a status line `HTTP/1.x DDD`, or a request line
+/// `METHOD SP target SP HTTP/1.x`. Messages follow each other without separators (a body need not
+/// end with a newline), so a start is recognised by its shape, not by a preceding newline.
+/// `line_start_known` says whether `buf[0]` begins a line.
 fn find_message_start(buf: &[u8], role: Option<Role>, line_start_known: bool) -> Option<(usize, Role)> {
     let finder = memmem::Finder::new(b"HTTP/1.");
     let mut from = 0;
     while let Some(i) = finder.find(&buf[from..]) {
         let p = from + i;
         from = p + 1;
-        let at_line_start = if p == 0 { line_start_known } else { buf[p - 1] == b'\n' };
-        let after = buf.get(p + 8).copied();
-        if role != Some(Role::Request) && at_line_start && matches!(after, Some(b' ') | None) {
+        if role != Some(Role::Request) && is_status_line(&buf[p..]) {
             return Some((p, Role::Response));
         }
-        if role != Some(Role::Response) && matches!(after, Some(b'\r') | Some(b'\n') | None) {
-            let line_start = match memchr::memrchr(b'\n', &buf[..p]) {
-                Some(nl) => nl + 1,
-                None if line_start_known => 0,
-                None => continue,
-            };
-            let line = &buf[line_start..p];
-            if line.len() >= 4 && line.ends_with(b" ") && classify_start(line) == Start::Request {
-                return Some((line_start, Role::Request));
+        let after = buf.get(p + 8).copied();
+        if role != Some(Role::Response) && matches!(after, Some(b'\r') | Some(b'\n')) {
+            if let Some(start) = request_line_start(buf, p, line_start_known) {
+                return Some((start, Role::Request));
             }
         }
     }
     None
+}
+
+/// `HTTP/1.x DDD` followed by a space or the end of the line.
+fn is_status_line(at: &[u8]) -> bool {
+    at.len() >= 13
+        && matches!(at[7], b'0' | b'1')
+        && at[8] == b' '
+        && at[9..12].iter().all(u8::is_ascii_digit)
+        && matches!(at[12], b' ' | b'\r' | b'\n')
+}
+
+/// Where the request line ending in ` HTTP/1.x` at `version` starts, if it is one.
+fn request_line_start(buf: &[u8], version: usize, line_start_known: bool) -> Option<usize> {
+    if version < 4 || buf[version - 1] != b' ' {
+        return None;
+    }
+    // The target: no spaces or control bytes, back to the space after the method.
+    let target_end = version - 1;
+    let space = buf[..target_end].iter().rposition(|&b| b == b' ' || b < 0x20)?;
+    if buf[space] != b' ' || space + 1 == target_end {
+        return None;
+    }
+    let method_end = space;
+    let token_start = buf[..method_end]
+        .iter()
+        .rposition(|&b| !is_tchar(b))
+        .map_or(0, |i| i + 1);
+    if token_start == method_end {
+        return None;
+    }
+    let at_line_start = if token_start == 0 { line_start_known } else { buf[token_start - 1] == b'\n' };
+    if at_line_start && classify_start(&buf[token_start..]) == Start::Request {
+        return Some(token_start);
+    }
+    // Mid-line: the longest known method that ends the token (the body before it may end in letters).
+    let token = &buf[token_start..method_end];
+    KNOWN_METHODS
+        .iter()
+        .filter(|m| token.ends_with(m))
+        .max_by_key(|m| m.len())
+        .map(|m| method_end - m.len())
 }
 
 #[cfg(test)]
@@ -779,9 +835,16 @@ mod tests {
         let buf = b"xx\nPOST /a HTTP/1.1\r\nHost: a\r\n";
         assert_eq!(find_message_start(buf, None, false), Some((3, Role::Request)));
         assert_eq!(find_message_start(buf, Some(Role::Response), false), None);
-        // Mid-line occurrences are not starts.
-        assert_eq!(find_message_start(b"abc HTTP/1.1 200 x", Some(Role::Response), false), None);
+        // Right after a body that did not end with a newline.
+        assert_eq!(find_message_start(b"{\"a\":1}HTTP/1.1 200 OK\r\n", None, false), Some((7, Role::Response)));
+        assert_eq!(find_message_start(b"{\"a\":1}POST /x HTTP/1.1\r\n", None, false), Some((7, Role::Request)));
+        assert_eq!(find_message_start(b"...xyzGET /x HTTP/1.1\r\n", None, false), Some((6, Role::Request)));
+        // Not a status line: no code, or a version inside text.
+        assert_eq!(find_message_start(b"say HTTP/1.1 rocks\n", Some(Role::Response), false), None);
+        assert_eq!(find_message_start(b"HTTP/1.1 2XX OK\r\n", Some(Role::Response), false), None);
         assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, true), Some((0, Role::Request)));
-        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, false), None);
+        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, false), Some((0, Role::Request)));
+        assert_eq!(find_message_start(b"FOO / HTTP/1.1\r\n", None, false), None);
+        assert_eq!(find_message_start(b"FOO / HTTP/1.1\r\n", None, true), Some((0, Role::Request)));
     }
 }

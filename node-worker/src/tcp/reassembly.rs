@@ -438,11 +438,11 @@ mod tests {
         let mut h = Harness::new(1000);
         h.seg(99, b"", true, false);
         h.data(100, b"hello ");
-        h.data(112, b"!");
+        h.data(111, b"!");
         h.data(106, b"world");
         h.data(100, b"hello "); // retransmission
         h.data(109, b"ld!"); // overlap
-        h.seg(113, b"", false, true);
+        h.seg(112, b"", false, true);
         assert_eq!(h.out.bytes, b"hello world!");
         assert!(h.out.ended);
         assert_eq!(h.flow.used(), 0);
@@ -455,7 +455,7 @@ mod tests {
         let start = u32::MAX - 3;
         h.data(start.wrapping_add(4), b"5678");
         h.data(start, b"1234");
-        assert_eq!(h.out.bytes, b"1234", "bytes before the first seen are retransmissions");
+        assert_eq!(h.out.bytes, b"5678", "bytes before the first seen are taken for retransmissions");
         let mut h = Harness::new(1000);
         h.data(start, b"1234");
         h.data(start.wrapping_add(4), b"5678");
@@ -471,9 +471,15 @@ mod tests {
         h.ack(6);
         assert_eq!(h.out.bytes, b"aa??cc");
         assert_eq!(h.counters.bytes_missing, 2);
-        // Once the peer acked beyond, later early data is delivered at once.
+        // Early data waits until the peer acknowledges past it...
         h.data(8, b"ee");
+        assert_eq!(h.out.bytes, b"aa??cc");
+        h.ack(10);
         assert_eq!(h.out.bytes, b"aa??cc??ee");
+        // ...or is delivered at once when the peer already did.
+        h.ack(20);
+        h.data(12, b"gg");
+        assert_eq!(h.out.bytes, b"aa??cc??ee??gg");
     }
 
     #[test]
