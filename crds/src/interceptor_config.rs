@@ -201,7 +201,7 @@ pub struct KafkaSpec {
     /// Secrets (passwords, keys) are refused here: they come from `credentials`.
     #[schemars(extend("maxProperties" = 64))]
     #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.all(k, !(k.contains('password') || k.contains('secret') || k == 'ssl.key.pem' || k == 'sasl.username'))",
+        {"rule": "self.all(k, !(k.lowerAscii().contains('password') || k.lowerAscii().contains('secret') || k.lowerAscii().contains('token') || k.lowerAscii().contains('credential') || k.lowerAscii().contains('sasl.oauthbearer.config') || k.lowerAscii().contains('sasl.jaas.config') || k.lowerAscii().startsWith('ssl.key.') || k.lowerAscii().startsWith('ssl_key') || k == 'sasl.username'))",
          "message": "credentials must come from kafka.credentials (a Secret), never from kafka.properties"}
     ]))]
     pub properties: BTreeMap<String, String>,
@@ -221,6 +221,35 @@ pub struct KafkaSpec {
         {"rule": "self >= 1048576 && self <= 4294967296", "message": "bufferBytes must be between 1 MiB and 4 GiB"}
     ]))]
     pub buffer_bytes: u64,
+    /// The Kafka client id. Default: `interceptor-<node name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self.matches('^[!-~]+$')", "message": "clientId must be printable ASCII without spaces"}
+    ]))]
+    pub client_id: Option<String>,
+    /// Compression of message batches: `none`, `gzip`, `snappy`, `lz4` or `zstd`.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self in ['none', 'gzip', 'snappy', 'lz4', 'zstd']", "message": "compression must be one of none, gzip, snappy, lz4, zstd"}
+    ]))]
+    pub compression: String,
+    /// Acknowledgements a produce request waits for: `all` (or `-1`), `1` or `0`.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self in ['all', '-1', '0', '1']", "message": "acks must be one of all, -1, 0, 1"}
+    ]))]
+    pub acks: String,
+    /// Create the topic when it does not exist (with `topicPartitions` and `topicReplicationFactor`).
+    pub create_topic: bool,
+    /// Partitions of a topic created because of `createTopic` (1-10000).
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self >= 1 && self <= 10000", "message": "topicPartitions must be between 1 and 10000"}
+    ]))]
+    pub topic_partitions: u32,
+    /// Replication factor of a topic created because of `createTopic`; `-1`: the broker's default.
+    #[schemars(extend("x-kubernetes-validations" = [
+        {"rule": "self == -1 || (self >= 1 && self <= 32)", "message": "topicReplicationFactor must be -1 (broker default) or 1-32"}
+    ]))]
+    pub topic_replication_factor: i32,
 }
 
 impl Default for KafkaSpec {
@@ -233,6 +262,12 @@ impl Default for KafkaSpec {
             credentials: None,
             purge_after: seconds(k.purge_after_seconds),
             buffer_bytes: k.buffer_bytes,
+            client_id: k.client_id,
+            compression: k.compression,
+            acks: k.acks,
+            create_topic: k.create_topic,
+            topic_partitions: k.topic_partitions,
+            topic_replication_factor: k.topic_replication_factor,
         }
     }
 }
@@ -574,7 +609,12 @@ impl InterceptorConfigSpec {
                 purge_after_seconds: whole_seconds("kafka.purgeAfter", &k.purge_after)?,
                 buffer_bytes: k.buffer_bytes,
                 properties: k.properties.clone(),
-                ..KafkaConfig::default()
+                client_id: k.client_id.clone(),
+                compression: k.compression.clone(),
+                acks: k.acks.clone(),
+                create_topic: k.create_topic,
+                topic_partitions: k.topic_partitions,
+                topic_replication_factor: k.topic_replication_factor,
             },
             capture: CaptureConfig {
                 mesh_detection: c.mesh_detection,
@@ -600,10 +640,7 @@ impl InterceptorConfigSpec {
 /// librdkafka properties that hold secrets and so must never be written into a ConfigMap. The CRD's CEL
 /// rule on `kafka.properties` refuses the same keys.
 pub fn is_secret_property(key: &str) -> bool {
-    key.contains("password")
-        || key.contains("secret")
-        || key == "ssl.key.pem"
-        || key == "sasl.username"
+    crate::config::is_secret_kafka_property(key) || key == "sasl.username"
 }
 
 #[cfg(test)]

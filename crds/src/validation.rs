@@ -85,6 +85,8 @@ mod tests {
                                "excludeNamespaces": ["kube-system"]}}),
             json!({"capture": {"snaplen": 64, "rescanInterval": "1s", "bufferBytes": 65536, "meshDetection": false}}),
             json!({"redaction": {"maskHeaders": []}}),
+            json!({"kafka": {"compression": "zstd", "acks": "1", "clientId": "worker-a", "createTopic": true,
+                             "topicPartitions": 6, "topicReplicationFactor": 3}}),
         ] {
             if let Err(e) = check(spec.clone()) {
                 panic!("{spec} was refused: {e}");
@@ -119,6 +121,21 @@ mod tests {
                 json!({"kafka": {"credentials": {"secretName": "kafka"}}}),
                 "at least one key",
             ),
+            (
+                json!({"kafka": {"properties": {"sasl.oauthbearer.client.secret": "x"}}}),
+                "credentials must come from",
+            ),
+            (
+                json!({"kafka": {"compression": "brotli"}}),
+                "compression must be",
+            ),
+            (json!({"kafka": {"acks": "2"}}), "acks must be"),
+            (json!({"kafka": {"topicPartitions": 0}}), "topicPartitions"),
+            (
+                json!({"kafka": {"topicReplicationFactor": 0}}),
+                "topicReplicationFactor",
+            ),
+            (json!({"kafka": {"clientId": "a b"}}), "clientId"),
             (
                 json!({"limits": {"responseTimeout": "500ms"}}),
                 "responseTimeout",
