@@ -106,6 +106,8 @@ struct NewTopicSpec {
 /// State shared with librdkafka's callbacks (on the polling thread).
 struct Shared {
     topic: String,
+    /// Values of secret properties, masked in every message we record or return.
+    secrets: Vec<String>,
     buffer_limit: u64,
     purge_after: Duration,
     state: Mutex<State>,
@@ -130,6 +132,7 @@ impl Shared {
     }
 
     fn record_error(&self, state: &mut State, message: String) {
+        let message = redact(&message, &self.secrets);
         // librdkafka repeats errors while Kafka is down: log a message again only after a while.
         let repeat = state
             .last_logged_error
@@ -269,8 +272,10 @@ impl KafkaSink {
 
     fn build(config: &KafkaConfig, node: &str) -> Result<KafkaSink, SinkError> {
         let client_config = client_config(config, node)?;
+        let secrets = secret_values(config);
         let shared = Arc::new(Shared {
             topic: config.topic.clone(),
+            secrets: secrets.clone(),
             buffer_limit: config.buffer_bytes,
             purge_after: Duration::from_secs(config.purge_after_seconds.max(1)),
             state: Mutex::new(State::default()),
@@ -280,7 +285,7 @@ impl KafkaSink {
         };
         let producer: BaseProducer<SinkContext> = client_config
             .create_with_context(context)
-            .map_err(|e| SinkError::Kafka(redact(&e.to_string(), config)))?;
+            .map_err(|e| SinkError::Kafka(redact(&e.to_string(), &secrets)))?;
         let producer = Arc::new(producer);
         let description = format!(
             "KafkaSink {{ brokers: {:?}, topic: {:?}, client_id: {:?}, properties: {:?} }}",
@@ -335,7 +340,9 @@ impl KafkaSink {
         let topic_thread = thread::Builder::new()
             .name("kafka-topic".into())
             .spawn(move || checker.run_until_known(&stop))?;
-        self.threads.push(topic_thread);
+        // Not joined on drop: it may be waiting for a Kafka that does not answer (at most a few seconds),
+        // and shutdown must not wait for that. It stops at its next look at `stop`.
+        drop(topic_thread);
         Ok(())
     }
 
@@ -366,11 +373,12 @@ impl KafkaSink {
                 }
                 Ok(known) => return Ok(known),
                 Err(e) => {
-                    return Err(SinkError::Kafka(format!(
+                    let message = format!(
                         "cannot check topic {:?} on {} within {timeout:?}: {e}",
                         self.topic,
                         self.brokers()
-                    )))
+                    );
+                    return Err(SinkError::Kafka(redact(&message, &self.shared.secrets)));
                 }
             }
         }
@@ -492,6 +500,12 @@ impl TopicChecker {
             false => TopicState::Missing,
         };
         let mut shared = self.shared.lock();
+        // Created by this sink (by the background check or an earlier call): say so, not just Exists.
+        let state = if state == TopicState::Exists && shared.topic == Some(TopicState::Created) {
+            TopicState::Created
+        } else {
+            state
+        };
         match state {
             TopicState::Missing => {
                 let message = format!(
@@ -754,13 +768,21 @@ fn admin_config(config: &KafkaConfig, node: &str) -> ClientConfig {
     admin
 }
 
-/// `text` with the values of secret properties replaced (librdkafka's configuration errors quote values).
-fn redact(text: &str, config: &KafkaConfig) -> String {
+/// The values of the secret properties of `config`.
+fn secret_values(config: &KafkaConfig) -> Vec<String> {
+    config
+        .properties
+        .iter()
+        .filter(|(key, value)| is_secret_kafka_property(key) && !value.is_empty())
+        .map(|(_, value)| value.clone())
+        .collect()
+}
+
+/// `text` with secret values replaced (librdkafka's configuration errors quote values).
+fn redact(text: &str, secrets: &[String]) -> String {
     let mut text = text.to_string();
-    for (key, value) in &config.properties {
-        if is_secret_kafka_property(key) && !value.is_empty() {
-            text = text.replace(value.as_str(), "[redacted]");
-        }
+    for secret in secrets {
+        text = text.replace(secret.as_str(), "[redacted]");
     }
     text
 }
@@ -878,7 +900,7 @@ mod tests {
         ]);
         let text = redact(
             "Invalid value \"hunter2-secret\" for configuration property \"sasl.password\"",
-            &config,
+            &secret_values(&config),
         );
         assert_eq!(
             text,
