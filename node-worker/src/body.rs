@@ -7,7 +7,11 @@ use crate::stats::DropReason;
 
 /// Decodes `body` according to a Content-Encoding header value (codings applied in order, so they are
 /// undone in reverse). `Ok(None)`: nothing to decode (no or identity encoding, or an empty body).
-pub fn decode(body: &[u8], content_encoding: Option<&[u8]>, max_decoded: usize) -> Result<Option<Vec<u8>>, DropReason> {
+pub fn decode(
+    body: &[u8],
+    content_encoding: Option<&[u8]>,
+    max_decoded: usize,
+) -> Result<Option<Vec<u8>>, DropReason> {
     let Some(value) = content_encoding else {
         return Ok(None);
     };
@@ -77,19 +81,46 @@ mod tests {
     #[test]
     fn gzip_deflate_brotli_and_stacked() {
         let text = b"{\"hello\":\"world\"}".repeat(10);
-        assert_eq!(decode(&gzip(&text), Some(b"gzip"), 1 << 20).unwrap().unwrap(), text);
-        assert_eq!(decode(&gzip(&text), Some(b"X-Gzip"), 1 << 20).unwrap().unwrap(), text);
+        assert_eq!(
+            decode(&gzip(&text), Some(b"gzip"), 1 << 20)
+                .unwrap()
+                .unwrap(),
+            text
+        );
+        assert_eq!(
+            decode(&gzip(&text), Some(b"X-Gzip"), 1 << 20)
+                .unwrap()
+                .unwrap(),
+            text
+        );
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         z.write_all(&text).unwrap();
-        assert_eq!(decode(&z.finish().unwrap(), Some(b"deflate"), 1 << 20).unwrap().unwrap(), text);
+        assert_eq!(
+            decode(&z.finish().unwrap(), Some(b"deflate"), 1 << 20)
+                .unwrap()
+                .unwrap(),
+            text
+        );
         let mut d = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
         d.write_all(&text).unwrap();
-        assert_eq!(decode(&d.finish().unwrap(), Some(b"deflate"), 1 << 20).unwrap().unwrap(), text);
+        assert_eq!(
+            decode(&d.finish().unwrap(), Some(b"deflate"), 1 << 20)
+                .unwrap()
+                .unwrap(),
+            text
+        );
         let mut br = Vec::new();
-        brotli::CompressorWriter::new(&mut br, 4096, 5, 22).write_all(&text).unwrap();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(&text)
+            .unwrap();
         assert_eq!(decode(&br, Some(b"br"), 1 << 20).unwrap().unwrap(), text);
         let twice = gzip(&gzip(&text));
-        assert_eq!(decode(&twice, Some(b"gzip, gzip"), 1 << 20).unwrap().unwrap(), text);
+        assert_eq!(
+            decode(&twice, Some(b"gzip, gzip"), 1 << 20)
+                .unwrap()
+                .unwrap(),
+            text
+        );
     }
 
     #[test]
@@ -103,12 +134,30 @@ mod tests {
     fn bombs_garbage_and_unknown_codings() {
         let bomb = gzip(&vec![0u8; 10 << 20]);
         assert!(bomb.len() < 20_000);
-        assert_eq!(decode(&bomb, Some(b"gzip"), 1 << 20), Err(DropReason::DecodedTooLarge));
-        assert_eq!(decode(&vec![0u8; 1 << 20], Some(b"gzip"), 1 << 20).unwrap_err(), DropReason::BodyDecode);
-        assert_eq!(decode(b"not gzip", Some(b"gzip"), 100), Err(DropReason::BodyDecode));
-        assert_eq!(decode(b"abc", Some(b"compress"), 100), Err(DropReason::BodyDecode));
+        assert_eq!(
+            decode(&bomb, Some(b"gzip"), 1 << 20),
+            Err(DropReason::DecodedTooLarge)
+        );
+        assert_eq!(
+            decode(&vec![0u8; 1 << 20], Some(b"gzip"), 1 << 20).unwrap_err(),
+            DropReason::BodyDecode
+        );
+        assert_eq!(
+            decode(b"not gzip", Some(b"gzip"), 100),
+            Err(DropReason::BodyDecode)
+        );
+        assert_eq!(
+            decode(b"abc", Some(b"compress"), 100),
+            Err(DropReason::BodyDecode)
+        );
         let exact = gzip(&[b'a'; 100]);
-        assert_eq!(decode(&exact, Some(b"gzip"), 100).unwrap().unwrap().len(), 100);
-        assert_eq!(decode(&exact, Some(b"gzip"), 99), Err(DropReason::DecodedTooLarge));
+        assert_eq!(
+            decode(&exact, Some(b"gzip"), 100).unwrap().unwrap().len(),
+            100
+        );
+        assert_eq!(
+            decode(&exact, Some(b"gzip"), 99),
+            Err(DropReason::DecodedTooLarge)
+        );
     }
 }

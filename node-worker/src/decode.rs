@@ -60,7 +60,10 @@ fn link_payload(link_type: LinkType, frame: &[u8]) -> Result<&[u8], Skip> {
             let mut ethertype = be16(frame, 12)?;
             let mut offset = 14;
             // 802.1Q / 802.1ad tags, possibly stacked.
-            while matches!(ethertype, ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD) {
+            while matches!(
+                ethertype,
+                ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD
+            ) {
                 ethertype = be16(frame, offset + 2)?;
                 offset += 4;
             }
@@ -93,9 +96,11 @@ fn link_payload(link_type: LinkType, frame: &[u8]) -> Result<&[u8], Skip> {
                 _ => Err(Skip::NotTcp),
             }
         }
-        LinkType::RAW | LinkType::RAW_OPENBSD | LinkType::LINKTYPE_RAW | LinkType::IPV4 | LinkType::IPV6 => {
-            Ok(frame)
-        }
+        LinkType::RAW
+        | LinkType::RAW_OPENBSD
+        | LinkType::LINKTYPE_RAW
+        | LinkType::IPV4
+        | LinkType::IPV6 => Ok(frame),
         _ => Err(Skip::Malformed),
     }
 }
@@ -143,7 +148,9 @@ pub fn decode_ip(packet: &[u8]) -> Result<TcpSegment<'_>, Skip> {
     let data = tcp.payload();
     let missing_tail = if payload.incomplete {
         let header_len = usize::from(tcp.data_offset()) * 4;
-        claimed_len.saturating_sub(header_len).saturating_sub(data.len())
+        claimed_len
+            .saturating_sub(header_len)
+            .saturating_sub(data.len())
     } else {
         0
     };
@@ -259,7 +266,10 @@ mod tests {
         assert_eq!(decode(LinkType(9999), &[0; 60]), Err(Skip::Malformed));
         let frame = tcp_ipv4(b"abc");
         // IPv4 header claims a TCP header that is cut off.
-        assert_eq!(decode(LinkType::ETHERNET, &frame[..14 + 20 + 10]), Err(Skip::Malformed));
+        assert_eq!(
+            decode(LinkType::ETHERNET, &frame[..14 + 20 + 10]),
+            Err(Skip::Malformed)
+        );
     }
 
     #[test]

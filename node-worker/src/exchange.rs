@@ -132,7 +132,13 @@ impl Pairing {
         }
     }
 
-    fn doom(&mut self, id: Option<u64>, reason: DropReason, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+    fn doom(
+        &mut self,
+        id: Option<u64>,
+        reason: DropReason,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
         if let Some(ex) = self.find(id) {
             Self::drop_exchange(env.counters, ex, reason);
             Self::shed(ex, allowance);
@@ -142,7 +148,9 @@ impl Pairing {
     /// Pops complete exchanges from the front, handing kept pairs on.
     fn emit_ready(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
         while self.queue.front().is_some_and(Exchange::is_complete) {
-            let Some(mut ex) = self.queue.pop_front() else { break };
+            let Some(mut ex) = self.queue.pop_front() else {
+                break;
+            };
             allowance.release(ex.reserved);
             ex.reserved = 0;
             if ex.dropped.is_some() {
@@ -280,7 +288,9 @@ impl Pairing {
         // The oldest request without a response, if the server had received all of it.
         let target = self.queue.iter_mut().find(|e| e.response.is_none());
         let target = match target {
-            Some(ex) if !ex.request.done || seq_diff(start.ack, ex.request_end_seq) >= 0 => Some(ex),
+            Some(ex) if !ex.request.done || seq_diff(start.ack, ex.request_end_seq) >= 0 => {
+                Some(ex)
+            }
             _ => None,
         };
         let Some(ex) = target else {
@@ -330,7 +340,10 @@ impl Pairing {
                         Err(DropReason::ContentType)
                     }
                 })
-                .and_then(|()| env.rules.check_sizes(declared, ex.request.wire.saturating_add(declared)))
+                .and_then(|()| {
+                    env.rules
+                        .check_sizes(declared, ex.request.wire.saturating_add(declared))
+                })
                 .and_then(|()| allowance.reserve(head.memory_size()));
             match verdict {
                 Ok(()) => {
@@ -367,7 +380,9 @@ impl Pairing {
             Role::Request => self.current_request,
             Role::Response => self.current_response,
         };
-        let Some(ex) = self.find(id) else { return false };
+        let Some(ex) = self.find(id) else {
+            return false;
+        };
         if ex.dropped.is_some() {
             return false;
         }
@@ -401,7 +416,14 @@ impl Pairing {
         }
     }
 
-    fn on_end(&mut self, role: Role, wire: u64, end_seq: u32, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+    fn on_end(
+        &mut self,
+        role: Role,
+        wire: u64,
+        end_seq: u32,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
         match role {
             Role::Request => {
                 let id = self.current_request.take();
@@ -435,7 +457,10 @@ impl Pairing {
                         }
                     }
                     if ex.dropped.is_none() {
-                        if let Err(reason) = env.rules.check_sizes(wire, wire.saturating_add(request_wire)) {
+                        if let Err(reason) = env
+                            .rules
+                            .check_sizes(wire, wire.saturating_add(request_wire))
+                        {
                             Self::drop_exchange(env.counters, ex, reason);
                             Self::shed(ex, allowance);
                         }
@@ -467,9 +492,12 @@ impl Pairing {
 
     /// Applies the response timeout: called periodically with the current time.
     fn expire(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
-        let Some(timeout) = env.rules.response_timeout_us else { return };
+        let Some(timeout) = env.rules.response_timeout_us else {
+            return;
+        };
         let now = env.now_us;
-        let late = |ex: &Exchange| ex.request.done && now.saturating_sub(ex.request_done_us) > timeout;
+        let late =
+            |ex: &Exchange| ex.request.done && now.saturating_sub(ex.request_done_us) > timeout;
         // A late request whose response never started: it and every request behind it (responses come in
         // order, so none of theirs can have started either) are given up.
         if let Some(pos) = self
@@ -481,7 +509,10 @@ impl Pairing {
                 Self::drop_exchange(env.counters, &mut ex, DropReason::ResponseTimeout);
                 allowance.release(ex.reserved);
             }
-            if self.current_request.is_some_and(|id| !self.queue.iter().any(|e| e.id == id)) {
+            if self
+                .current_request
+                .is_some_and(|id| !self.queue.iter().any(|e| e.id == id))
+            {
                 self.current_request = None;
             }
         }
@@ -536,7 +567,11 @@ impl MessageHandler for Handler<'_, '_> {
             Some(client) if client == self.dir => Role::Request,
             Some(_) => Role::Response,
             None => {
-                let client = if role == Role::Request { self.dir } else { self.dir.reverse() };
+                let client = if role == Role::Request {
+                    self.dir
+                } else {
+                    self.dir.reverse()
+                };
                 self.pairing.client = Some(client);
                 role
             }
@@ -546,21 +581,40 @@ impl MessageHandler for Handler<'_, '_> {
             return None;
         }
         match role {
-            Role::Request => self.pairing.on_request_head(head, start, self.env, allowance),
-            Role::Response => self.pairing.on_response_head(head, start, self.env, allowance),
+            Role::Request => self
+                .pairing
+                .on_request_head(head, start, self.env, allowance),
+            Role::Response => self
+                .pairing
+                .on_response_head(head, start, self.env, allowance),
         }
     }
 
-    fn on_body(&mut self, role: Role, bytes: &[u8], wire_so_far: u64, allowance: &mut Allowance<'_>) -> bool {
-        self.pairing.on_body(role, bytes, wire_so_far, self.env, allowance)
+    fn on_body(
+        &mut self,
+        role: Role,
+        bytes: &[u8],
+        wire_so_far: u64,
+        allowance: &mut Allowance<'_>,
+    ) -> bool {
+        self.pairing
+            .on_body(role, bytes, wire_so_far, self.env, allowance)
     }
 
     fn on_end(&mut self, role: Role, wire_bytes: u64, end_seq: u32, allowance: &mut Allowance<'_>) {
-        self.pairing.on_end(role, wire_bytes, end_seq, self.env, allowance);
+        self.pairing
+            .on_end(role, wire_bytes, end_seq, self.env, allowance);
     }
 
-    fn on_abort(&mut self, role: Role, reason: DropReason, had_head: bool, allowance: &mut Allowance<'_>) {
-        self.pairing.on_abort(role, reason, had_head, self.env, allowance);
+    fn on_abort(
+        &mut self,
+        role: Role,
+        reason: DropReason,
+        had_head: bool,
+        allowance: &mut Allowance<'_>,
+    ) {
+        self.pairing
+            .on_abort(role, reason, had_head, self.env, allowance);
     }
 
     fn on_desync(&mut self, _role: Role, allowance: &mut Allowance<'_>) {
@@ -618,8 +672,16 @@ impl Connection {
     }
 
     /// Feeding one direction: implements the reassembler's consumer.
-    pub fn side<'c, 'e, 'a>(&'c mut self, dir: Direction, env: &'e mut Env<'a>) -> Side<'c, 'e, 'a> {
-        Side { conn: self, dir, env }
+    pub fn side<'c, 'e, 'a>(
+        &'c mut self,
+        dir: Direction,
+        env: &'e mut Env<'a>,
+    ) -> Side<'c, 'e, 'a> {
+        Side {
+            conn: self,
+            dir,
+            env,
+        }
     }
 
     pub fn expire(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {

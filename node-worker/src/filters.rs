@@ -34,7 +34,10 @@ fn positive(n: u64) -> Option<u64> {
 }
 
 fn lower(items: &[String]) -> Vec<Vec<u8>> {
-    items.iter().map(|s| s.trim().to_ascii_lowercase().into_bytes()).collect()
+    items
+        .iter()
+        .map(|s| s.trim().to_ascii_lowercase().into_bytes())
+        .collect()
 }
 
 impl Rules {
@@ -59,7 +62,11 @@ impl Rules {
                 .iter()
                 .filter_map(|s| StatusMatcher::parse(s).ok())
                 .collect(),
-            paths: f.exclude_paths.iter().map(|p| p.as_bytes().to_vec()).collect(),
+            paths: f
+                .exclude_paths
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
             mask_headers: config.redaction.mask_headers.clone(),
         }
     }
@@ -99,7 +106,11 @@ impl Rules {
     }
 
     fn check_excluded_headers(&self, head: &MessageHead) -> Result<(), DropReason> {
-        if self.exclude_headers.iter().any(|name| head.has_header(name)) {
+        if self
+            .exclude_headers
+            .iter()
+            .any(|name| head.has_header(name))
+        {
             return Err(DropReason::ExcludedHeader);
         }
         Ok(())
@@ -113,7 +124,11 @@ impl Rules {
         let Some(value) = head.header("content-type") else {
             return false;
         };
-        let media_type = value.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+        let media_type = value
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
         self.content_types
             .iter()
             .any(|allowed| media_type.eq_ignore_ascii_case(allowed))
@@ -169,18 +184,28 @@ mod tests {
     }
 
     fn req(extra: &str, target: &str) -> MessageHead {
-        MessageHead::parse_request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}\r\n").into_bytes()).unwrap()
+        MessageHead::parse_request(
+            format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}\r\n").into_bytes(),
+        )
+        .unwrap()
     }
 
     fn res(status: u16, extra: &str) -> MessageHead {
-        MessageHead::parse_response(format!("HTTP/1.1 {status} X\r\n{extra}\r\n").into_bytes()).unwrap()
+        MessageHead::parse_response(format!("HTTP/1.1 {status} X\r\n{extra}\r\n").into_bytes())
+            .unwrap()
     }
 
     #[test]
     fn content_types_with_parameters_and_case() {
         let r = rules();
-        assert!(r.content_type_allowed(&res(200, "Content-Type: Application/JSON; charset=utf-8\r\n")));
-        assert!(r.content_type_allowed(&res(200, "content-type: application/x-www-form-urlencoded\r\n")));
+        assert!(r.content_type_allowed(&res(
+            200,
+            "Content-Type: Application/JSON; charset=utf-8\r\n"
+        )));
+        assert!(r.content_type_allowed(&res(
+            200,
+            "content-type: application/x-www-form-urlencoded\r\n"
+        )));
         assert!(!r.content_type_allowed(&res(200, "Content-Type: text/html\r\n")));
         assert!(!r.content_type_allowed(&res(200, "Content-Type: application/jsonp\r\n")));
         assert!(!r.content_type_allowed(&res(200, "")));
@@ -192,15 +217,36 @@ mod tests {
     #[test]
     fn user_agents_headers_and_paths() {
         let r = rules();
-        assert_eq!(r.check_request(&req("User-Agent: kube-probe/1.29\r\n", "/")), Err(DropReason::UserAgent));
-        assert_eq!(r.check_request(&req("User-Agent: curl/8 kube-probe\r\n", "/")), Ok(()));
-        assert_eq!(r.check_request(&req("x-soveren-request: 1\r\n", "/")), Err(DropReason::ExcludedHeader));
-        assert_eq!(r.check_request(&req("", "/healthz?x=1")), Err(DropReason::ExcludedPath));
+        assert_eq!(
+            r.check_request(&req("User-Agent: kube-probe/1.29\r\n", "/")),
+            Err(DropReason::UserAgent)
+        );
+        assert_eq!(
+            r.check_request(&req("User-Agent: curl/8 kube-probe\r\n", "/")),
+            Ok(())
+        );
+        assert_eq!(
+            r.check_request(&req("x-soveren-request: 1\r\n", "/")),
+            Err(DropReason::ExcludedHeader)
+        );
+        assert_eq!(
+            r.check_request(&req("", "/healthz?x=1")),
+            Err(DropReason::ExcludedPath)
+        );
         assert_eq!(r.check_request(&req("", "/healthz/x")), Ok(()));
-        assert_eq!(r.check_request(&req("", "/metrics")), Err(DropReason::ExcludedPath));
-        assert_eq!(r.check_request(&req("", "http://svc:8080/api/v2/alive")), Err(DropReason::ExcludedPath));
+        assert_eq!(
+            r.check_request(&req("", "/metrics")),
+            Err(DropReason::ExcludedPath)
+        );
+        assert_eq!(
+            r.check_request(&req("", "http://svc:8080/api/v2/alive")),
+            Err(DropReason::ExcludedPath)
+        );
         assert_eq!(r.check_request(&req("", "/api/v2/alive2")), Ok(()));
-        assert_eq!(r.check_response(&res(200, "X-Soveren-Request: y\r\n")), Err(DropReason::ExcludedHeader));
+        assert_eq!(
+            r.check_response(&res(200, "X-Soveren-Request: y\r\n")),
+            Err(DropReason::ExcludedHeader)
+        );
     }
 
     #[test]
@@ -221,7 +267,11 @@ mod tests {
             (500, true),
             (599, true),
         ] {
-            assert_eq!(r.check_response(&res(status, "")).is_err(), dropped, "{status}");
+            assert_eq!(
+                r.check_response(&res(status, "")).is_err(),
+                dropped,
+                "{status}"
+            );
         }
     }
 
@@ -229,12 +279,18 @@ mod tests {
     fn sizes_at_their_boundaries() {
         let r = rules();
         assert_eq!(r.check_sizes(1_048_576, 1_048_576), Ok(()));
-        assert_eq!(r.check_sizes(1_048_577, 1_048_577), Err(DropReason::MessageTooLarge));
+        assert_eq!(
+            r.check_sizes(1_048_577, 1_048_577),
+            Err(DropReason::MessageTooLarge)
+        );
         assert_eq!(r.check_sizes(10, 1_048_577), Err(DropReason::PairTooLarge));
         let mut off = WorkerConfig::default();
         off.limits.max_message_bytes = 0;
         off.limits.max_pair_bytes = 0;
-        assert_eq!(Rules::from_config(&off).check_sizes(u64::MAX, u64::MAX), Ok(()));
+        assert_eq!(
+            Rules::from_config(&off).check_sizes(u64::MAX, u64::MAX),
+            Ok(())
+        );
     }
 
     #[test]
@@ -245,7 +301,10 @@ mod tests {
         config.filters.exclude_paths.clear();
         config.filters.exclude_status_codes.clear();
         let r = Rules::from_config(&config);
-        let head = req("User-Agent: kube-probe/1\r\nX-Soveren-Request: 1\r\n", "/healthz");
+        let head = req(
+            "User-Agent: kube-probe/1\r\nX-Soveren-Request: 1\r\n",
+            "/healthz",
+        );
         assert_eq!(r.check_request(&head), Ok(()));
         assert_eq!(r.check_response(&res(500, "")), Ok(()));
     }

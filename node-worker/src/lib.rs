@@ -1,6 +1,8 @@
 //! interceptor's node worker: capture -> decode -> TCP reassembly -> HTTP parsing -> pairing -> filters
 //! -> pair message -> sink. Each stage is a module with pure logic; I/O (capture, sinks) sits at the edges.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod body;
 pub mod decode;
 pub mod discovery;

@@ -69,7 +69,12 @@ struct CaptureArgs {
     node_name: Option<String>,
 
     /// The `<namespace>/<name>` of the InterceptorConfig written into each pair.
-    #[arg(long, env = "INTERCEPTOR_NAME", value_name = "NS/NAME", default_value = "standalone/interceptor")]
+    #[arg(
+        long,
+        env = "INTERCEPTOR_NAME",
+        value_name = "NS/NAME",
+        default_value = "standalone/interceptor"
+    )]
     interceptor: String,
 
     /// Also write the final counters as JSON to this file.
@@ -77,7 +82,12 @@ struct CaptureArgs {
     stats_json: Option<PathBuf>,
 
     /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text", env = "INTERCEPTOR_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "INTERCEPTOR_LOG_FORMAT"
+    )]
     log_format: LogFormat,
 }
 
@@ -146,7 +156,11 @@ fn load_config(path: Option<&Path>) -> Result<WorkerConfig, Failure> {
     Ok(loaded.config)
 }
 
-fn build_sink(spec: &str, config: &WorkerConfig, identity: &Identity) -> Result<Box<dyn Sink>, Failure> {
+fn build_sink(
+    spec: &str,
+    config: &WorkerConfig,
+    identity: &Identity,
+) -> Result<Box<dyn Sink>, Failure> {
     if spec == "stdout" {
         return Ok(Box::new(LinesSink::stdout()));
     }
@@ -160,7 +174,9 @@ fn build_sink(spec: &str, config: &WorkerConfig, identity: &Identity) -> Result<
     }
     if spec == "kafka" {
         let _ = (config, identity);
-        return Err(Failure::Usage("--sink kafka is not available in this build yet".into()));
+        return Err(Failure::Usage(
+            "--sink kafka is not available in this build yet".into(),
+        ));
     }
     Err(Failure::Usage(format!(
         "unknown --sink {spec:?}: use stdout, file:PATH or kafka"

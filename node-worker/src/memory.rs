@@ -68,7 +68,11 @@ impl Allowance<'_> {
 
     /// Returns `n` reserved bytes.
     pub fn release(&mut self, n: usize) {
-        debug_assert!(n <= self.flow.used, "released {n} of {} reserved", self.flow.used);
+        debug_assert!(
+            n <= self.flow.used,
+            "released {n} of {} reserved",
+            self.flow.used
+        );
         let n = n.min(self.flow.used);
         self.flow.used -= n;
         self.total.used -= n.min(self.total.used);

@@ -133,9 +133,16 @@ pub fn rfc3339_us(timestamp_us: i64) -> String {
 }
 
 /// The body as the contract wants it: content-decoded, text when UTF-8, else base64.
-fn body_json<'a>(message: &'a HttpMessage, rules: &Rules) -> Result<(Cow<'a, str>, bool), DropReason> {
+fn body_json<'a>(
+    message: &'a HttpMessage,
+    rules: &Rules,
+) -> Result<(Cow<'a, str>, bool), DropReason> {
     let encoding = message.head.header_joined("content-encoding");
-    let decoded = body::decode(&message.body, encoding.as_deref(), rules.max_decoded_body_bytes)?;
+    let decoded = body::decode(
+        &message.body,
+        encoding.as_deref(),
+        rules.max_decoded_body_bytes,
+    )?;
     let bytes: Cow<'a, [u8]> = match decoded {
         Some(d) => Cow::Owned(d),
         None => Cow::Borrowed(&message.body),
@@ -143,7 +150,10 @@ fn body_json<'a>(message: &'a HttpMessage, rules: &Rules) -> Result<(Cow<'a, str
     Ok(match bytes {
         Cow::Borrowed(b) => match std::str::from_utf8(b) {
             Ok(s) => (Cow::Borrowed(s), false),
-            Err(_) => (Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b)), true),
+            Err(_) => (
+                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b)),
+                true,
+            ),
         },
         Cow::Owned(v) => match String::from_utf8(v) {
             Ok(s) => (Cow::Owned(s), false),
@@ -155,7 +165,10 @@ fn body_json<'a>(message: &'a HttpMessage, rules: &Rules) -> Result<(Cow<'a, str
     })
 }
 
-fn message_json<'a>(message: &'a HttpMessage, rules: &'a Rules) -> Result<MessageJson<'a>, DropReason> {
+fn message_json<'a>(
+    message: &'a HttpMessage,
+    rules: &'a Rules,
+) -> Result<MessageJson<'a>, DropReason> {
     let head = &message.head;
     let (body, body_base64) = body_json(message, rules)?;
     let is_request = head.is_request();
@@ -209,7 +222,11 @@ pub fn encode_pair(
         destination: endpoint_json(destination),
         request: message_json(&pair.request, rules)?,
         response: message_json(&pair.response, rules)?,
-        latency_us: pair.response.first_us.saturating_sub(pair.request.last_us).max(0),
+        latency_us: pair
+            .response
+            .first_us
+            .saturating_sub(pair.request.last_us)
+            .max(0),
     };
     serde_json::to_writer(&mut *out, &json).map_err(|_| DropReason::SinkFailed)
 }
@@ -221,6 +238,9 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(rfc3339_us(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(
+            rfc3339_us(1_700_000_000_123_456),
+            "2023-11-14T22:13:20.123456Z"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::message::{encode_pair, Endpoint, PairContext, PodRef};
 use crate::sink::{OutgoingPair, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
-use crate::tcp::reassembly::{ReassemblyStats, Reassembler, SegmentIn};
+use crate::tcp::reassembly::{Reassembler, ReassemblyStats, SegmentIn};
 use crate::tcp::{Direction, FlowKey};
 
 /// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
@@ -47,7 +47,8 @@ impl TableLimits {
         TableLimits {
             max_flows: usize::try_from(l.max_flows).unwrap_or(usize::MAX),
             flow_buffer: usize::try_from(l.max_flow_buffer_bytes).unwrap_or(usize::MAX),
-            idle_us: i64::try_from(l.flow_idle_timeout_seconds.saturating_mul(1_000_000)).unwrap_or(i64::MAX),
+            idle_us: i64::try_from(l.flow_idle_timeout_seconds.saturating_mul(1_000_000))
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -102,7 +103,9 @@ impl Pipeline {
             identity,
             flows: HashMap::new(),
             interfaces: Vec::new(),
-            total: TotalBudget::new(usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX)),
+            total: TotalBudget::new(
+                usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
+            ),
             counters: Counters::default(),
             reassembly: ReassemblyStats::default(),
             sink,
@@ -186,20 +189,24 @@ impl Pipeline {
         // A SYN with a new initial sequence number on a known pair of ports is a new connection.
         if flags.syn && !flags.ack {
             if let Some(flow) = self.flows.get(&key) {
-                if flow.syn_seq.is_some_and(|s| s != seg.seq) || flow.syn_seq.is_none() && flow_is_done(flow) {
+                if flow.syn_seq.is_some_and(|s| s != seg.seq)
+                    || flow.syn_seq.is_none() && flow_is_done(flow)
+                {
                     self.close_flow(&key, false);
                 }
             }
         }
         if !self.flows.contains_key(&key) {
-            if !(flags.syn || !seg.payload.is_empty()) || flags.rst {
+            if (!flags.syn && seg.payload.is_empty()) || flags.rst {
                 return;
             }
             if self.flows.len() >= self.limits.max_flows {
                 self.counters.count_drop(DropReason::FlowTableFull);
                 return;
             }
-            let client = flags.syn.then(|| if flags.ack { dir.reverse() } else { dir });
+            let client = flags
+                .syn
+                .then(|| if flags.ack { dir.reverse() } else { dir });
             let from_start = match client {
                 Some(_) => [true, true],
                 None => [false, false],
@@ -228,7 +235,9 @@ impl Pipeline {
             now_us,
             ..
         } = self;
-        let Some(flow) = flows.get_mut(&key) else { return };
+        let Some(flow) = flows.get_mut(&key) else {
+            return;
+        };
         flow.last_seen_us = *now_us;
         if flows_is_ignored(flow) {
             if flags.rst || flags.fin {
@@ -261,11 +270,25 @@ impl Pipeline {
             Direction::LowToHigh => (low, high),
             Direction::HighToLow => (high, low),
         };
-        this.push(&segment, &mut allowance, reassembly, &mut flow.conn.side(dir, &mut env));
+        this.push(
+            &segment,
+            &mut allowance,
+            reassembly,
+            &mut flow.conn.side(dir, &mut env),
+        );
         if flags.rst {
-            other.finish(&mut allowance, reassembly, &mut flow.conn.side(dir.reverse(), &mut env));
+            other.finish(
+                &mut allowance,
+                reassembly,
+                &mut flow.conn.side(dir.reverse(), &mut env),
+            );
         } else if flags.ack {
-            other.peer_acked(seg.ack, &mut allowance, reassembly, &mut flow.conn.side(dir.reverse(), &mut env));
+            other.peer_acked(
+                seg.ack,
+                &mut allowance,
+                reassembly,
+                &mut flow.conn.side(dir.reverse(), &mut env),
+            );
         }
         let done = flow_is_done(flow);
         let not_http = flow.conn.was_not_http();
@@ -350,7 +373,9 @@ impl Pipeline {
     /// Forgets a connection: delivers what its streams buffered (across holes when `drain`), ends its
     /// messages, and gives up on requests still waiting.
     fn close_flow(&mut self, key: &FlowKey, drain: bool) {
-        let Some(mut flow) = self.flows.remove(key) else { return };
+        let Some(mut flow) = self.flows.remove(key) else {
+            return;
+        };
         {
             let mut env = Env {
                 rules: &self.rules,
@@ -367,7 +392,11 @@ impl Pipeline {
                 for dir in [Direction::LowToHigh, Direction::HighToLow] {
                     let r = &mut flow.reassembly[dir.index()];
                     if drain {
-                        r.finish(&mut allowance, &mut self.reassembly, &mut flow.conn.side(dir, &mut env));
+                        r.finish(
+                            &mut allowance,
+                            &mut self.reassembly,
+                            &mut flow.conn.side(dir, &mut env),
+                        );
                     } else {
                         r.release(&mut allowance);
                     }
@@ -387,7 +416,8 @@ impl Pipeline {
     /// Encodes and hands on the pairs completed by the last call into a connection.
     fn emit_completed(&mut self, key: &FlowKey) {
         if let Some(f) = self.flows.get(key) {
-            let (client_dir, interface) = (f.conn.client().unwrap_or(Direction::LowToHigh), f.interface);
+            let (client_dir, interface) =
+                (f.conn.client().unwrap_or(Direction::LowToHigh), f.interface);
             self.emit(key, client_dir, interface);
         }
     }
@@ -422,7 +452,15 @@ impl Pipeline {
             self.encoded.clear();
             let id = format!("{}-{:x}", self.id_prefix, self.next_id);
             self.next_id += 1;
-            match encode_pair(&pair, &id, &ctx, &source, &destination, &self.rules, &mut self.encoded) {
+            match encode_pair(
+                &pair,
+                &id,
+                &ctx,
+                &source,
+                &destination,
+                &self.rules,
+                &mut self.encoded,
+            ) {
                 Ok(()) => {
                     self.counters.pairs_emitted += 1;
                     self.sink.send(OutgoingPair {

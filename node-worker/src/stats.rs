@@ -126,7 +126,11 @@ impl Counters {
         let _ = writeln!(
             out,
             "packets: {} ({} bytes); not TCP: {}; malformed: {}; IP fragments: {}",
-            self.packets, self.bytes, self.packets_not_tcp, self.packets_malformed, self.packets_fragmented
+            self.packets,
+            self.bytes,
+            self.packets_not_tcp,
+            self.packets_malformed,
+            self.packets_fragmented
         );
         let _ = writeln!(
             out,
@@ -145,7 +149,13 @@ impl Counters {
         );
         let _ = write!(out, "drops: {}", self.total_drops());
         for (reason, n) in self.drops_by_reason() {
-            let _ = write!(out, "\n  {:<20} {:>10}  {}", reason.as_str(), n, reason.description());
+            let _ = write!(
+                out,
+                "\n  {:<20} {:>10}  {}",
+                reason.as_str(),
+                n,
+                reason.description()
+            );
         }
         out.push('\n');
         out

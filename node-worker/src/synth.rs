@@ -78,7 +78,16 @@ impl Conversation {
 
     /// Appends one segment with explicit numbers and flags.
     #[allow(clippy::too_many_arguments)]
-    pub fn raw_segment(&mut self, side: Side, seq: u32, ack: Option<u32>, syn: bool, fin: bool, rst: bool, payload: &[u8]) {
+    pub fn raw_segment(
+        &mut self,
+        side: Side,
+        seq: u32,
+        ack: Option<u32>,
+        syn: bool,
+        fin: bool,
+        rst: bool,
+        payload: &[u8],
+    ) {
         let (src, dst) = self.endpoints(side);
         self.now_us += self.step_us;
         self.frames.push(Frame {
@@ -91,10 +100,26 @@ impl Conversation {
     pub fn handshake(&mut self) -> &mut Self {
         let (c, s) = (self.client_next, self.server_next);
         self.raw_segment(Side::Client, c, None, true, false, false, b"");
-        self.raw_segment(Side::Server, s, Some(c.wrapping_add(1)), true, false, false, b"");
+        self.raw_segment(
+            Side::Server,
+            s,
+            Some(c.wrapping_add(1)),
+            true,
+            false,
+            false,
+            b"",
+        );
         self.client_next = c.wrapping_add(1);
         self.server_next = s.wrapping_add(1);
-        self.raw_segment(Side::Client, self.client_next, Some(self.server_next), false, false, false, b"");
+        self.raw_segment(
+            Side::Client,
+            self.client_next,
+            Some(self.server_next),
+            false,
+            false,
+            false,
+            b"",
+        );
         self
     }
 
@@ -137,10 +162,26 @@ impl Conversation {
     pub fn close(&mut self) -> &mut Self {
         let (c, s) = (self.client_next, self.server_next);
         self.raw_segment(Side::Client, c, Some(s), false, true, false, b"");
-        self.raw_segment(Side::Server, s, Some(c.wrapping_add(1)), false, true, false, b"");
+        self.raw_segment(
+            Side::Server,
+            s,
+            Some(c.wrapping_add(1)),
+            false,
+            true,
+            false,
+            b"",
+        );
         self.client_next = c.wrapping_add(1);
         self.server_next = s.wrapping_add(1);
-        self.raw_segment(Side::Client, self.client_next, Some(self.server_next), false, false, false, b"");
+        self.raw_segment(
+            Side::Client,
+            self.client_next,
+            Some(self.server_next),
+            false,
+            false,
+            false,
+            b"",
+        );
         self
     }
 
@@ -247,7 +288,8 @@ impl<W: Write> PcapWriter<W> {
         self.out.write_all(&(secs as u32).to_le_bytes())?;
         self.out.write_all(&(micros as u32).to_le_bytes())?;
         self.out.write_all(&(kept.len() as u32).to_le_bytes())?;
-        self.out.write_all(&(frame.data.len() as u32).to_le_bytes())?;
+        self.out
+            .write_all(&(frame.data.len() as u32).to_le_bytes())?;
         self.out.write_all(kept)
     }
 

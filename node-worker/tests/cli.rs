@@ -1,5 +1,7 @@
 //! The `node-worker capture --read` command line: output, summary, exit codes and hostile files.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -8,7 +10,9 @@ fn bin() -> Command {
 }
 
 fn corpus(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/captures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/corpus/captures")
+        .join(name)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -34,7 +38,14 @@ fn help_explains_the_commands_and_exit_codes() {
     assert!(text(&out.stdout).contains("Exit codes"));
     let out = run(&["capture", "--help"]);
     let help = text(&out.stdout);
-    for flag in ["--read", "--interface", "--netns", "--discover", "--config", "--sink"] {
+    for flag in [
+        "--read",
+        "--interface",
+        "--netns",
+        "--discover",
+        "--config",
+        "--sink",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
@@ -60,13 +71,19 @@ fn a_capture_file_gives_json_lines_and_a_summary() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), 5);
-    assert!(lines.iter().all(|p| p["node"] == "node-a" && p["schema"] == "interceptor.pair/v1"));
-    let ids: std::collections::HashSet<_> = lines.iter().map(|p| p["id"].as_str().unwrap().to_string()).collect();
+    assert!(lines
+        .iter()
+        .all(|p| p["node"] == "node-a" && p["schema"] == "interceptor.pair/v1"));
+    let ids: std::collections::HashSet<_> = lines
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(ids.len(), 5, "ids are unique");
     let summary = text(&out.stderr);
     assert!(summary.contains("pairs emitted: 5"), "{summary}");
     assert!(summary.contains("packets: 49"), "{summary}");
-    let stats: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
+    let stats: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
     assert_eq!(stats["counters"]["pairs_emitted"], 5);
     assert_eq!(stats["sink"]["delivered"], 5);
 }
@@ -74,7 +91,11 @@ fn a_capture_file_gives_json_lines_and_a_summary() {
 #[test]
 fn default_rules_drop_and_count() {
     // The pipelining capture serves CSS and JavaScript: no allowed content type.
-    let out = run(&["capture", "--read", corpus("zeek__http-pipelining.pcap").to_str().unwrap()]);
+    let out = run(&[
+        "capture",
+        "--read",
+        corpus("zeek__http-pipelining.pcap").to_str().unwrap(),
+    ]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     let summary = text(&out.stderr);
@@ -111,19 +132,78 @@ fn bad_usage_and_bad_config_exit_2_with_one_line() {
     let broken = dir.path().join("broken.yaml");
     std::fs::write(&broken, "limits: [").unwrap();
     let not_capture = dir.path().join("not.pcap");
-    std::fs::write(&not_capture, b"this is not a capture file at all, just text").unwrap();
+    std::fs::write(
+        &not_capture,
+        b"this is not a capture file at all, just text",
+    )
+    .unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["capture".into(), "--read".into(), capture.display().to_string(), "--config".into(), bad.display().to_string()], "filters.excludeStatusCodes"),
-        (vec!["capture".into(), "--read".into(), capture.display().to_string(), "--config".into(), broken.display().to_string()], "not valid YAML"),
-        (vec!["capture".into(), "--read".into(), capture.display().to_string(), "--config".into(), "/nonexistent.yaml".into()], "cannot read config"),
-        (vec!["capture".into(), "--read".into(), "/nonexistent.pcap".into()], "cannot read capture file"),
-        (vec!["capture".into(), "--read".into(), not_capture.display().to_string()], "cannot read capture file"),
-        (vec!["capture".into(), "--read".into(), capture.display().to_string(), "--sink".into(), "nowhere".into()], "unknown --sink"),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                capture.display().to_string(),
+                "--config".into(),
+                bad.display().to_string(),
+            ],
+            "filters.excludeStatusCodes",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                capture.display().to_string(),
+                "--config".into(),
+                broken.display().to_string(),
+            ],
+            "not valid YAML",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                capture.display().to_string(),
+                "--config".into(),
+                "/nonexistent.yaml".into(),
+            ],
+            "cannot read config",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                "/nonexistent.pcap".into(),
+            ],
+            "cannot read capture file",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                not_capture.display().to_string(),
+            ],
+            "cannot read capture file",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                capture.display().to_string(),
+                "--sink".into(),
+                "nowhere".into(),
+            ],
+            "unknown --sink",
+        ),
         (vec!["capture".into()], "required"),
     ];
     for (args, reason) in cases {
         let out = bin().args(&args).output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
         let stderr = text(&out.stderr);
         assert!(stderr.contains(reason), "{args:?}: {stderr}");
     }
@@ -136,11 +216,21 @@ fn a_truncated_capture_gives_partial_results_and_a_warning() {
     // Cut in the middle of a packet record, two thirds in.
     let cut = dir.path().join("cut.pcap");
     std::fs::write(&cut, &full[..full.len() * 2 / 3 + 7]).unwrap();
-    let out = run(&["capture", "--read", cut.to_str().unwrap(), "--config", &open_config(dir.path())]);
+    let out = run(&[
+        "capture",
+        "--read",
+        cut.to_str().unwrap(),
+        "--config",
+        &open_config(dir.path()),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let pairs = text(&out.stdout).lines().count();
     assert!((1..5).contains(&pairs), "partial results: {pairs}");
-    assert!(text(&out.stderr).contains("partial"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("partial"),
+        "{}",
+        text(&out.stderr)
+    );
     // Only the file header: no packets, no error.
     let header_only = dir.path().join("header.pcap");
     std::fs::write(&header_only, &full[..24]).unwrap();
@@ -169,9 +259,12 @@ fn garbage_packets_are_counted_not_fatal() {
             data[13] = 0x00;
             data[14] = 0x45;
         }
-        w.write(&node_worker::synth::Frame { timestamp_us: i as i64, data }).unwrap();
+        w.write(&node_worker::synth::Frame {
+            timestamp_us: i as i64,
+            data,
+        })
+        .unwrap();
     }
-    drop(w);
     let out = run(&["capture", "--read", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let summary = text(&out.stderr);

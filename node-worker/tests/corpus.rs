@@ -3,6 +3,8 @@
 //! and where the peer's expectation is a complete log (Zeek's http.log), our pairs agree with it except
 //! where the expectations file says why we deliberately differ.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod pipeline_support;
 
 use std::collections::BTreeMap;
@@ -29,7 +31,9 @@ fn config() -> WorkerConfig {
 fn body_len(message: &Value) -> u64 {
     let body = message["body"].as_str().unwrap_or_default();
     if message["body_base64"].as_bool().unwrap_or(false) {
-        base64::engine::general_purpose::STANDARD.decode(body).map_or(0, |b| b.len() as u64)
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .map_or(0, |b| b.len() as u64)
     } else {
         body.len() as u64
     }
@@ -87,11 +91,15 @@ fn every_capture_gives_the_recorded_pairs_and_drops() {
         let name = file.file_name().unwrap().to_string_lossy().into_owned();
         let (pairs, drops) = transactions(file);
         let want = &expected[&name];
-        let want_drops: BTreeMap<String, u64> = serde_json::from_value(want["drops"].clone()).unwrap();
+        let want_drops: BTreeMap<String, u64> =
+            serde_json::from_value(want["drops"].clone()).unwrap();
         if want["pairs"].as_array().unwrap() != &pairs || want_drops != drops {
             mismatches.push(format!(
                 "{name}:\n  expected {} {:?}\n  got      {} {:?}",
-                want["pairs"], want_drops, Value::Array(pairs), drops
+                want["pairs"],
+                want_drops,
+                Value::Array(pairs),
+                drops
             ));
         }
     }
@@ -111,7 +119,11 @@ fn complete_logs_agree_with_zeek() {
     for entry in std::fs::read_dir(corpus().join("expected")).unwrap() {
         let path = entry.unwrap().path();
         let peer: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        if !peer["kind"].as_str().unwrap_or_default().starts_with("complete-log") {
+        if !peer["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("complete-log")
+        {
             continue;
         }
         let name = peer["file"].as_str().unwrap().to_string();
@@ -128,18 +140,28 @@ fn complete_logs_agree_with_zeek() {
             .iter()
             .filter(|t| !t["method"].is_null() && !t["status"].is_null())
             .map(|t| {
-                serde_json::json!([t["method"], t["uri"], t["status"], t["request_body_len"], t["response_body_len"]])
+                serde_json::json!([
+                    t["method"],
+                    t["uri"],
+                    t["status"],
+                    t["request_body_len"],
+                    t["response_body_len"]
+                ])
             })
             .collect();
         if peer_pairs.len() != ours.len() {
-            problems.push(format!("{name}: Zeek has {} pairs, we have {}", peer_pairs.len(), ours.len()));
+            problems.push(format!(
+                "{name}: Zeek has {} pairs, we have {}",
+                peer_pairs.len(),
+                ours.len()
+            ));
             continue;
         }
         // Zeek logs in completion order per connection; match each of ours to one of its entries.
         for pair in &ours {
-            let found = peer_pairs.iter().position(|p| {
-                (0..5).all(|i| agrees(&p[i], &pair[i]))
-            });
+            let found = peer_pairs
+                .iter()
+                .position(|p| (0..5).all(|i| agrees(&p[i], &pair[i])));
             match found {
                 Some(i) => {
                     peer_pairs.remove(i);
@@ -148,19 +170,29 @@ fn complete_logs_agree_with_zeek() {
             }
         }
     }
-    assert_eq!(compared, 17, "complete logs compared (21 minus the 4 documented differences)");
+    assert_eq!(
+        compared, 17,
+        "complete logs compared (21 minus the 4 documented differences)"
+    );
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 #[test]
 fn captures_also_read_as_pcapng() {
     // libpcap reads pcapng too; convert a few captures with editcap (from Wireshark) when it is here.
-    if std::process::Command::new("editcap").arg("-h").output().is_err() {
+    if std::process::Command::new("editcap")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
         eprintln!("editcap not installed: pcapng conversion not tested here");
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    for name in ["zeek__http-pipelining.pcap", "suricata-verify__http-gap-simple.pcap"] {
+    for name in [
+        "zeek__http-pipelining.pcap",
+        "suricata-verify__http-gap-simple.pcap",
+    ] {
         let pcap = corpus().join("captures").join(name);
         let pcapng = dir.path().join(format!("{name}ng"));
         let status = std::process::Command::new("editcap")

@@ -1,6 +1,8 @@
 //! HTTP parsing, pairing, the product's rules and the pair message, end to end through capture files
 //! built packet by packet.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod pipeline_support;
 
 use std::io::Write;
@@ -21,7 +23,12 @@ fn a_json_exchange_becomes_one_pair_message() {
     c.client_sends(&http_request(
         "POST",
         "/v1/users?id=3",
-        &[JSON, ("X-Dup", "a"), ("x-dup", "b"), ("Authorization", "Bearer secret")],
+        &[
+            JSON,
+            ("X-Dup", "a"),
+            ("x-dup", "b"),
+            ("Authorization", "Bearer secret"),
+        ],
         br#"{"name":"ann"}"#,
     ));
     c.wait_us(1834);
@@ -49,10 +56,30 @@ fn a_json_exchange_becomes_one_pair_message() {
     // Headers keep order, case and duplicates; sensitive values are masked by default.
     let headers = p["request"]["headers"].as_array().unwrap();
     let names: Vec<_> = headers.iter().map(|h| h[0].as_str().unwrap()).collect();
-    assert_eq!(names, ["Host", "Content-Type", "X-Dup", "x-dup", "Authorization", "Content-Length"]);
+    assert_eq!(
+        names,
+        [
+            "Host",
+            "Content-Type",
+            "X-Dup",
+            "x-dup",
+            "Authorization",
+            "Content-Length"
+        ]
+    );
     assert_eq!(headers[4][1], "[REDACTED]");
     assert_eq!(headers[2][1], "a");
-    let wire = http_request("POST", "/v1/users?id=3", &[JSON, ("X-Dup", "a"), ("x-dup", "b"), ("Authorization", "Bearer secret")], br#"{"name":"ann"}"#);
+    let wire = http_request(
+        "POST",
+        "/v1/users?id=3",
+        &[
+            JSON,
+            ("X-Dup", "a"),
+            ("x-dup", "b"),
+            ("Authorization", "Bearer secret"),
+        ],
+        br#"{"name":"ann"}"#,
+    );
     assert_eq!(p["request"]["wire_bytes"], wire.len());
     assert!(p["latency_us"].as_i64().unwrap() >= 1834);
     assert!(p["request"]["timestamp"].as_str().unwrap().ends_with('Z'));
@@ -111,13 +138,18 @@ fn chunked_with_trailers_gzip_and_close_delimited_bodies() {
     c.server_sends(&res);
     // HTTP/1.0 response without a length: the body ends when the server closes.
     c.client_sends(b"GET /old HTTP/1.0\r\n\r\n");
-    c.server_sends(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"until\":\"close\"}");
+    c.server_sends(
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"until\":\"close\"}",
+    );
     c.close();
     let out = run(c.frames(), &WorkerConfig::default());
     assert_eq!(out.pairs.len(), 2, "{}", out.counters.summary());
     let p = &out.pairs[0];
     assert_eq!(p["request"]["body"].as_str().unwrap().as_bytes(), &json[..]);
-    assert_eq!(p["response"]["body"].as_str().unwrap().as_bytes(), &json[..]);
+    assert_eq!(
+        p["response"]["body"].as_str().unwrap().as_bytes(),
+        &json[..]
+    );
     assert_eq!(p["response"]["content_encoding"], "gzip");
     assert_eq!(p["request"]["wire_bytes"], req.len());
     assert_eq!(out.pairs[1]["response"]["body"], "{\"until\":\"close\"}");
@@ -129,7 +161,9 @@ fn head_interim_and_bodiless_statuses() {
     let mut c = conversation(1);
     // HEAD: the response's Content-Length describes a body that is not sent.
     c.client_sends(&http_request("HEAD", "/h", &[], b""));
-    c.server_sends(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n");
+    c.server_sends(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+    );
     // 100-continue, then the body, then the final response.
     c.client_sends(b"POST /up HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n");
     c.server_sends(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -144,9 +178,25 @@ fn head_interim_and_bodiless_statuses() {
     c.server_sends(&http_response(200, &[JSON], b"[]"));
     c.close();
     let out = run(c.frames(), &WorkerConfig::default());
-    let got: Vec<_> = out.summary().into_iter().map(|(m, t, s)| format!("{m} {t} {s}")).collect();
-    assert_eq!(got, ["HEAD /h 200", "POST /up 201", "DELETE /d 204", "GET /n 304", "GET /last 200"]);
-    assert_eq!(out.counters.responses, 6, "the interim 100 is parsed but not paired");
+    let got: Vec<_> = out
+        .summary()
+        .into_iter()
+        .map(|(m, t, s)| format!("{m} {t} {s}"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "HEAD /h 200",
+            "POST /up 201",
+            "DELETE /d 204",
+            "GET /n 304",
+            "GET /last 200"
+        ]
+    );
+    assert_eq!(
+        out.counters.responses, 6,
+        "the interim 100 is parsed but not paired"
+    );
 }
 
 #[test]
@@ -183,7 +233,10 @@ fn non_http_is_ignored_cheaply_and_counted() {
     let out = run(c.frames(), &open_config());
     assert_eq!(out.pairs.len(), 0);
     assert_eq!(out.counters.flows_not_http, 1);
-    assert_eq!(out.counters.requests, 0, "bytes after the first are not even parsed");
+    assert_eq!(
+        out.counters.requests, 0,
+        "bytes after the first are not even parsed"
+    );
     assert_eq!(out.counters.total_drops(), 0);
     assert!(out.peak_buffered < 1024);
 }
@@ -202,11 +255,19 @@ fn a_request_without_response_is_dropped_after_the_timeout() {
     let out = run(c.frames(), &WorkerConfig::default());
     assert_eq!(out.summary(), [("GET".into(), "/fast".into(), 200)]);
     assert_eq!(out.drops("response_timeout"), 1);
-    assert_eq!(out.drops("unmatched_response"), 1, "the late response is not paired with /fast");
+    assert_eq!(
+        out.drops("unmatched_response"),
+        1,
+        "the late response is not paired with /fast"
+    );
     assert_eq!(out.drops("unanswered"), 1);
 }
 
-fn exchange_with(request: Vec<u8>, response: Vec<u8>, config: &WorkerConfig) -> pipeline_support::Outcome {
+fn exchange_with(
+    request: Vec<u8>,
+    response: Vec<u8>,
+    config: &WorkerConfig,
+) -> pipeline_support::Outcome {
     let mut c = conversation(1);
     c.client_sends(&request);
     c.server_sends(&response);
@@ -217,12 +278,29 @@ fn exchange_with(request: Vec<u8>, response: Vec<u8>, config: &WorkerConfig) -> 
 #[test]
 fn content_type_rule_at_its_boundaries() {
     let defaults = WorkerConfig::default();
-    let cases: [(&[(&str, &str)], &[(&str, &str)], bool); 7] = [
-        (&[], &[("Content-Type", "Application/JSON; charset=utf-8")], true),
-        (&[("Content-Type", "application/x-www-form-urlencoded")], &[("Content-Type", "text/html")], true),
-        (&[("content-type", "text/plain")], &[("Content-Type", "text/html")], false),
+    type Headers<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Headers, Headers, bool); 7] = [
+        (
+            &[],
+            &[("Content-Type", "Application/JSON; charset=utf-8")],
+            true,
+        ),
+        (
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            &[("Content-Type", "text/html")],
+            true,
+        ),
+        (
+            &[("content-type", "text/plain")],
+            &[("Content-Type", "text/html")],
+            false,
+        ),
         (&[], &[], false),
-        (&[], &[("Content-Type", "application/json-patch+json")], false),
+        (
+            &[],
+            &[("Content-Type", "application/json-patch+json")],
+            false,
+        ),
         (&[], &[("Content-Type", " application/json ;q=1")], true),
         (&[], &[("Content-Type", "application/xml")], false),
     ];
@@ -232,7 +310,11 @@ fn content_type_rule_at_its_boundaries() {
             http_response(200, res_headers, b"{}"),
             &defaults,
         );
-        assert_eq!(out.pairs.len(), usize::from(kept), "{req_headers:?} / {res_headers:?}");
+        assert_eq!(
+            out.pairs.len(),
+            usize::from(kept),
+            "{req_headers:?} / {res_headers:?}"
+        );
         assert_eq!(out.drops("content_type"), u64::from(!kept));
     }
 }
@@ -240,20 +322,55 @@ fn content_type_rule_at_its_boundaries() {
 #[test]
 fn status_path_agent_and_header_rules() {
     let defaults = WorkerConfig::default();
-    let run_one = |target: &str, req_headers: &[(&str, &str)], status: u16, res_headers: &[(&str, &str)]| {
-        let mut res = vec![JSON];
-        res.extend_from_slice(res_headers);
-        exchange_with(http_request("GET", target, req_headers, b""), http_response(status, &res, b"{}"), &defaults)
-    };
-    for (status, kept) in [(200, true), (299, true), (300, true), (301, false), (302, true), (308, false), (399, true), (400, false), (404, false), (500, false), (503, false)] {
+    let run_one =
+        |target: &str, req_headers: &[(&str, &str)], status: u16, res_headers: &[(&str, &str)]| {
+            let mut res = vec![JSON];
+            res.extend_from_slice(res_headers);
+            exchange_with(
+                http_request("GET", target, req_headers, b""),
+                http_response(status, &res, b"{}"),
+                &defaults,
+            )
+        };
+    for (status, kept) in [
+        (200, true),
+        (299, true),
+        (300, true),
+        (301, false),
+        (302, true),
+        (308, false),
+        (399, true),
+        (400, false),
+        (404, false),
+        (500, false),
+        (503, false),
+    ] {
         let out = run_one("/a", &[], status, &[]);
         assert_eq!(out.pairs.len(), usize::from(kept), "status {status}");
-        assert_eq!(out.drops("status_code"), u64::from(!kept), "status {status}");
+        assert_eq!(
+            out.drops("status_code"),
+            u64::from(!kept),
+            "status {status}"
+        );
     }
-    for (target, kept) in [("/healthz", false), ("/healthz?x=1", false), ("/healthz/", true), ("/metrics", false), ("/api/health", false), ("/api/v2/alive", false), ("/api/v2/detect?q", false), ("/api/v2/detector", true), ("/", true)] {
+    for (target, kept) in [
+        ("/healthz", false),
+        ("/healthz?x=1", false),
+        ("/healthz/", true),
+        ("/metrics", false),
+        ("/api/health", false),
+        ("/api/v2/alive", false),
+        ("/api/v2/detect?q", false),
+        ("/api/v2/detector", true),
+        ("/", true),
+    ] {
         let out = run_one(target, &[], 200, &[]);
         assert_eq!(out.pairs.len(), usize::from(kept), "path {target}");
-        assert_eq!(out.drops("excluded_path"), u64::from(!kept), "path {target}");
+        assert_eq!(
+            out.drops("excluded_path"),
+            u64::from(!kept),
+            "path {target}"
+        );
     }
     let out = run_one("/a", &[("User-Agent", "kube-probe/1.30")], 200, &[]);
     assert_eq!(out.drops("user_agent"), 1);
@@ -285,14 +402,19 @@ fn size_limits_at_exactly_one_mebibyte() {
         assert_eq!(out.drops("message_too_large"), extra as u64);
         // Known from Content-Length: nothing of the body was buffered.
         if extra == 1 {
-            assert!(out.peak_buffered < 64 * 1024, "buffered {}", out.peak_buffered);
+            assert!(
+                out.peak_buffered < 64 * 1024,
+                "buffered {}",
+                out.peak_buffered
+            );
         }
     }
     // The pair rule: two halves within the message limit, together one byte over.
     let request = http_request("POST", "/p", &[JSON], &vec![b'a'; 600_000]);
     let response_head = http_response(200, &[JSON], b"").len();
     let mut response_body = 1_048_577 - request.len() - response_head;
-    while http_response(200, &[JSON], &vec![b'b'; response_body]).len() + request.len() > 1_048_577 {
+    while http_response(200, &[JSON], &vec![b'b'; response_body]).len() + request.len() > 1_048_577
+    {
         response_body -= 1;
     }
     let response = http_response(200, &[JSON], &vec![b'b'; response_body]);
@@ -309,7 +431,9 @@ fn a_doomed_pair_stops_buffering_at_once() {
     // A chunked 8 MiB HTML response to a request without content type: dropped at the response head.
     let mut c = conversation(1);
     c.client_sends(&http_request("GET", "/page", &[], b""));
-    let mut res = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut res =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n"
+            .to_vec();
     res.extend(chunked(&vec![b'h'; 8 << 20], 65_536, &[]));
     c.server_sends(&res);
     c.client_sends(&http_request("GET", "/next", &[], b""));
@@ -317,8 +441,16 @@ fn a_doomed_pair_stops_buffering_at_once() {
     c.close();
     let out = run(c.frames(), &WorkerConfig::default());
     assert_eq!(out.drops("content_type"), 1);
-    assert_eq!(out.summary(), [("GET".into(), "/next".into(), 200)], "the stream stays in step after it");
-    assert!(out.peak_buffered < 64 * 1024, "buffered {}", out.peak_buffered);
+    assert_eq!(
+        out.summary(),
+        [("GET".into(), "/next".into(), 200)],
+        "the stream stays in step after it"
+    );
+    assert!(
+        out.peak_buffered < 64 * 1024,
+        "buffered {}",
+        out.peak_buffered
+    );
 }
 
 #[test]
@@ -327,8 +459,14 @@ fn bodies_are_decoded_and_bombs_dropped() {
     let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     deflate.write_all(json).unwrap();
     let mut br = Vec::new();
-    brotli::CompressorWriter::new(&mut br, 4096, 5, 22).write_all(json).unwrap();
-    for (coding, body) in [("gzip", gzip(json)), ("deflate", deflate.finish().unwrap()), ("br", br)] {
+    brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+        .write_all(json)
+        .unwrap();
+    for (coding, body) in [
+        ("gzip", gzip(json)),
+        ("deflate", deflate.finish().unwrap()),
+        ("br", br),
+    ] {
         let out = exchange_with(
             http_request("GET", "/", &[], b""),
             http_response(200, &[JSON, ("Content-Encoding", coding)], &body),
@@ -397,8 +535,17 @@ fn oversized_heads_and_excess_pipelining_are_bounded() {
 #[test]
 fn every_rule_switched_off_keeps_everything() {
     let mut c = conversation(1);
-    c.client_sends(&http_request("GET", "/healthz", &[("User-Agent", "kube-probe/1"), ("X-Soveren-Request", "y")], b""));
-    c.server_sends(&http_response(503, &[("Content-Type", "text/plain")], &vec![b'x'; 2 << 20]));
+    c.client_sends(&http_request(
+        "GET",
+        "/healthz",
+        &[("User-Agent", "kube-probe/1"), ("X-Soveren-Request", "y")],
+        b"",
+    ));
+    c.server_sends(&http_response(
+        503,
+        &[("Content-Type", "text/plain")],
+        &vec![b'x'; 2 << 20],
+    ));
     c.close();
     let mut config = open_config();
     config.limits.max_message_bytes = 0;
@@ -406,7 +553,10 @@ fn every_rule_switched_off_keeps_everything() {
     config.limits.max_flow_buffer_bytes = 8 << 20;
     let out = run(c.frames(), &config);
     assert_eq!(out.summary(), [("GET".into(), "/healthz".into(), 503)]);
-    assert_eq!(out.pairs[0]["response"]["body"].as_str().unwrap().len(), 2 << 20);
+    assert_eq!(
+        out.pairs[0]["response"]["body"].as_str().unwrap().len(),
+        2 << 20
+    );
     // And with the memory bound below the message, it is a counted drop, never unbounded memory.
     config.limits.max_flow_buffer_bytes = 1 << 20;
     let out = run(c.frames(), &config);

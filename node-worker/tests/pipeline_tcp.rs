@@ -1,6 +1,8 @@
 //! TCP reassembly under loss, reordering, duplication, overlap, port reuse, mid-stream starts and
 //! memory pressure, seen through the pairs the pipeline emits.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod pipeline_support;
 
 use interceptor_crds::config::WorkerConfig;
@@ -30,7 +32,10 @@ fn paths_of(out: &pipeline_support::Outcome) -> Vec<String> {
 /// Checks that every emitted pair is intact: the response echoes the request body.
 fn assert_consistent(out: &pipeline_support::Outcome) {
     for p in &out.pairs {
-        assert_eq!(p["request"]["body"], p["response"]["body"], "a request paired with another's response");
+        assert_eq!(
+            p["request"]["body"], p["response"]["body"],
+            "a request paired with another's response"
+        );
     }
 }
 
@@ -68,11 +73,43 @@ fn overlapping_retransmission_with_different_boundaries() {
     let server_seq = 500_001;
     let client_seq = 1_001;
     // First 30 bytes, then bytes 10..60 (overlapping), then the rest.
-    c.raw_segment(Side::Client, client_seq, Some(server_seq), false, false, false, &request[..30]);
-    c.raw_segment(Side::Client, client_seq + 10, Some(server_seq), false, false, false, &request[10..60]);
-    c.raw_segment(Side::Client, client_seq + 60, Some(server_seq), false, false, false, &request[60..]);
+    c.raw_segment(
+        Side::Client,
+        client_seq,
+        Some(server_seq),
+        false,
+        false,
+        false,
+        &request[..30],
+    );
+    c.raw_segment(
+        Side::Client,
+        client_seq + 10,
+        Some(server_seq),
+        false,
+        false,
+        false,
+        &request[10..60],
+    );
+    c.raw_segment(
+        Side::Client,
+        client_seq + 60,
+        Some(server_seq),
+        false,
+        false,
+        false,
+        &request[60..],
+    );
     let response = http_response(200, &[JSON], b"{}");
-    c.raw_segment(Side::Server, server_seq, Some(client_seq + request.len() as u32), false, false, false, &response);
+    c.raw_segment(
+        Side::Server,
+        server_seq,
+        Some(client_seq + request.len() as u32),
+        false,
+        false,
+        false,
+        &response,
+    );
     let out = run(c.frames(), &WorkerConfig::default());
     assert_eq!(paths_of(&out), ["/o"]);
     assert_eq!(out.counters.bytes_retransmitted, 20);
@@ -100,7 +137,12 @@ fn a_lost_segment_drops_only_the_message_it_belonged_to() {
         let out = run(&kept, &WorkerConfig::default());
         assert_consistent(&out);
         let got = paths_of(&out);
-        assert_eq!(got.len(), paths.len() - 1, "{side}: {got:?} {}", out.counters.summary());
+        assert_eq!(
+            got.len(),
+            paths.len() - 1,
+            "{side}: {got:?} {}",
+            out.counters.summary()
+        );
         assert!(got.iter().all(|p| paths.contains(p)));
         assert_eq!(out.drops("stream_gap"), 1, "{side}");
         assert!(out.counters.bytes_missing > 0);
@@ -127,7 +169,11 @@ fn a_whole_lost_request_never_shifts_the_pairing() {
     let got = paths_of(&out);
     assert!(!got.contains(&"/e/1".to_string()));
     assert!(got.iter().all(|p| paths.contains(p)), "{got:?}");
-    assert!(got.contains(&"/e/3".to_string()), "{got:?} {}", out.counters.summary());
+    assert!(
+        got.contains(&"/e/3".to_string()),
+        "{got:?} {}",
+        out.counters.summary()
+    );
 }
 
 #[test]
@@ -136,7 +182,10 @@ fn a_whole_lost_response_never_shifts_the_pairing() {
     let frames = c.into_frames();
     let response_two = frames
         .iter()
-        .position(|f| f.data.windows(9).any(|w| w == b"HTTP/1.1 ") && f.data.windows(6).any(|w| w == b"\"i\":1,"))
+        .position(|f| {
+            f.data.windows(9).any(|w| w == b"HTTP/1.1 ")
+                && f.data.windows(6).any(|w| w == b"\"i\":1,")
+        })
         .unwrap();
     let kept: Vec<Frame> = frames
         .iter()
@@ -149,7 +198,11 @@ fn a_whole_lost_response_never_shifts_the_pairing() {
     let got = paths_of(&out);
     assert!(!got.contains(&"/e/1".to_string()));
     assert!(got.iter().all(|p| paths.contains(p)));
-    assert!(got.contains(&"/e/3".to_string()), "{got:?} {}", out.counters.summary());
+    assert!(
+        got.contains(&"/e/3".to_string()),
+        "{got:?} {}",
+        out.counters.summary()
+    );
 }
 
 #[test]
@@ -169,8 +222,12 @@ fn a_connection_caught_mid_way_resynchronises_at_the_next_message() {
 
 #[test]
 fn sequence_numbers_wrap_around() {
-    let mut c = Conversation::new(addr("10.0.0.1:40000"), addr("10.0.0.2:80"), 1_700_000_000_000_000)
-        .with_isns(u32::MAX - 100, u32::MAX - 10);
+    let mut c = Conversation::new(
+        addr("10.0.0.1:40000"),
+        addr("10.0.0.2:80"),
+        1_700_000_000_000_000,
+    )
+    .with_isns(u32::MAX - 100, u32::MAX - 10);
     c.mss = 64;
     c.handshake();
     c.client_sends(&http_request("POST", "/wrap", &[JSON], &[b'w'; 500]));
@@ -184,8 +241,12 @@ fn sequence_numbers_wrap_around() {
 fn port_reuse_after_close_is_a_new_connection() {
     let mut frames = Vec::new();
     for (i, isn) in [(0u32, 1_000u32), (1, 9_000_000)] {
-        let mut c = Conversation::new(addr("10.0.0.1:40000"), addr("10.0.0.2:80"), 1_700_000_000_000_000 + i64::from(i) * 1_000_000)
-            .with_isns(isn, isn + 77);
+        let mut c = Conversation::new(
+            addr("10.0.0.1:40000"),
+            addr("10.0.0.2:80"),
+            1_700_000_000_000_000 + i64::from(i) * 1_000_000,
+        )
+        .with_isns(isn, isn + 77);
         c.handshake();
         c.client_sends(&http_request("GET", &format!("/reuse/{i}"), &[], b""));
         c.server_sends(&http_response(200, &[JSON], b"{}"));
@@ -217,14 +278,22 @@ fn the_flow_table_is_bounded_and_idle_flows_expire() {
     let mut frames = Vec::new();
     // 20 half-open connections at once: only 10 are tracked.
     for n in 0..20u16 {
-        let mut c = Conversation::new(addr(&format!("10.0.1.{}:5000", n + 1)), addr("10.0.0.2:80"), 1_700_000_000_000_000);
+        let mut c = Conversation::new(
+            addr(&format!("10.0.1.{}:5000", n + 1)),
+            addr("10.0.0.2:80"),
+            1_700_000_000_000_000,
+        );
         c.handshake();
         c.client_sends(&http_request("GET", "/half", &[], b""));
         frames.extend(c.into_frames());
     }
     frames.sort_by_key(|f| f.timestamp_us);
     // Later, after they went idle, a normal exchange is tracked again.
-    let mut c = Conversation::new(addr("10.0.2.1:6000"), addr("10.0.0.2:80"), 1_700_000_010_000_000);
+    let mut c = Conversation::new(
+        addr("10.0.2.1:6000"),
+        addr("10.0.0.2:80"),
+        1_700_000_010_000_000,
+    );
     c.handshake();
     c.client_sends(&http_request("GET", "/later", &[], b""));
     c.server_sends(&http_response(200, &[JSON], b"{}"));
@@ -250,12 +319,31 @@ fn buffered_out_of_order_data_is_bounded_per_connection() {
     let first = 1_001u32;
     c.mss = 1400;
     for (i, chunk) in request.chunks(1400).enumerate().skip(1) {
-        c.raw_segment(Side::Client, first + (i * 1400) as u32, Some(500_001), false, false, false, chunk);
+        c.raw_segment(
+            Side::Client,
+            first + (i * 1400) as u32,
+            Some(500_001),
+            false,
+            false,
+            false,
+            chunk,
+        );
     }
-    c.raw_segment(Side::Client, first, Some(500_001), false, false, false, &request[..1400]);
+    c.raw_segment(
+        Side::Client,
+        first,
+        Some(500_001),
+        false,
+        false,
+        false,
+        &request[..1400],
+    );
     let out = run(c.frames(), &config);
     assert!(out.peak_buffered <= 64 * 1024, "peak {}", out.peak_buffered);
-    assert!(out.counters.bytes_missing > 0, "the hole was given up on under memory pressure");
+    assert!(
+        out.counters.bytes_missing > 0,
+        "the hole was given up on under memory pressure"
+    );
 }
 
 #[test]
@@ -270,13 +358,17 @@ fn snaplen_truncated_packets_are_gaps_not_garbage() {
         for f in &frames {
             // Keep only the first 120 bytes of the second exchange's packets (the request's and the response's).
             let truncate = f.data.windows(6).any(|w| w == b"\"i\":1,");
-            w.write_truncated(f, if truncate { 120 } else { f.data.len() }).unwrap();
+            w.write_truncated(f, if truncate { 120 } else { f.data.len() })
+                .unwrap();
         }
     }
     let out = pipeline_support::run_file(&path, &WorkerConfig::default());
     assert_consistent(&out);
     let got = paths_of(&out);
-    assert!(got.contains(&paths[0]) && got.contains(&paths[2]), "{got:?}");
+    assert!(
+        got.contains(&paths[0]) && got.contains(&paths[2]),
+        "{got:?}"
+    );
     assert!(!got.contains(&paths[1]));
 }
 

@@ -38,7 +38,10 @@ pub fn request_framing(head: &MessageHead) -> Result<Framing, FramingError> {
 }
 
 /// The body framing of a response to a request with `request_method` (if the request is known).
-pub fn response_framing(head: &MessageHead, request_method: Option<&[u8]>) -> Result<Framing, FramingError> {
+pub fn response_framing(
+    head: &MessageHead,
+    request_method: Option<&[u8]>,
+) -> Result<Framing, FramingError> {
     let status = head.status().unwrap_or(0);
     if status == 101 {
         return Ok(Framing::Tunnel);
@@ -112,7 +115,10 @@ mod tests {
 
     #[test]
     fn requests() {
-        assert_eq!(request_framing(&req("GET / HTTP/1.1\r\n\r\n")), Ok(Framing::None));
+        assert_eq!(
+            request_framing(&req("GET / HTTP/1.1\r\n\r\n")),
+            Ok(Framing::None)
+        );
         assert_eq!(
             request_framing(&req("POST / HTTP/1.1\r\nContent-Length: 12\r\n\r\n")),
             Ok(Framing::Length(12))
@@ -124,38 +130,70 @@ mod tests {
             Ok(Framing::Chunked),
             "Transfer-Encoding wins over Content-Length"
         );
-        assert!(request_framing(&req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")).is_err());
-        assert!(request_framing(&req("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")).is_err());
+        assert!(
+            request_framing(&req("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")).is_err()
+        );
+        assert!(request_framing(&req(
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ))
+        .is_err());
         assert_eq!(
             request_framing(&req("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\n\r\n")),
             Ok(Framing::Length(5))
         );
-        assert!(request_framing(&req("POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n")).is_err());
+        assert!(request_framing(&req(
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n"
+        ))
+        .is_err());
         assert!(request_framing(&req("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n")).is_err());
     }
 
     #[test]
     fn responses() {
         let ok = "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
-        assert_eq!(response_framing(&res(ok), Some(b"GET")), Ok(Framing::Length(10)));
-        assert_eq!(response_framing(&res(ok), Some(b"HEAD")), Ok(Framing::None));
-        assert_eq!(response_framing(&res(ok), Some(b"CONNECT")), Ok(Framing::Tunnel));
-        assert_eq!(response_framing(&res("HTTP/1.1 100 Continue\r\n\r\n"), None), Ok(Framing::None));
         assert_eq!(
-            response_framing(&res("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"), None),
+            response_framing(&res(ok), Some(b"GET")),
+            Ok(Framing::Length(10))
+        );
+        assert_eq!(response_framing(&res(ok), Some(b"HEAD")), Ok(Framing::None));
+        assert_eq!(
+            response_framing(&res(ok), Some(b"CONNECT")),
             Ok(Framing::Tunnel)
         );
         assert_eq!(
-            response_framing(&res("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"), None),
+            response_framing(&res("HTTP/1.1 100 Continue\r\n\r\n"), None),
             Ok(Framing::None)
         );
-        assert_eq!(response_framing(&res("HTTP/1.0 200 OK\r\n\r\n"), None), Ok(Framing::UntilClose));
         assert_eq!(
-            response_framing(&res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"), None),
+            response_framing(
+                &res("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"),
+                None
+            ),
+            Ok(Framing::Tunnel)
+        );
+        assert_eq!(
+            response_framing(
+                &res("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"),
+                None
+            ),
+            Ok(Framing::None)
+        );
+        assert_eq!(
+            response_framing(&res("HTTP/1.0 200 OK\r\n\r\n"), None),
+            Ok(Framing::UntilClose)
+        );
+        assert_eq!(
+            response_framing(
+                &res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                None
+            ),
             Ok(Framing::Chunked)
         );
         assert_eq!(
-            response_framing(&res("HTTP/1.1 407 No\r\nContent-Length: 3\r\n\r\n"), Some(b"CONNECT")),
+            response_framing(
+                &res("HTTP/1.1 407 No\r\nContent-Length: 3\r\n\r\n"),
+                Some(b"CONNECT")
+            ),
             Ok(Framing::Length(3))
         );
     }

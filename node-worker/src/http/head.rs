@@ -63,7 +63,8 @@ impl MessageHead {
         if status.is_partial() {
             return Err(HeadError("incomplete head".into()));
         }
-        let (Some(method), Some(path), Some(minor_version)) = (req.method, req.path, req.version) else {
+        let (Some(method), Some(path), Some(minor_version)) = (req.method, req.path, req.version)
+        else {
             return Err(HeadError("incomplete request line".into()));
         };
         let start = StartLine::Request {
@@ -110,7 +111,10 @@ impl MessageHead {
             .map(|h| (span(&raw, h.name.as_bytes()), span(&raw, h.value)))
             .collect();
         Ok(MessageHead {
-            start: StartLine::Response { status: code, reason },
+            start: StartLine::Response {
+                status: code,
+                reason,
+            },
             minor_version,
             headers,
             raw,
@@ -118,7 +122,9 @@ impl MessageHead {
     }
 
     fn slice(&self, r: &Range<u32>) -> &[u8] {
-        self.raw.get(r.start as usize..r.end as usize).unwrap_or_default()
+        self.raw
+            .get(r.start as usize..r.end as usize)
+            .unwrap_or_default()
     }
 
     /// The head's size on the wire.
@@ -128,7 +134,8 @@ impl MessageHead {
 
     /// Bytes this head keeps in memory (for budgets).
     pub fn memory_size(&self) -> usize {
-        self.raw.capacity() + self.headers.capacity() * std::mem::size_of::<(Range<u32>, Range<u32>)>()
+        self.raw.capacity()
+            + self.headers.capacity() * std::mem::size_of::<(Range<u32>, Range<u32>)>()
     }
 
     pub fn is_request(&self) -> bool {
@@ -172,7 +179,9 @@ impl MessageHead {
 
     /// Headers in order, with their original case and duplicates.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        self.headers.iter().map(|(n, v)| (self.slice(n), self.slice(v)))
+        self.headers
+            .iter()
+            .map(|(n, v)| (self.slice(n), self.slice(v)))
     }
 
     /// The first value of a header (name compared case-insensitively).
@@ -182,7 +191,10 @@ impl MessageHead {
             .map(|(_, v)| v)
     }
 
-    pub fn headers_named<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
+    pub fn headers_named<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
         self.headers()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -229,7 +241,10 @@ mod tests {
         assert_eq!(head.path(), b"/v1/users");
         assert_eq!(head.minor_version, 1);
         assert_eq!(head.header("Content-Type"), Some(&b"application/json"[..]));
-        assert_eq!(head.headers_named("x-a").collect::<Vec<_>>(), vec![&b"1"[..], &b"2"[..]]);
+        assert_eq!(
+            head.headers_named("x-a").collect::<Vec<_>>(),
+            vec![&b"1"[..], &b"2"[..]]
+        );
         assert_eq!(head.headers().count(), 4);
         assert_eq!(head.wire_len(), raw.len());
     }

@@ -53,11 +53,23 @@ pub trait MessageHandler {
     ) -> Option<BodyPlan>;
     /// Body bytes (de-chunked). `wire_so_far` is the message's size on the wire so far. Returns whether
     /// to keep collecting.
-    fn on_body(&mut self, role: Role, bytes: &[u8], wire_so_far: u64, allowance: &mut Allowance<'_>) -> bool;
+    fn on_body(
+        &mut self,
+        role: Role,
+        bytes: &[u8],
+        wire_so_far: u64,
+        allowance: &mut Allowance<'_>,
+    ) -> bool;
     /// The message (head, and body if any) ended after `wire_bytes` on the wire, before sequence `end_seq`.
     fn on_end(&mut self, role: Role, wire_bytes: u64, end_seq: u32, allowance: &mut Allowance<'_>);
     /// The message in progress is lost for `reason` (a head was delivered for it, or it never got one).
-    fn on_abort(&mut self, role: Role, reason: DropReason, had_head: bool, allowance: &mut Allowance<'_>);
+    fn on_abort(
+        &mut self,
+        role: Role,
+        reason: DropReason,
+        had_head: bool,
+        allowance: &mut Allowance<'_>,
+    );
     /// The parser lost track of message boundaries: whole messages may have been missed.
     fn on_desync(&mut self, role: Role, allowance: &mut Allowance<'_>);
     /// The first bytes of the stream are not HTTP/1.x.
@@ -121,7 +133,11 @@ impl HalfParser {
     pub fn new(from_start: bool, max_header_bytes: usize) -> Self {
         HalfParser {
             role: None,
-            phase: if from_start { Phase::Detect } else { Phase::Resync },
+            phase: if from_start {
+                Phase::Detect
+            } else {
+                Phase::Resync
+            },
             buf: Vec::new(),
             reserved: 0,
             line_start_known: false,
@@ -160,13 +176,20 @@ impl HalfParser {
         self.reserved
     }
 
-    pub fn data<H: MessageHandler>(&mut self, chunk: Chunk<'_>, handler: &mut H, allowance: &mut Allowance<'_>) {
+    pub fn data<H: MessageHandler>(
+        &mut self,
+        chunk: Chunk<'_>,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
         let mut bytes = chunk.bytes;
         let mut seq = chunk.seq;
         while !bytes.is_empty() {
             let used = match self.phase {
                 Phase::Ignored => bytes.len(),
-                Phase::Detect | Phase::Head => self.head_bytes(bytes, seq, chunk.ack, handler, allowance),
+                Phase::Detect | Phase::Head => {
+                    self.head_bytes(bytes, seq, chunk.ack, handler, allowance)
+                }
                 Phase::Resync => self.resync_bytes(bytes, seq, chunk.ack, handler, allowance),
                 Phase::Length(_) | Phase::Chunked(_) | Phase::UntilClose => {
                     self.body_bytes(bytes, seq, handler, allowance)
@@ -215,7 +238,12 @@ impl HalfParser {
     }
 
     /// The stream ended (FIN, RST, or the connection was forgotten).
-    pub fn end<H: MessageHandler>(&mut self, end_seq: u32, handler: &mut H, allowance: &mut Allowance<'_>) {
+    pub fn end<H: MessageHandler>(
+        &mut self,
+        end_seq: u32,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
         let role = self.role_or_request();
         if self.phase == Phase::UntilClose && self.in_message {
             self.finish_message(role, end_seq, handler, allowance);
@@ -244,7 +272,12 @@ impl HalfParser {
     }
 
     /// Drops the current message but keeps walking its body.
-    fn abort_current<H: MessageHandler>(&mut self, role: Role, handler: &mut H, allowance: &mut Allowance<'_>) {
+    fn abort_current<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
         if self.collect {
             handler.on_abort(role, DropReason::StreamGap, self.had_head, allowance);
             self.collect = false;
@@ -297,7 +330,10 @@ impl HalfParser {
     ) -> usize {
         if self.buf.is_empty() {
             // Tolerate empty lines between messages.
-            let blank = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let blank = bytes
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
             if blank > 0 {
                 return blank;
             }
@@ -318,7 +354,9 @@ impl HalfParser {
             Start::Unknown
         };
         let role = match (guess, self.role) {
-            (Start::Not, _) | (Start::Request, Some(Role::Response)) | (Start::Response, Some(Role::Request)) => {
+            (Start::Not, _)
+            | (Start::Request, Some(Role::Response))
+            | (Start::Response, Some(Role::Request)) => {
                 return self.not_a_start(handler, allowance);
             }
             (Start::Request, None) => Role::Request,
@@ -424,7 +462,11 @@ impl HalfParser {
     }
 
     /// What was collected as a head cannot be one.
-    fn not_a_start<H: MessageHandler>(&mut self, handler: &mut H, allowance: &mut Allowance<'_>) -> usize {
+    fn not_a_start<H: MessageHandler>(
+        &mut self,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
         self.clear_buf(allowance);
         if self.phase == Phase::Detect && !self.seen_http {
             self.in_message = false;
@@ -456,7 +498,13 @@ impl HalfParser {
         }
     }
 
-    fn deliver<H: MessageHandler>(&mut self, role: Role, bytes: &[u8], handler: &mut H, allowance: &mut Allowance<'_>) {
+    fn deliver<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        bytes: &[u8],
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
         self.wire += bytes.len() as u64;
         if self.collect {
             self.collect = handler.on_body(role, bytes, self.wire, allowance);
@@ -487,7 +535,9 @@ impl HalfParser {
                 self.deliver(role, bytes, handler, allowance);
                 bytes.len()
             }
-            Phase::Chunked(state) => self.chunked_bytes(state, bytes, seq, role, handler, allowance),
+            Phase::Chunked(state) => {
+                self.chunked_bytes(state, bytes, seq, role, handler, allowance)
+            }
             _ => bytes.len(),
         }
     }
@@ -506,7 +556,11 @@ impl HalfParser {
                 let n = usize::try_from(rem).unwrap_or(usize::MAX).min(bytes.len());
                 self.deliver(role, &bytes[..n], handler, allowance);
                 let rem = rem - n as u64;
-                self.phase = Phase::Chunked(if rem == 0 { Chunked::DataEnd } else { Chunked::Data(rem) });
+                self.phase = Phase::Chunked(if rem == 0 {
+                    Chunked::DataEnd
+                } else {
+                    Chunked::Data(rem)
+                });
                 n
             }
             Chunked::DataEnd => {
@@ -530,11 +584,13 @@ impl HalfParser {
                     None => (false, bytes.len()),
                 };
                 self.wire += used as u64;
-                if self.buf.len() + used > MAX_CHUNK_LINE.max(if state == Chunked::Trailer {
-                    self.max_header_bytes
-                } else {
-                    0
-                }) {
+                if self.buf.len() + used
+                    > MAX_CHUNK_LINE.max(if state == Chunked::Trailer {
+                        self.max_header_bytes
+                    } else {
+                        0
+                    })
+                {
                     return self.malformed(role, handler, allowance).max(used);
                 }
                 if !line_end {
@@ -555,7 +611,12 @@ impl HalfParser {
                 if state == Chunked::Trailer {
                     if content.is_empty() {
                         self.phase = Phase::Head;
-                        self.finish_message(role, seq.wrapping_add(used as u32), handler, allowance);
+                        self.finish_message(
+                            role,
+                            seq.wrapping_add(used as u32),
+                            handler,
+                            allowance,
+                        );
                     }
                     return used;
                 }
@@ -569,7 +630,12 @@ impl HalfParser {
         }
     }
 
-    fn malformed<H: MessageHandler>(&mut self, role: Role, handler: &mut H, allowance: &mut Allowance<'_>) -> usize {
+    fn malformed<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) -> usize {
         self.abort_with(role, DropReason::HttpParse, handler, allowance);
         self.clear_buf(allowance);
         self.phase = Phase::Resync;
@@ -663,7 +729,11 @@ fn classify_start(bytes: &[u8]) -> Start {
     const HTTP: &[u8] = b"HTTP/";
     let n = bytes.len().min(HTTP.len());
     if bytes[..n].eq_ignore_ascii_case(&HTTP[..n]) {
-        return if n == HTTP.len() { Start::Response } else { Start::Unknown };
+        return if n == HTTP.len() {
+            Start::Response
+        } else {
+            Start::Unknown
+        };
     }
     for (i, &b) in bytes.iter().take(33).enumerate() {
         if b == b' ' {
@@ -723,14 +793,19 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 /// Methods trusted to start a request in the middle of a line (right after a body that did not end
 /// with a newline); at the start of a line any token is accepted.
 const KNOWN_METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE", b"QUERY",
+    b"GET", b"POST", b"PUT", b"PATCH", b"DELETE", b"HEAD", b"OPTIONS", b"CONNECT", b"TRACE",
+    b"QUERY",
 ];
 
 /// Finds where the next message starts: a status line `HTTP/1.x DDD`, or a request line
 /// `METHOD SP target SP HTTP/1.x`. Messages follow each other without separators (a body need not
 /// end with a newline), so a start is recognised by its shape, not by a preceding newline.
 /// `line_start_known` says whether `buf[0]` begins a line.
-fn find_message_start(buf: &[u8], role: Option<Role>, line_start_known: bool) -> Option<(usize, Role)> {
+fn find_message_start(
+    buf: &[u8],
+    role: Option<Role>,
+    line_start_known: bool,
+) -> Option<(usize, Role)> {
     let finder = memmem::Finder::new(b"HTTP/1.");
     let mut from = 0;
     while let Some(i) = finder.find(&buf[from..]) {
@@ -765,7 +840,7 @@ fn request_line_start(buf: &[u8], version: usize, line_start_known: bool) -> Opt
     }
     // The target: no spaces or control bytes, back to the space after the method.
     let target_end = version - 1;
-    let space = buf[..target_end].iter().rposition(|&b| b == b' ' || b < 0x20)?;
+    let space = buf[..target_end].iter().rposition(|&b| b <= b' ')?;
     if buf[space] != b' ' || space + 1 == target_end {
         return None;
     }
@@ -777,7 +852,11 @@ fn request_line_start(buf: &[u8], version: usize, line_start_known: bool) -> Opt
     if token_start == method_end {
         return None;
     }
-    let at_line_start = if token_start == 0 { line_start_known } else { buf[token_start - 1] == b'\n' };
+    let at_line_start = if token_start == 0 {
+        line_start_known
+    } else {
+        buf[token_start - 1] == b'\n'
+    };
     if at_line_start && classify_start(&buf[token_start..]) == Start::Request {
         return Some(token_start);
     }
@@ -823,7 +902,11 @@ mod tests {
         assert_eq!(parse_chunk_size(b"1a"), Some(26));
         assert_eq!(parse_chunk_size(b"A;ext=1"), Some(10));
         assert_eq!(parse_chunk_size(b" 5 "), Some(5));
-        assert_eq!(parse_chunk_size(b"10000000000000000"), None, "2^64 is refused");
+        assert_eq!(
+            parse_chunk_size(b"10000000000000000"),
+            None,
+            "2^64 is refused"
+        );
         assert_eq!(parse_chunk_size(b"zz"), None);
         assert_eq!(parse_chunk_size(b""), None);
     }
@@ -831,20 +914,50 @@ mod tests {
     #[test]
     fn message_starts_when_resynchronising() {
         let buf = b"garbage\r\nmore\r\nHTTP/1.1 200 OK\r\n";
-        assert_eq!(find_message_start(buf, None, false), Some((15, Role::Response)));
+        assert_eq!(
+            find_message_start(buf, None, false),
+            Some((15, Role::Response))
+        );
         let buf = b"xx\nPOST /a HTTP/1.1\r\nHost: a\r\n";
-        assert_eq!(find_message_start(buf, None, false), Some((3, Role::Request)));
+        assert_eq!(
+            find_message_start(buf, None, false),
+            Some((3, Role::Request))
+        );
         assert_eq!(find_message_start(buf, Some(Role::Response), false), None);
         // Right after a body that did not end with a newline.
-        assert_eq!(find_message_start(b"{\"a\":1}HTTP/1.1 200 OK\r\n", None, false), Some((7, Role::Response)));
-        assert_eq!(find_message_start(b"{\"a\":1}POST /x HTTP/1.1\r\n", None, false), Some((7, Role::Request)));
-        assert_eq!(find_message_start(b"...xyzGET /x HTTP/1.1\r\n", None, false), Some((6, Role::Request)));
+        assert_eq!(
+            find_message_start(b"{\"a\":1}HTTP/1.1 200 OK\r\n", None, false),
+            Some((7, Role::Response))
+        );
+        assert_eq!(
+            find_message_start(b"{\"a\":1}POST /x HTTP/1.1\r\n", None, false),
+            Some((7, Role::Request))
+        );
+        assert_eq!(
+            find_message_start(b"...xyzGET /x HTTP/1.1\r\n", None, false),
+            Some((6, Role::Request))
+        );
         // Not a status line: no code, or a version inside text.
-        assert_eq!(find_message_start(b"say HTTP/1.1 rocks\n", Some(Role::Response), false), None);
-        assert_eq!(find_message_start(b"HTTP/1.1 2XX OK\r\n", Some(Role::Response), false), None);
-        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, true), Some((0, Role::Request)));
-        assert_eq!(find_message_start(b"GET / HTTP/1.1\r\n", None, false), Some((0, Role::Request)));
+        assert_eq!(
+            find_message_start(b"say HTTP/1.1 rocks\n", Some(Role::Response), false),
+            None
+        );
+        assert_eq!(
+            find_message_start(b"HTTP/1.1 2XX OK\r\n", Some(Role::Response), false),
+            None
+        );
+        assert_eq!(
+            find_message_start(b"GET / HTTP/1.1\r\n", None, true),
+            Some((0, Role::Request))
+        );
+        assert_eq!(
+            find_message_start(b"GET / HTTP/1.1\r\n", None, false),
+            Some((0, Role::Request))
+        );
         assert_eq!(find_message_start(b"FOO / HTTP/1.1\r\n", None, false), None);
-        assert_eq!(find_message_start(b"FOO / HTTP/1.1\r\n", None, true), Some((0, Role::Request)));
+        assert_eq!(
+            find_message_start(b"FOO / HTTP/1.1\r\n", None, true),
+            Some((0, Role::Request))
+        );
     }
 }

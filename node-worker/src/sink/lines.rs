@@ -109,7 +109,10 @@ mod tests {
         sink.send(pair("{\"a\":1}"));
         sink.send(pair("{\"b\":2}"));
         sink.flush(Duration::from_secs(1)).unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\":1}\n{\"b\":2}\n");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"a\":1}\n{\"b\":2}\n"
+        );
         let stats = sink.stats();
         assert_eq!((stats.accepted, stats.delivered, stats.failed), (2, 2, 0));
     }

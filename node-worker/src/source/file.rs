@@ -51,6 +51,8 @@ impl FileSource {
             match self.capture.next_packet() {
                 Ok(p) => {
                     let ts = &p.header.ts;
+                    // timeval fields are i64 here but narrower on some platforms.
+                    #[allow(clippy::useless_conversion)]
                     let packet = Packet {
                         timestamp_us: i64::from(ts.tv_sec)
                             .saturating_mul(1_000_000)

@@ -39,9 +39,21 @@ impl FlowKey {
     /// The key of the connection a packet from `src` to `dst` belongs to, and the packet's direction.
     pub fn of(src: SocketAddr, dst: SocketAddr) -> (FlowKey, Direction) {
         if (src.ip(), src.port()) <= (dst.ip(), dst.port()) {
-            (FlowKey { low: src, high: dst }, Direction::LowToHigh)
+            (
+                FlowKey {
+                    low: src,
+                    high: dst,
+                },
+                Direction::LowToHigh,
+            )
         } else {
-            (FlowKey { low: dst, high: src }, Direction::HighToLow)
+            (
+                FlowKey {
+                    low: dst,
+                    high: src,
+                },
+                Direction::HighToLow,
+            )
         }
     }
 

@@ -134,7 +134,15 @@ impl Reassembler {
                 (seq, seg.payload, seg.missing_tail)
             };
             if !payload.is_empty() || missing_tail > 0 {
-                self.accept(seq, seg.ack, payload, missing_tail, allowance, counters, out);
+                self.accept(
+                    seq,
+                    seg.ack,
+                    payload,
+                    missing_tail,
+                    allowance,
+                    counters,
+                    out,
+                );
             }
         }
         self.check_fin(allowance, out);
@@ -269,9 +277,9 @@ impl Reassembler {
             return false;
         }
         self.pending_bytes += payload.len();
-        let at = self
-            .pending
-            .partition_point(|p| seq_diff(p.seq, seq) < 0 || (p.seq == seq && p.data.len() >= payload.len()));
+        let at = self.pending.partition_point(|p| {
+            seq_diff(p.seq, seq) < 0 || (p.seq == seq && p.data.len() >= payload.len())
+        });
         self.pending.insert(
             at,
             Pending {
@@ -300,7 +308,12 @@ impl Reassembler {
     }
 
     /// Delivers buffered segments that have become contiguous.
-    fn drain<C: StreamConsumer>(&mut self, allowance: &mut Allowance<'_>, counters: &mut ReassemblyStats, out: &mut C) {
+    fn drain<C: StreamConsumer>(
+        &mut self,
+        allowance: &mut Allowance<'_>,
+        counters: &mut ReassemblyStats,
+        out: &mut C,
+    ) {
         while let (Some(next), Some(first)) = (self.next, self.pending.first()) {
             let behind = seq_diff(next, first.seq);
             if behind < 0 {
@@ -364,7 +377,8 @@ mod tests {
         }
         fn gap(&mut self, missing: u64, _: &mut Allowance<'_>) {
             self.gaps += missing;
-            self.bytes.extend(std::iter::repeat_n(b'?', missing as usize));
+            self.bytes
+                .extend(std::iter::repeat_n(b'?', missing as usize));
         }
         fn end(&mut self, _: &mut Allowance<'_>) {
             self.ended = true;
@@ -407,7 +421,8 @@ mod tests {
                 payload,
                 missing_tail: 0,
             };
-            self.r.push(&seg, &mut allowance, &mut self.counters, &mut self.out);
+            self.r
+                .push(&seg, &mut allowance, &mut self.counters, &mut self.out);
         }
 
         fn data(&mut self, seq: u32, payload: &[u8]) {
@@ -420,7 +435,8 @@ mod tests {
                 total: &mut self.total,
                 flow_limit: self.flow_limit,
             };
-            self.r.peer_acked(ack, &mut allowance, &mut self.counters, &mut self.out);
+            self.r
+                .peer_acked(ack, &mut allowance, &mut self.counters, &mut self.out);
         }
 
         fn finish(&mut self) {
@@ -429,7 +445,8 @@ mod tests {
                 total: &mut self.total,
                 flow_limit: self.flow_limit,
             };
-            self.r.finish(&mut allowance, &mut self.counters, &mut self.out);
+            self.r
+                .finish(&mut allowance, &mut self.counters, &mut self.out);
         }
     }
 
@@ -455,7 +472,10 @@ mod tests {
         let start = u32::MAX - 3;
         h.data(start.wrapping_add(4), b"5678");
         h.data(start, b"1234");
-        assert_eq!(h.out.bytes, b"5678", "bytes before the first seen are taken for retransmissions");
+        assert_eq!(
+            h.out.bytes, b"5678",
+            "bytes before the first seen are taken for retransmissions"
+        );
         let mut h = Harness::new(1000);
         h.data(start, b"1234");
         h.data(start.wrapping_add(4), b"5678");

@@ -1,5 +1,6 @@
 //! Shared by the pipeline tests: run frames through a capture file and the real pipeline.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -105,7 +106,10 @@ pub fn run_file(path: &std::path::Path, config: &WorkerConfig) -> Outcome {
     assert_eq!(left, 0, "every buffered byte is released at the end");
     let out = sink.0.lock().unwrap();
     Outcome {
-        pairs: out.iter().map(|p| serde_json::from_slice(&p.value).unwrap()).collect(),
+        pairs: out
+            .iter()
+            .map(|p| serde_json::from_slice(&p.value).unwrap())
+            .collect(),
         keys: out.iter().map(|p| p.key.clone()).collect(),
         counters: pipeline.counters(),
         peak_buffered,
@@ -119,7 +123,11 @@ pub fn addr(s: &str) -> SocketAddr {
 
 /// A new conversation between a client and a server in 10.0.0.0/8.
 pub fn conversation(n: u16) -> Conversation {
-    let mut c = Conversation::new(addr(&format!("10.0.0.1:{}", 40000 + n)), addr("10.0.0.2:8080"), 1_700_000_000_000_000);
+    let mut c = Conversation::new(
+        addr(&format!("10.0.0.1:{}", 40000 + n)),
+        addr("10.0.0.2:8080"),
+        1_700_000_000_000_000,
+    );
     c.handshake();
     c
 }
