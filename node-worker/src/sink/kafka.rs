@@ -111,6 +111,8 @@ struct Shared {
     buffer_limit: u64,
     purge_after: Duration,
     state: Mutex<State>,
+    /// Held while the topic is checked or created.
+    checking: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -279,6 +281,7 @@ impl KafkaSink {
             buffer_limit: config.buffer_bytes,
             purge_after: Duration::from_secs(config.purge_after_seconds.max(1)),
             state: Mutex::new(State::default()),
+            checking: Mutex::new(()),
         });
         let context = SinkContext {
             shared: Arc::clone(&shared),
@@ -494,6 +497,13 @@ impl TopicChecker {
     }
 
     fn check(&self, timeout: Duration) -> Result<TopicState, KafkaError> {
+        // One check at a time (the background one and `ensure_topic`), so that a creation in progress
+        // is seen finished rather than raced.
+        let _one_at_a_time = self
+            .shared
+            .checking
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let state = match self.exists(timeout)? {
             true => TopicState::Exists,
             false if self.create.is_some() => self.create_topic(timeout)?,
