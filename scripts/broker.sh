@@ -35,6 +35,11 @@ install_tansu() {
   if [ -x "$BIN" ]; then exec 9>&-; return 0; fi
   echo "broker.sh: building tansu $TANSU_VERSION into $ROOT (first run only; about 8 minutes on 2 cores)" >&2
   # The default features give a broker without usable storage; libsql brings the sqlite storage engine.
+  # A broker for tests needs no heavy optimisation: compile faster (settings from the caller win).
+  CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-1}" \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS="${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}" \
+  CARGO_PROFILE_RELEASE_LTO="${CARGO_PROFILE_RELEASE_LTO:-false}" \
+  CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-false}" \
   cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$ROOT.partial" \
     --target-dir "$CACHE/tansu-target" >&2 &
   local cargo_pid=$!

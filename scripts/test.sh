@@ -25,6 +25,7 @@ cargo test --workspace --locked --no-run
 if [ -x scripts/broker.sh ]; then
   wait "$broker_install" || { cat "$broker_log" >&2; echo "installing the test broker failed" >&2; exit 1; }
   broker_install=
+  rm -f "$broker_log"
   # Prints `export INTERCEPTOR_TEST_KAFKA=127.0.0.1:PORT` (and its directory) once the broker answers.
   eval "$(scripts/broker.sh start)"
   # The Kafka tests fail instead of skipping when the broker is missing.
