@@ -4,6 +4,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod body;
+pub mod capture_loop;
 pub mod decode;
 pub mod discovery;
 pub mod exchange;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use interceptor_crds::config::WorkerConfig;
+use node_worker::capture_loop::{CaptureLoop, LoopReport, Selection};
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::{LinesSink, Sink};
 use node_worker::source::file::{FileEnd, FileSource};
@@ -200,15 +201,23 @@ fn capture(args: CaptureArgs) -> Result<(), Failure> {
     let identity = identity(&args);
     let sink = build_sink(&args.sink, &config, &identity)?;
     let mut pipeline = Pipeline::new(&config, identity, sink);
-    let outcome = if let Some(path) = &args.read {
-        read_file(&mut pipeline, path)?
+    let (outcome, live) = if let Some(path) = &args.read {
+        (read_file(&mut pipeline, path)?, None)
     } else {
-        return Err(Failure::Usage(
-            "live capture (--interface, --discover) is not available in this build yet".into(),
-        ));
+        let selection = match &args.interface {
+            Some(name) => Selection::Interface {
+                name: name.clone(),
+                netns: args.netns.clone(),
+            },
+            None => Selection::Discover,
+        };
+        (
+            FileEnd::Complete,
+            Some(capture_live(&mut pipeline, &config, selection)?),
+        )
     };
     let flushed = pipeline.finish(Duration::from_secs(10));
-    report(&pipeline, args.stats_json.as_deref())?;
+    report(&pipeline, live.as_ref(), args.stats_json.as_deref())?;
     if let Err(e) = flushed {
         return Err(Failure::Runtime(anyhow::anyhow!("flushing pairs: {e}")));
     }
@@ -216,6 +225,28 @@ fn capture(args: CaptureArgs) -> Result<(), Failure> {
         tracing::warn!(%reason, "the capture file ends early or is corrupt; results are partial");
     }
     Ok(())
+}
+
+/// Live capture until SIGINT or SIGTERM (SIGHUP: rescan the host's namespaces now).
+fn capture_live(
+    pipeline: &mut Pipeline,
+    config: &WorkerConfig,
+    selection: Selection,
+) -> Result<LoopReport, Failure> {
+    let mut capture =
+        CaptureLoop::new(config, selection).map_err(|e| Failure::Usage(e.to_string()))?;
+    let control = capture.control();
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, control.stop_flag())
+            .context("installing the signal handler")?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, control.rescan_flag())
+        .context("installing the signal handler")?;
+    tracing::info!("capturing; stop with Ctrl-C (SIGINT) or SIGTERM");
+    capture.run(pipeline, |_, _| {}).context("capture loop")?;
+    let report = capture.report();
+    capture.close();
+    Ok(report)
 }
 
 fn read_file(pipeline: &mut Pipeline, path: &Path) -> Result<FileEnd, Failure> {
@@ -232,10 +263,38 @@ fn read_file(pipeline: &mut Pipeline, path: &Path) -> Result<FileEnd, Failure> {
 }
 
 /// The summary on stderr, and optionally as JSON in a file.
-fn report(pipeline: &Pipeline, stats_json: Option<&Path>) -> Result<(), Failure> {
+fn report(
+    pipeline: &Pipeline,
+    live: Option<&LoopReport>,
+    stats_json: Option<&Path>,
+) -> Result<(), Failure> {
     let counters = pipeline.counters();
     let sink = pipeline.sink_stats();
     let (_, peak_buffered) = pipeline.buffered_bytes();
+    if let Some(live) = live {
+        let totals = live.taps.totals();
+        eprintln!(
+            "interfaces: {} tapped now, {} opened, {} released, {} vanished, {} failed to open; kernel: {} received, {} dropped, {} dropped by interface",
+            live.tapped.len(),
+            live.taps.opened,
+            live.taps.released,
+            live.taps.vanished,
+            live.taps.open_failures,
+            totals.kernel.received,
+            totals.kernel.dropped,
+            totals.kernel.if_dropped
+        );
+        for tap in &live.taps.open {
+            eprintln!(
+                "  {:<16} {:<12} {:<9} {:>10} packets {:>8} kernel drops",
+                tap.info.name,
+                tap.info.netns.as_deref().unwrap_or("host"),
+                tap.info.mode.as_str(),
+                tap.counters.packets,
+                tap.counters.kernel.dropped
+            );
+        }
+    }
     eprint!("{}", counters.summary());
     eprintln!(
         "sink: {} accepted, {} delivered, {} dropped (buffer full), {} purged, {} failed{}",
@@ -250,12 +309,28 @@ fn report(pipeline: &Pipeline, stats_json: Option<&Path>) -> Result<(), Failure>
             .unwrap_or_default()
     );
     if let Some(path) = stats_json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "counters": counters,
             "drops": counters.drops_json(),
             "sink": sink,
             "peak_buffered_bytes": peak_buffered,
         });
+        if let Some(live) = live {
+            let totals = live.taps.totals();
+            json["capture"] = serde_json::json!({
+                "tapped": live.tapped.iter().map(|i| serde_json::json!({
+                    "name": i.name, "netns": i.netns, "mode": i.mode.as_str()
+                })).collect::<Vec<_>>(),
+                "opened": live.taps.opened,
+                "released": live.taps.released,
+                "vanished": live.taps.vanished,
+                "open_failures": live.taps.open_failures,
+                "kernel_received": totals.kernel.received,
+                "kernel_dropped": totals.kernel.dropped,
+                "interface_dropped": totals.kernel.if_dropped,
+                "scans": live.scans,
+            });
+        }
         std::fs::write(path, format!("{json:#}\n"))
             .with_context(|| format!("writing {}", path.display()))?;
     }

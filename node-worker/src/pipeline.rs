@@ -17,7 +17,7 @@ use crate::message::{encode_pair, Endpoint, PairContext, PodRef};
 use crate::sink::{OutgoingPair, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
-use crate::tcp::reassembly::{Reassembler, ReassemblyStats, SegmentIn};
+use crate::tcp::reassembly::{seq_diff, Reassembler, ReassemblyStats, SegmentIn};
 use crate::tcp::{Direction, FlowKey};
 
 /// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
@@ -66,11 +66,46 @@ struct Flow {
 /// How often (in packet time) timeouts are checked.
 const SWEEP_EVERY_US: i64 = 1_000_000;
 
+/// How long a closed connection is remembered (like TCP's TIME_WAIT), so that its packets seen late on
+/// another interface (two pods on one node both tapped) are recognised as copies, not a new connection.
+const TOMBSTONE_US: i64 = 60_000_000;
+
+/// A connection that closed recently.
+#[derive(Clone, Copy, Debug)]
+struct Tombstone {
+    /// The client's initial sequence number, if its SYN was seen: a SYN with another one is a new
+    /// connection on the same ports.
+    syn_seq: Option<u32>,
+    /// Where each direction's stream had got to: data beyond it means the connection went on (an
+    /// RST that the endpoints ignored), not a copy.
+    next_seq: [Option<u32>; 2],
+    closed_us: i64,
+}
+
+impl Tombstone {
+    /// Whether a packet of this closed connection is only a copy of what was already processed.
+    fn is_copy(&self, seg: &decode::TcpSegment<'_>, dir: Direction) -> bool {
+        let flags = seg.flags;
+        if flags.syn && !flags.ack {
+            return self.syn_seq == Some(seg.seq);
+        }
+        if seg.payload.is_empty() {
+            return true;
+        }
+        let end = seg.seq.wrapping_add(seg.payload.len() as u32);
+        match self.next_seq[dir.index()] {
+            Some(next) => seq_diff(end, next) <= 0,
+            None => false,
+        }
+    }
+}
+
 pub struct Pipeline {
     rules: Rules,
     limits: TableLimits,
     identity: Identity,
     flows: HashMap<FlowKey, Flow>,
+    closed: HashMap<FlowKey, Tombstone>,
     interfaces: Vec<InterfaceInfo>,
     total: TotalBudget,
     counters: Counters,
@@ -102,6 +137,7 @@ impl Pipeline {
             limits: TableLimits::from_config(config),
             identity,
             flows: HashMap::new(),
+            closed: HashMap::new(),
             interfaces: Vec::new(),
             total: TotalBudget::new(
                 usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
@@ -192,13 +228,22 @@ impl Pipeline {
                 if flow.syn_seq.is_some_and(|s| s != seg.seq)
                     || flow.syn_seq.is_none() && flow_is_done(flow)
                 {
-                    self.close_flow(&key, false);
+                    self.close_flow(&key, Close::Replaced);
                 }
             }
         }
         if !self.flows.contains_key(&key) {
             if (!flags.syn && seg.payload.is_empty()) || flags.rst {
                 return;
+            }
+            if let Some(tomb) = self.closed.get(&key) {
+                if tomb.is_copy(&seg, dir)
+                    && self.now_us.saturating_sub(tomb.closed_us) < TOMBSTONE_US
+                {
+                    self.counters.packets_after_close += 1;
+                    return;
+                }
+                self.closed.remove(&key);
             }
             if self.flows.len() >= self.limits.max_flows {
                 self.counters.count_drop(DropReason::FlowTableFull);
@@ -241,7 +286,7 @@ impl Pipeline {
         flow.last_seen_us = *now_us;
         if flows_is_ignored(flow) {
             if flags.rst || flags.fin {
-                self.close_flow(&key, false);
+                self.close_flow(&key, Close::Ended);
             }
             return;
         }
@@ -294,7 +339,7 @@ impl Pipeline {
         let not_http = flow.conn.was_not_http();
         self.emit_completed(&key);
         if done {
-            self.close_flow(&key, false);
+            self.close_flow(&key, Close::Ended);
         } else if not_http {
             // Keep the (now cheap) entry so the rest of the connection is skipped, but free its buffers.
             if let Some(flow) = self.flows.get_mut(&key) {
@@ -329,8 +374,11 @@ impl Pipeline {
         }
     }
 
-    /// Response timeouts and idle connections.
+    /// Response timeouts, idle connections, old tombstones.
     fn sweep(&mut self) {
+        let now = self.now_us;
+        self.closed
+            .retain(|_, t| now.saturating_sub(t.closed_us) < TOMBSTONE_US);
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
@@ -339,7 +387,7 @@ impl Pipeline {
             .collect();
         for key in idle {
             self.counters.flows_expired += 1;
-            self.close_flow(&key, true);
+            self.close_flow(&key, Close::Forgotten);
         }
         if self.rules.response_timeout_us.is_none() {
             return;
@@ -370,12 +418,23 @@ impl Pipeline {
         }
     }
 
-    /// Forgets a connection: delivers what its streams buffered (across holes when `drain`), ends its
-    /// messages, and gives up on requests still waiting.
-    fn close_flow(&mut self, key: &FlowKey, drain: bool) {
+    /// Forgets a connection: delivers what its streams buffered (across holes, when it is forgotten
+    /// rather than ended), ends its messages, and gives up on requests still waiting.
+    fn close_flow(&mut self, key: &FlowKey, how: Close) {
         let Some(mut flow) = self.flows.remove(key) else {
             return;
         };
+        let drain = how == Close::Forgotten;
+        if how == Close::Ended && self.closed.len() < self.limits.max_flows {
+            self.closed.insert(
+                *key,
+                Tombstone {
+                    syn_seq: flow.syn_seq,
+                    next_seq: [flow.reassembly[0].next_seq(), flow.reassembly[1].next_seq()],
+                    closed_us: self.now_us,
+                },
+            );
+        }
         {
             let mut env = Env {
                 rules: &self.rules,
@@ -477,10 +536,21 @@ impl Pipeline {
     pub fn finish(&mut self, flush_timeout: Duration) -> Result<(), crate::sink::SinkError> {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in keys {
-            self.close_flow(&key, true);
+            self.close_flow(&key, Close::Forgotten);
         }
         self.sink.flush(flush_timeout)
     }
+}
+
+/// Why a connection is forgotten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Close {
+    /// FIN/RST seen: remember it for a while so that late copies are not taken for a new connection.
+    Ended,
+    /// A new connection took its ports.
+    Replaced,
+    /// Idle for too long, or the input ended: deliver what it buffered.
+    Forgotten,
 }
 
 fn flows_is_ignored(flow: &Flow) -> bool {

@@ -72,6 +72,9 @@ pub struct Counters {
     pub packets_malformed: u64,
     /// IP fragments (not reassembled; TCP over fragmented IP is rare and is ignored).
     pub packets_fragmented: u64,
+    /// Packets of connections that had already closed (late copies, e.g. the same connection seen on
+    /// two tapped interfaces of one node): ignored.
+    pub packets_after_close: u64,
     /// TCP connections tracked.
     pub flows: u64,
     /// Connections whose bytes were not HTTP/1.x: ignored after their first bytes.
@@ -125,12 +128,13 @@ impl Counters {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "packets: {} ({} bytes); not TCP: {}; malformed: {}; IP fragments: {}",
+            "packets: {} ({} bytes); not TCP: {}; malformed: {}; IP fragments: {}; after close: {}",
             self.packets,
             self.bytes,
             self.packets_not_tcp,
             self.packets_malformed,
-            self.packets_fragmented
+            self.packets_fragmented,
+            self.packets_after_close
         );
         let _ = writeln!(
             out,

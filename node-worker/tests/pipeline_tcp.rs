@@ -387,3 +387,24 @@ fn timestamps_going_backwards_do_not_confuse_timeouts() {
     assert_eq!(paths_of(&out), ["/t"]);
     assert!(out.pairs[0]["latency_us"].as_i64().unwrap() >= 0);
 }
+
+#[test]
+fn a_connection_seen_twice_is_paired_once() {
+    // Two pods on one node are both tapped: the same connection arrives from both interfaces, the
+    // second copy after the first already closed, or interleaved with it.
+    let (c, paths) = exchanges(3, 300);
+    let frames = c.into_frames();
+    let mut twice = frames.clone();
+    twice.extend(frames.iter().cloned());
+    let out = run(&twice, &WorkerConfig::default());
+    assert_eq!(paths_of(&out), paths);
+    assert_eq!(out.counters.flows, 1);
+    assert!(out.counters.packets_after_close > 0);
+    let mut interleaved = Vec::new();
+    for chunk in frames.chunks(5) {
+        interleaved.extend(chunk.iter().cloned());
+        interleaved.extend(chunk.iter().cloned());
+    }
+    let out = run(&interleaved, &WorkerConfig::default());
+    assert_eq!(paths_of(&out), paths);
+}

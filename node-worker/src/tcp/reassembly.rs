@@ -86,6 +86,11 @@ impl Reassembler {
         self.next.is_some()
     }
 
+    /// The sequence number of the next byte expected.
+    pub fn next_seq(&self) -> Option<u32> {
+        self.next
+    }
+
     pub fn buffered_bytes(&self) -> usize {
         self.pending_bytes
     }

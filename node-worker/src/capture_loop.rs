@@ -1,0 +1,292 @@
+//! The live worker's event loop: keep the taps in line with what should be captured (one interface, or
+//! every pod's namespace found by discovery), feed their packets to the pipeline, and let time pass.
+//!
+//! One thread runs it; all handles are non-blocking and served by one poll(2). Everything else (signal
+//! handlers, the Kubernetes integration) talks to it through [`LoopControl`], which is cheap to share.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use interceptor_crds::config::WorkerConfig;
+
+use crate::discovery::{plan, HostSnapshot, MeshOverrides, PlanPolicy, Scanner, TapSpec};
+use crate::pipeline::Pipeline;
+use crate::source::live::{TapOptions, Taps, TapsStats};
+use crate::source::InterfaceInfo;
+
+/// What to capture.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Selection {
+    /// One interface, optionally inside a network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    Interface {
+        name: String,
+        netns: Option<PathBuf>,
+    },
+    /// Every pod namespace on the host, tapped as the in-cluster worker does.
+    Discover,
+}
+
+/// Why the loop could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("cannot capture on {interface}: {reason}")]
+    Open { interface: String, reason: String },
+}
+
+/// Requests to a running loop, from any thread.
+#[derive(Clone, Default)]
+pub struct LoopControl {
+    inner: Arc<ControlInner>,
+}
+
+#[derive(Default)]
+struct ControlInner {
+    /// Shared with signal handlers (`signal_hook::flag::register` takes an `Arc<AtomicBool>`).
+    stop: Arc<AtomicBool>,
+    rescan: Arc<AtomicBool>,
+    /// A new configuration to apply at the next round.
+    config: Mutex<Option<WorkerConfig>>,
+    /// What the Kubernetes API says about meshes (replaces process-name detection per namespace).
+    overrides: Mutex<Option<MeshOverrides>>,
+}
+
+impl LoopControl {
+    /// Ask the loop to stop after its current round (it then returns; the caller flushes).
+    pub fn stop(&self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stop.load(Ordering::Relaxed)
+    }
+
+    /// The flag behind [`LoopControl::stop`], for signal handlers (SIGINT, SIGTERM).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.inner.stop)
+    }
+
+    /// The flag behind [`LoopControl::rescan`], for a signal handler (SIGHUP).
+    pub fn rescan_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.inner.rescan)
+    }
+
+    /// Rescan the host's namespaces at the next round instead of waiting for the interval.
+    pub fn rescan(&self) {
+        self.inner.rescan.store(true, Ordering::Relaxed);
+    }
+
+    /// Apply a new configuration without restarting (filters and limits at once, capture settings at
+    /// the next rescan).
+    pub fn reconfigure(&self, config: WorkerConfig) {
+        if let Ok(mut slot) = self.inner.config.lock() {
+            *slot = Some(config);
+        }
+        self.rescan();
+    }
+
+    pub fn set_mesh_overrides(&self, overrides: MeshOverrides) {
+        if let Ok(mut slot) = self.inner.overrides.lock() {
+            *slot = Some(overrides);
+        }
+        self.rescan();
+    }
+}
+
+/// What the loop saw, for the summary and the status.
+#[derive(Clone, Debug, Default)]
+pub struct LoopReport {
+    pub taps: TapsStats,
+    pub scans: u64,
+    pub scan_failures: u64,
+    /// The interfaces that are open now.
+    pub tapped: Vec<InterfaceInfo>,
+}
+
+pub struct CaptureLoop {
+    selection: Selection,
+    taps: Taps,
+    scanner: Scanner,
+    policy: PlanPolicy,
+    overrides: MeshOverrides,
+    rescan_every: Duration,
+    next_scan: Instant,
+    control: LoopControl,
+    scans: u64,
+    scan_failures: u64,
+    last_snapshot: Option<HostSnapshot>,
+}
+
+/// How long one poll waits when nothing happens: bounds how late timers and stop requests are seen.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+fn wall_clock_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl CaptureLoop {
+    /// Prepares the loop. For a single interface the tap is opened at once, so that a wrong name or
+    /// namespace is reported before anything runs.
+    pub fn new(config: &WorkerConfig, selection: Selection) -> Result<Self, LoopError> {
+        let mut this = CaptureLoop {
+            taps: Taps::new(TapOptions::from(&config.capture)),
+            scanner: Scanner::default(),
+            policy: PlanPolicy::from(&config.capture),
+            overrides: MeshOverrides::new(),
+            rescan_every: Duration::from_secs(config.capture.rescan_seconds.max(1)),
+            next_scan: Instant::now(),
+            control: LoopControl::default(),
+            scans: 0,
+            scan_failures: 0,
+            last_snapshot: None,
+            selection,
+        };
+        if let Selection::Interface { name, netns } = &this.selection {
+            let spec = TapSpec::interface(name, netns.as_deref());
+            let report = this.taps.apply(&[spec]);
+            if let Some((info, error)) = report.failed.into_iter().next() {
+                return Err(LoopError::Open {
+                    interface: match &info.netns {
+                        Some(ns) => format!("{} in {ns}", info.name),
+                        None => info.name.clone(),
+                    },
+                    reason: error.to_string(),
+                });
+            }
+        }
+        Ok(this)
+    }
+
+    pub fn control(&self) -> LoopControl {
+        self.control.clone()
+    }
+
+    /// The most recent host snapshot (discovery mode), e.g. to match pod IPs to namespaces.
+    pub fn last_snapshot(&self) -> Option<&HostSnapshot> {
+        self.last_snapshot.as_ref()
+    }
+
+    fn should_stop(&self) -> bool {
+        self.control.is_stopping()
+    }
+
+    fn take_rescan_request(&self) -> bool {
+        self.control.inner.rescan.swap(false, Ordering::Relaxed)
+    }
+
+    /// Applies a pending configuration: the pipeline at once, the planning at the next scan.
+    fn apply_pending_config(&mut self, pipeline: &mut Pipeline) {
+        let pending = self
+            .control
+            .inner
+            .config
+            .lock()
+            .ok()
+            .and_then(|mut c| c.take());
+        if let Some(config) = pending {
+            pipeline.reconfigure(&config);
+            self.policy = PlanPolicy::from(&config.capture);
+            self.rescan_every = Duration::from_secs(config.capture.rescan_seconds.max(1));
+            let options = TapOptions::from(&config.capture);
+            if options.snaplen != self.taps.options().snaplen
+                || options.buffer_bytes != self.taps.options().buffer_bytes
+            {
+                // Handles cannot change these once open: reopen them all at the next scan.
+                self.taps.close_all();
+                self.taps = Taps::new(options);
+                self.next_scan = Instant::now();
+            }
+            tracing::info!("configuration applied");
+        }
+        let overrides = self
+            .control
+            .inner
+            .overrides
+            .lock()
+            .ok()
+            .and_then(|mut o| o.take());
+        if let Some(overrides) = overrides {
+            self.overrides = overrides;
+        }
+    }
+
+    fn rescan_now(&mut self) {
+        self.scans += 1;
+        match self.scanner.scan() {
+            Ok(snapshot) => {
+                let specs = plan(&snapshot, &self.policy, &self.overrides);
+                let report = self.taps.apply(&specs);
+                for info in &report.opened {
+                    tracing::info!(interface = %info.name, netns = ?info.netns, mode = info.mode.as_str(), "tapped");
+                }
+                for info in &report.closed {
+                    tracing::info!(interface = %info.name, netns = ?info.netns, "released");
+                }
+                for (info, error) in &report.failed {
+                    if error.is_vanished() {
+                        tracing::debug!(interface = %info.name, netns = ?info.netns, %error, "gone before it could be tapped");
+                    } else {
+                        tracing::warn!(interface = %info.name, netns = ?info.netns, %error, "cannot tap");
+                    }
+                }
+                self.last_snapshot = Some(snapshot);
+            }
+            Err(error) => {
+                self.scan_failures += 1;
+                tracing::warn!(%error, "scanning network namespaces failed");
+            }
+        }
+        self.next_scan = Instant::now() + self.rescan_every;
+    }
+
+    /// Runs until stopped. `each_round` is called after every poll round (status, metrics, watchdogs).
+    pub fn run(
+        &mut self,
+        pipeline: &mut Pipeline,
+        mut each_round: impl FnMut(&mut CaptureLoop, &mut Pipeline),
+    ) -> Result<(), crate::source::live::LiveError> {
+        let mut interface_cache: Option<(InterfaceInfo, usize)> = None;
+        while !self.should_stop() {
+            self.apply_pending_config(pipeline);
+            let discover = self.selection == Selection::Discover;
+            if discover && (self.take_rescan_request() || Instant::now() >= self.next_scan) {
+                self.rescan_now();
+            }
+            let report = self.taps.poll(POLL_INTERVAL, |info, packet| {
+                let index = match &interface_cache {
+                    Some((cached, index)) if cached == info => *index,
+                    _ => {
+                        let index = pipeline.add_interface(info.clone());
+                        interface_cache = Some((info.clone(), index));
+                        index
+                    }
+                };
+                pipeline.handle(index, packet);
+            })?;
+            for info in &report.lost {
+                tracing::debug!(interface = %info.name, netns = ?info.netns, "interface went away");
+            }
+            pipeline.tick(wall_clock_us());
+            each_round(self, pipeline);
+        }
+        Ok(())
+    }
+
+    /// Stops capturing: every tap is closed.
+    pub fn close(&mut self) {
+        self.taps.close_all();
+    }
+
+    pub fn report(&mut self) -> LoopReport {
+        LoopReport {
+            taps: self.taps.stats(),
+            scans: self.scans,
+            scan_failures: self.scan_failures,
+            tapped: self.taps.interfaces().cloned().collect(),
+        }
+    }
+}
