@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod capture_loop;
+pub mod cluster;
 pub mod decode;
 pub mod discovery;
 pub mod exchange;

@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Capture HTTP pairs from a capture file or live interfaces, outside Kubernetes.
     Capture(CaptureArgs),
+    /// In-cluster mode, as the operator's DaemonSet runs it: config from the ConfigMap (watched), pods
+    /// from the API, status to the node's InterceptorStatus, pairs to Kafka.
+    Run(node_worker::cluster::RunArgs),
 }
 
 #[derive(Args, Debug)]
@@ -117,6 +120,10 @@ fn main() -> ExitCode {
             init_logging(args.log_format);
             capture(args)
         }
+        Command::Run(args) => node_worker::cluster::main(args).map_err(|e| match e.is_usage() {
+            true => Failure::Usage(e.to_string()),
+            false => Failure::Runtime(e.into()),
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,6 +41,8 @@ impl From<&CaptureConfig> for PlanPolicy {
 pub enum MeshOverride {
     Mesh(MeshKind),
     NoMesh,
+    /// Never tap this namespace (its pod's Kubernetes namespace is in `filters.excludeNamespaces`).
+    Exclude,
 }
 
 /// Per-namespace overrides, keyed by namespace (match a pod to its namespace by IP with
@@ -113,12 +115,15 @@ fn plan_namespace(
     known: Option<MeshOverride>,
     taps: &mut Vec<TapSpec>,
 ) {
+    if known == Some(MeshOverride::Exclude) {
+        return;
+    }
     let mesh = if !policy.mesh_detection {
         None
     } else {
         match known {
             Some(MeshOverride::Mesh(kind)) => Some(kind),
-            Some(MeshOverride::NoMesh) => None,
+            Some(MeshOverride::NoMesh | MeshOverride::Exclude) => None,
             None => mesh::detect(&ns.processes),
         }
     };

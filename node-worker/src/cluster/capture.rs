@@ -1,0 +1,183 @@
+//! The capture loop on an OS thread of its own (it is synchronous: one poll(2) over every tap). It
+//! publishes a heartbeat every round and a snapshot of its counters about once a second; on stop it
+//! closes the taps and flushes the sink (bounded), then publishes the final counters.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use interceptor_crds::config::WorkerConfig;
+use tokio::sync::oneshot;
+
+use super::pods::SharedPods;
+use super::sink::{SinkSwitch, SwitchableSink};
+use super::state::{LoopSnapshot, NetnsView, Shared};
+use crate::capture_loop::{CaptureLoop, LoopControl, Selection};
+use crate::pipeline::{Identity, Pipeline};
+
+/// What the capture thread needs.
+pub struct CaptureParams {
+    pub config: WorkerConfig,
+    pub identity: Identity,
+    pub switch: Arc<SinkSwitch>,
+    pub pods: SharedPods,
+    pub shared: Arc<Shared>,
+    /// How long a replaced Kafka producer may take to deliver what it holds.
+    pub drain_timeout: Duration,
+    /// How long the final flush may take.
+    pub flush_timeout: Duration,
+    /// How often counters are published.
+    pub publish_every: Duration,
+}
+
+/// How the capture thread ended.
+#[derive(Debug)]
+pub struct CaptureOutcome {
+    /// The loop failed (`Some(reason)`) rather than being stopped.
+    pub failure: Option<String>,
+    /// The final flush did not deliver everything (`Some(reason)`).
+    pub flush_error: Option<String>,
+}
+
+/// Why the capture thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the capture thread: {0}")]
+    Thread(#[from] std::io::Error),
+    #[error("{0}")]
+    Loop(String),
+}
+
+/// The running capture thread.
+pub struct CaptureThread {
+    pub control: LoopControl,
+    /// Fires when the thread has finished (flushed and published its last counters).
+    pub finished: oneshot::Receiver<CaptureOutcome>,
+    pub handle: thread::JoinHandle<()>,
+}
+
+/// Publishes the loop's state from its each-round callback: a heartbeat every round, the rest at most
+/// every `every` (reading tap statistics costs a syscall per tap).
+struct Publisher {
+    shared: Arc<Shared>,
+    switch: Arc<SinkSwitch>,
+    every: Duration,
+    last: Option<Instant>,
+    scans: u64,
+}
+
+impl Publisher {
+    fn round(&mut self, capture: &mut CaptureLoop, pipeline: &Pipeline) {
+        self.shared.beat(SystemTime::now());
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        self.publish(capture, pipeline);
+    }
+
+    fn publish(&mut self, capture: &mut CaptureLoop, pipeline: &Pipeline) {
+        self.last = Some(Instant::now());
+        let report = capture.report();
+        if report.scans != self.scans {
+            self.scans = report.scans;
+            if let Some(snapshot) = capture.last_snapshot() {
+                self.shared.publish_netns(NetnsView::of(snapshot));
+            }
+        }
+        self.shared.publish_snapshot(LoopSnapshot {
+            counters: pipeline.counters(),
+            sink: pipeline.sink_stats(),
+            taps: report.taps,
+            tapped: report.tapped,
+            scans: report.scans,
+            scan_failures: report.scan_failures,
+            purges: self.switch.purges(),
+        });
+    }
+}
+
+/// Starts capturing every pod namespace of the host with `params.config`.
+pub fn start(params: CaptureParams) -> Result<CaptureThread, StartError> {
+    let (control_tx, control_rx) = mpsc::channel::<Result<LoopControl, String>>();
+    let (done_tx, finished) = oneshot::channel();
+    let handle = thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let outcome = capture_thread(params, &control_tx);
+            let _ = done_tx.send(outcome);
+        })?;
+    match control_rx.recv() {
+        Ok(Ok(control)) => Ok(CaptureThread {
+            control,
+            finished,
+            handle,
+        }),
+        Ok(Err(reason)) => Err(StartError::Loop(reason)),
+        Err(_) => Err(StartError::Loop(
+            "the capture thread ended before starting".into(),
+        )),
+    }
+}
+
+fn capture_thread(
+    params: CaptureParams,
+    control_tx: &mpsc::Sender<Result<LoopControl, String>>,
+) -> CaptureOutcome {
+    let CaptureParams {
+        config,
+        identity,
+        switch,
+        pods,
+        shared,
+        drain_timeout,
+        flush_timeout,
+        publish_every,
+    } = params;
+    let mut capture = match CaptureLoop::new(&config, Selection::Discover) {
+        Ok(capture) => capture,
+        Err(e) => {
+            let _ = control_tx.send(Err(e.to_string()));
+            return CaptureOutcome {
+                failure: Some(e.to_string()),
+                flush_error: None,
+            };
+        }
+    };
+    let _ = control_tx.send(Ok(capture.control()));
+    let sink = SwitchableSink::new(Arc::clone(&switch), drain_timeout);
+    let mut pipeline = Pipeline::new(&config, identity, Box::new(sink));
+    pipeline.set_pod_lookup(Box::new(pods));
+    let mut publisher = Publisher {
+        shared: Arc::clone(&shared),
+        switch,
+        every: publish_every,
+        last: None,
+        scans: 0,
+    };
+    shared.set_capture_running(true);
+    tracing::info!("capturing");
+    let result = capture.run(&mut pipeline, |capture, pipeline| {
+        publisher.round(capture, pipeline)
+    });
+    shared.set_capture_running(false);
+    let failure = result.err().map(|e| e.to_string());
+    if let Some(reason) = &failure {
+        tracing::error!(%reason, "the capture loop failed");
+    }
+    capture.close();
+    let flush_error = pipeline.finish(flush_timeout).err().map(|e| e.to_string());
+    publisher.publish(&mut capture, &pipeline);
+    let sink = pipeline.sink_stats();
+    tracing::info!(
+        pairs = pipeline.counters().pairs_emitted,
+        delivered = sink.delivered,
+        purged = sink.purged,
+        failed = sink.failed,
+        "capture stopped"
+    );
+    CaptureOutcome {
+        failure,
+        flush_error,
+    }
+}
