@@ -118,6 +118,13 @@ fn get(addr: SocketAddr, path: &str) -> String {
     text
 }
 
+/// One sample of `/metrics`.
+fn metric(health: SocketAddr, name: &str) -> Option<u64> {
+    get(health, "/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn interfaces(status: &Value) -> Vec<(String, String, String)> {
     status["interfaces"]
         .as_array()
@@ -269,17 +276,27 @@ async fn the_worker_captures_pod_traffic_names_both_ends_and_reports_it() {
     })
     .await;
 
-    let metrics = get(health, "/metrics");
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing in {metrics}"))
-    };
-    assert!(value("interceptor_worker_pairs_emitted_total") >= 6);
-    assert!(value("interceptor_worker_drops_total{reason=\"excluded_path\"}") >= 1);
-    assert!(value("interceptor_worker_tapped_interfaces") >= 2);
-    assert_eq!(value("interceptor_worker_config_loaded"), 1);
+    // The metrics say the same (published by the capture loop about every 200 ms here).
+    wait_for(
+        "the metrics to count the pairs",
+        Duration::from_secs(10),
+        || metric(health, "interceptor_worker_pairs_emitted_total").is_some_and(|n| n >= 6),
+    )
+    .await;
+    assert!(
+        metric(
+            health,
+            "interceptor_worker_drops_total{reason=\"excluded_path\"}"
+        )
+        .unwrap()
+            >= 1
+    );
+    assert!(metric(health, "interceptor_worker_tapped_interfaces").unwrap() >= 2);
+    assert_eq!(metric(health, "interceptor_worker_config_loaded"), Some(1));
+    assert_eq!(
+        metric(health, "interceptor_worker_capture_running"),
+        Some(1)
+    );
 
     // SIGTERM: Stopping, flush, final counters.
     stop.send(()).unwrap();
