@@ -38,23 +38,23 @@ use sink::{KafkaFactory, LinesFactory, SinkFactory};
 pub struct RunArgs {
     /// The ConfigMap holding config.yaml (in --namespace).
     #[arg(long, env = worker_env::CONFIG_MAP, value_name = "NAME")]
-    pub config_map: String,
+    pub config_map: Option<String>,
 
     /// The InterceptorConfig this worker belongs to (in --namespace).
     #[arg(long, env = worker_env::NAME, value_name = "NAME")]
-    pub interceptor_name: String,
+    pub interceptor_name: Option<String>,
 
     /// The InterceptorConfig's uid (owner of this node's InterceptorStatus).
     #[arg(long, env = worker_env::UID, value_name = "UID")]
-    pub interceptor_uid: String,
+    pub interceptor_uid: Option<String>,
 
     /// The node this worker runs on.
     #[arg(long, env = worker_env::NODE_NAME, value_name = "NAME")]
-    pub node_name: String,
+    pub node_name: Option<String>,
 
     /// The namespace of the InterceptorConfig, its ConfigMap and the worker pod.
     #[arg(long, env = worker_env::POD_NAMESPACE, value_name = "NAMESPACE")]
-    pub namespace: String,
+    pub namespace: Option<String>,
 
     /// The worker pod's name (for logs).
     #[arg(long, env = worker_env::POD_NAME, value_name = "NAME")]
@@ -129,40 +129,42 @@ impl RunError {
 
 impl RunArgs {
     pub fn settings(&self) -> Result<WorkerSettings, RunError> {
-        for (value, variable) in [
-            (&self.config_map, worker_env::CONFIG_MAP),
-            (&self.interceptor_name, worker_env::NAME),
-            (&self.interceptor_uid, worker_env::UID),
-            (&self.node_name, worker_env::NODE_NAME),
-            (&self.namespace, worker_env::POD_NAMESPACE),
-        ] {
-            if value.trim().is_empty() {
-                return Err(RunError::Usage(format!("{variable} is empty")));
-            }
-        }
+        // Checked here rather than by clap, for a one-line reason naming the variable the DaemonSet sets.
+        let required = |value: &Option<String>, variable: &str, flag: &str| match value
+            .as_deref()
+            .map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            Some(_) => Err(RunError::Usage(format!("{variable} is empty"))),
+            None => Err(RunError::Usage(format!(
+                "{variable} (or {flag}) is not set: the operator's DaemonSet sets it"
+            ))),
+        };
+        let config_map = required(&self.config_map, worker_env::CONFIG_MAP, "--config-map")?;
+        let name = required(
+            &self.interceptor_name,
+            worker_env::NAME,
+            "--interceptor-name",
+        )?;
+        let uid = required(&self.interceptor_uid, worker_env::UID, "--interceptor-uid")?;
+        let node = required(&self.node_name, worker_env::NODE_NAME, "--node-name")?;
+        let namespace = required(&self.namespace, worker_env::POD_NAMESPACE, "--namespace")?;
         if self.status_min_interval_seconds > self.status_interval_seconds {
             return Err(RunError::Usage(
                 "--status-min-interval-seconds is longer than --status-interval-seconds".into(),
             ));
         }
-        let mut settings = WorkerSettings::new(
-            &self.node_name,
-            &self.namespace,
-            &self.interceptor_name,
-            &self.interceptor_uid,
-            &self.config_map,
-        );
+        let mut settings = WorkerSettings::new(&node, &namespace, &name, &uid, &config_map);
         settings.pacing.period = Duration::from_secs(self.status_interval_seconds);
         settings.pacing.min_gap = Duration::from_secs(self.status_min_interval_seconds);
         settings.flush_timeout = Duration::from_secs(self.flush_timeout_seconds);
         Ok(settings)
     }
 
-    pub fn sink_factory(&self) -> Result<Arc<dyn SinkFactory>, RunError> {
+    /// The sink `--sink` names, for the worker on `node`.
+    pub fn sink_factory(&self, node: &str) -> Result<Arc<dyn SinkFactory>, RunError> {
         match self.sink.as_str() {
-            "kafka" => Ok(Arc::new(KafkaFactory {
-                node: self.node_name.clone(),
-            })),
+            "kafka" => Ok(Arc::new(KafkaFactory { node: node.into() })),
             "stdout" => Ok(Arc::new(LinesFactory::Stdout)),
             other => match other.strip_prefix("file:") {
                 Some(path) if !path.is_empty() => Ok(Arc::new(LinesFactory::File(path.into()))),
@@ -208,7 +210,7 @@ async fn shutdown_signal() {
 pub fn main(args: RunArgs) -> Result<(), RunError> {
     init_logging(args.log_format);
     let settings = args.settings()?;
-    let factory = args.sink_factory()?;
+    let factory = args.sink_factory(&settings.node)?;
     if let Some(pod) = &args.pod_name {
         tracing::info!(%pod, node = %settings.node, "node-worker run");
     }
