@@ -32,16 +32,14 @@ fn stderr(output: &Output) -> String {
 
 #[test]
 fn the_contract_environment_is_required() {
-    for missing in 0..CONTRACT.len() {
+    for (variable, _) in CONTRACT {
         let env: Vec<_> = CONTRACT
             .iter()
-            .enumerate()
-            .filter(|(i, _)| *i != missing)
-            .map(|(_, kv)| *kv)
+            .filter(|(k, _)| *k != variable)
+            .copied()
             .collect();
         let output = worker(&env, &["--health-addr", "127.0.0.1:0"]);
         assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-        let variable = CONTRACT[missing].0;
         assert_eq!(
             stderr(&output).lines().count(),
             1,
