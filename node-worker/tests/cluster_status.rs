@@ -219,7 +219,7 @@ async fn a_significant_change_is_written_after_the_minimum_gap_and_bursts_stay_b
     assert_eq!(degraded.body["status"]["phase"], "Degraded");
     assert_eq!(
         degraded.body["status"]["message"],
-        "Kafka unreachable: all brokers down"
+        "Kafka unreachable (see kafka.lastError)"
     );
     assert_eq!(degraded.body["status"]["kafka"]["connected"], false);
     assert_eq!(

@@ -190,7 +190,8 @@ impl ConfigWatch {
                     }
                 }
                 tracing::info!(configmap = %self.display, %version, kafka_changed, "config applied");
-                self.tracker.accept(config.as_ref().clone(), version.clone());
+                self.tracker
+                    .accept(config.as_ref().clone(), version.clone());
                 self.shared.set_config(ConfigState {
                     version: Some(version),
                     refused: None,

@@ -93,6 +93,8 @@ impl PodWatch {
         };
         // What the capture loop was last told (None: nothing yet, or a new loop).
         let mut sent: Option<MeshOverrides> = None;
+        // A channel whose sender is gone never changes again: stop listening to it (or the loop spins).
+        let (mut netns_open, mut config_open, mut control_open) = (true, true, true);
         loop {
             let mut changed = false;
             tokio::select! {
@@ -100,9 +102,12 @@ impl PodWatch {
                     None => return,
                     Some(event) => changed |= self.absorb(&mut state, event),
                 },
-                _ = netns.changed() => {}
-                _ = self.config.changed() => {}
-                _ = self.control.changed() => sent = None,
+                r = netns.changed(), if netns_open => netns_open = r.is_ok(),
+                r = self.config.changed(), if config_open => config_open = r.is_ok(),
+                r = self.control.changed(), if control_open => {
+                    control_open = r.is_ok();
+                    sent = None;
+                }
             }
             // Take whatever else is ready now, so that a relist or a burst is published once.
             while let Some(Some(event)) = events.next().now_or_never() {
