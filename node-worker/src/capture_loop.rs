@@ -102,6 +102,8 @@ pub struct LoopReport {
     pub scan_failures: u64,
     /// The interfaces that are open now.
     pub tapped: Vec<InterfaceInfo>,
+    /// Interfaces the last scan wanted but could not open, and why (not those whose pod went away).
+    pub failed: Vec<(InterfaceInfo, String)>,
 }
 
 pub struct CaptureLoop {
@@ -116,6 +118,7 @@ pub struct CaptureLoop {
     scans: u64,
     scan_failures: u64,
     last_snapshot: Option<HostSnapshot>,
+    failed: Vec<(InterfaceInfo, String)>,
 }
 
 /// How long one poll waits when nothing happens: bounds how late timers and stop requests are seen.
@@ -143,6 +146,7 @@ impl CaptureLoop {
             scans: 0,
             scan_failures: 0,
             last_snapshot: None,
+            failed: Vec::new(),
             selection,
         };
         if let Selection::Interface { name, netns } = &this.selection {
@@ -226,6 +230,12 @@ impl CaptureLoop {
                 for info in &report.closed {
                     tracing::info!(interface = %info.name, netns = ?info.netns, "released");
                 }
+                self.failed = report
+                    .failed
+                    .iter()
+                    .filter(|(_, error)| !error.is_vanished())
+                    .map(|(info, error)| (info.clone(), error.to_string()))
+                    .collect();
                 for (info, error) in &report.failed {
                     if error.is_vanished() {
                         tracing::debug!(interface = %info.name, netns = ?info.netns, %error, "gone before it could be tapped");
@@ -287,6 +297,7 @@ impl CaptureLoop {
             scans: self.scans,
             scan_failures: self.scan_failures,
             tapped: self.taps.interfaces().cloned().collect(),
+            failed: self.failed.clone(),
         }
     }
 }

@@ -90,6 +90,7 @@ impl Publisher {
             sink: pipeline.sink_stats(),
             taps: report.taps,
             tapped: report.tapped,
+            failed: report.failed,
             scans: report.scans,
             scan_failures: report.scan_failures,
             purges: self.switch.purges(),

@@ -47,19 +47,26 @@ fn tapped_interfaces(
     netns: &NetnsView,
     pods: &IpTable,
 ) -> Vec<TappedInterface> {
+    let entry = |info: &InterfaceInfo, state: TapState, message: Option<&String>| TappedInterface {
+        pod: pod_of_interface(info, netns, pods),
+        interface: info.name.clone(),
+        mode: match info.mode {
+            CaptureMode::Loopback => TapMode::Loopback,
+            CaptureMode::External | CaptureMode::File => TapMode::External,
+        },
+        state,
+        message: message.cloned(),
+    };
     let mut interfaces: Vec<TappedInterface> = snapshot
         .tapped
         .iter()
-        .map(|info| TappedInterface {
-            pod: pod_of_interface(info, netns, pods),
-            interface: info.name.clone(),
-            mode: match info.mode {
-                CaptureMode::Loopback => TapMode::Loopback,
-                CaptureMode::External | CaptureMode::File => TapMode::External,
-            },
-            state: TapState::Active,
-            message: None,
-        })
+        .map(|info| entry(info, TapState::Active, None))
+        .chain(
+            snapshot
+                .failed
+                .iter()
+                .map(|(info, reason)| entry(info, TapState::Failed, Some(reason))),
+        )
         .collect();
     interfaces.sort_by(|a, b| (&a.pod, &a.interface).cmp(&(&b.pod, &b.interface)));
     interfaces
@@ -306,6 +313,14 @@ mod tests {
                 mode: CaptureMode::External,
             },
         ];
+        s.failed = vec![(
+            InterfaceInfo {
+                name: "eth1".into(),
+                netns: Some("11".into()),
+                mode: CaptureMode::External,
+            },
+            "permission denied".into(),
+        )];
         s
     }
 
@@ -350,9 +365,14 @@ mod tests {
             vec![
                 ("netns:12", "lo", TapMode::Loopback, TapState::Active),
                 ("shop/web-1", "eth0", TapMode::External, TapState::Active),
+                ("shop/web-1", "eth1", TapMode::External, TapState::Failed),
             ]
         );
-        assert_eq!(report.pods_tapped, 2);
+        assert_eq!(
+            report.interfaces[2].message.as_deref(),
+            Some("permission denied")
+        );
+        assert_eq!(report.pods_tapped, 2, "pods with an active tap");
         assert_eq!(
             (
                 report.counters.packets,

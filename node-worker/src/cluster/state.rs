@@ -58,6 +58,8 @@ pub struct LoopSnapshot {
     pub taps: TapsStats,
     /// The interfaces open now.
     pub tapped: Vec<InterfaceInfo>,
+    /// Interfaces the last scan could not open, and why.
+    pub failed: Vec<(InterfaceInfo, String)>,
     pub scans: u64,
     pub scan_failures: u64,
     /// Purges of the Kafka buffer so far.
