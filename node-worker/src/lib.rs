@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod exchange;
 pub mod filters;
 pub mod http;
+pub mod json;
 pub mod memory;
 pub mod message;
 pub mod pipeline;

@@ -4,12 +4,12 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use base64::Engine as _;
-use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use crate::body;
 use crate::exchange::{CompletedPair, HttpMessage};
 use crate::filters::Rules;
+use crate::json;
 use crate::source::InterfaceInfo;
 use crate::stats::DropReason;
 
@@ -36,74 +36,6 @@ pub struct PairContext<'a> {
     pub node: &'a str,
     pub interceptor: &'a str,
     pub interface: &'a InterfaceInfo,
-}
-
-#[derive(Serialize)]
-struct PairJson<'a> {
-    schema: &'static str,
-    id: &'a str,
-    node: &'a str,
-    interceptor: &'a str,
-    interface: InterfaceJson<'a>,
-    source: EndpointJson<'a>,
-    destination: EndpointJson<'a>,
-    request: MessageJson<'a>,
-    response: MessageJson<'a>,
-    latency_us: i64,
-}
-
-#[derive(Serialize)]
-struct InterfaceJson<'a> {
-    name: &'a str,
-    netns: Option<&'a str>,
-    mode: &'static str,
-}
-
-#[derive(Serialize)]
-struct EndpointJson<'a> {
-    ip: String,
-    port: u16,
-    pod: Option<&'a PodRef>,
-}
-
-#[derive(Serialize)]
-struct MessageJson<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    method: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    path: Option<Cow<'a, str>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<Cow<'a, str>>,
-    version: &'static str,
-    headers: HeadersJson<'a>,
-    body: Cow<'a, str>,
-    body_base64: bool,
-    content_encoding: Option<Cow<'a, str>>,
-    wire_bytes: u64,
-    timestamp: String,
-}
-
-struct HeadersJson<'a> {
-    message: &'a HttpMessage,
-    rules: &'a Rules,
-}
-
-impl Serialize for HeadersJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let head = &self.message.head;
-        let mut seq = serializer.serialize_seq(None)?;
-        for (name, value) in head.headers() {
-            let value = if self.rules.should_mask(name) {
-                Cow::Borrowed(MASK)
-            } else {
-                String::from_utf8_lossy(value)
-            };
-            seq.serialize_element(&(String::from_utf8_lossy(name), value))?;
-        }
-        seq.end()
-    }
 }
 
 fn version(minor: u8) -> &'static str {
@@ -133,7 +65,7 @@ pub fn rfc3339_us(timestamp_us: i64) -> String {
 }
 
 /// The body as the contract wants it: content-decoded, text when UTF-8, else base64.
-fn body_json<'a>(
+fn body_text<'a>(
     message: &'a HttpMessage,
     rules: &Rules,
 ) -> Result<(Cow<'a, str>, bool), DropReason> {
@@ -143,62 +75,86 @@ fn body_json<'a>(
         encoding.as_deref(),
         rules.max_decoded_body_bytes,
     )?;
-    let bytes: Cow<'a, [u8]> = match decoded {
-        Some(d) => Cow::Owned(d),
-        None => Cow::Borrowed(&message.body),
-    };
-    Ok(match bytes {
-        Cow::Borrowed(b) => match std::str::from_utf8(b) {
+    let base64 = |b: &[u8]| Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b));
+    Ok(match decoded {
+        None => match std::str::from_utf8(&message.body) {
             Ok(s) => (Cow::Borrowed(s), false),
-            Err(_) => (
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b)),
-                true,
-            ),
+            Err(_) => (base64(&message.body), true),
         },
-        Cow::Owned(v) => match String::from_utf8(v) {
+        Some(v) => match String::from_utf8(v) {
             Ok(s) => (Cow::Owned(s), false),
-            Err(e) => (
-                Cow::Owned(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
-                true,
-            ),
+            Err(e) => (base64(e.as_bytes()), true),
         },
     })
 }
 
-fn message_json<'a>(
-    message: &'a HttpMessage,
-    rules: &'a Rules,
-) -> Result<MessageJson<'a>, DropReason> {
+/// Writes a request or a response.
+fn write_message(
+    out: &mut Vec<u8>,
+    message: &HttpMessage,
+    rules: &Rules,
+) -> Result<(), DropReason> {
     let head = &message.head;
-    let (body, body_base64) = body_json(message, rules)?;
-    let is_request = head.is_request();
-    Ok(MessageJson {
-        method: is_request.then(|| String::from_utf8_lossy(head.method())),
-        path: is_request.then(|| String::from_utf8_lossy(head.target())),
-        status: head.status(),
-        reason: (!is_request).then(|| String::from_utf8_lossy(head.reason())),
-        version: version(head.minor_version),
-        headers: HeadersJson { message, rules },
-        body,
-        body_base64,
-        content_encoding: head
-            .header_joined("content-encoding")
-            .map(|v| Cow::Owned(String::from_utf8_lossy(&v).into_owned())),
-        wire_bytes: message.wire_bytes,
-        timestamp: rfc3339_us(message.first_us),
-    })
-}
-
-fn endpoint_json(e: &Endpoint) -> EndpointJson<'_> {
-    EndpointJson {
-        ip: e.addr.ip().to_string(),
-        port: e.addr.port(),
-        pod: e.pod.as_ref(),
+    // Decode first: a body that cannot be decoded drops the pair before anything is written.
+    let (body, body_base64) = body_text(message, rules)?;
+    let mut o = json::Object::new(out);
+    if head.is_request() {
+        json::lossy(o.key("method"), head.method());
+        json::lossy(o.key("path"), head.target());
+    } else {
+        o.num("status", head.status().unwrap_or(0));
+        json::lossy(o.key("reason"), head.reason());
     }
+    o.str("version", version(head.minor_version));
+    let headers = o.key("headers");
+    headers.push(b'[');
+    for (i, (name, value)) in head.headers().enumerate() {
+        if i > 0 {
+            headers.push(b',');
+        }
+        headers.push(b'[');
+        json::lossy(headers, name);
+        headers.push(b',');
+        if rules.should_mask(name) {
+            json::string(headers, MASK);
+        } else {
+            json::lossy(headers, value);
+        }
+        headers.push(b']');
+    }
+    headers.push(b']');
+    o.str("body", &body);
+    o.bool("body_base64", body_base64);
+    match head.header_joined("content-encoding") {
+        Some(v) => json::lossy(o.key("content_encoding"), &v),
+        None => o.key("content_encoding").extend_from_slice(b"null"),
+    }
+    o.num("wire_bytes", message.wire_bytes);
+    o.str("timestamp", &rfc3339_us(message.first_us));
+    o.end();
+    Ok(())
 }
 
-/// Encodes a pair as compact JSON into `out`. Fails (a counted drop) when a body cannot be decoded or
-/// decodes to more than the configured maximum.
+fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
+    let mut o = json::Object::new(out);
+    o.str("ip", &e.addr.ip().to_string());
+    o.num("port", e.addr.port());
+    match &e.pod {
+        Some(pod) => {
+            let mut p = json::Object::new(o.key("pod"));
+            p.str("namespace", &pod.namespace);
+            p.str("name", &pod.name);
+            p.opt_str("container", pod.container.as_deref());
+            p.end();
+        }
+        None => o.key("pod").extend_from_slice(b"null"),
+    }
+    o.end();
+}
+
+/// Encodes a pair as compact JSON into `out` (the pair message of DESIGN.md). Fails (a counted drop)
+/// when a body cannot be decoded or decodes to more than the configured maximum; `out` is then left
+/// with a partial message the caller discards.
 pub fn encode_pair(
     pair: &CompletedPair,
     id: &str,
@@ -208,27 +164,30 @@ pub fn encode_pair(
     rules: &Rules,
     out: &mut Vec<u8>,
 ) -> Result<(), DropReason> {
-    let json = PairJson {
-        schema: SCHEMA,
-        id,
-        node: ctx.node,
-        interceptor: ctx.interceptor,
-        interface: InterfaceJson {
-            name: &ctx.interface.name,
-            netns: ctx.interface.netns.as_deref(),
-            mode: ctx.interface.mode.as_str(),
-        },
-        source: endpoint_json(source),
-        destination: endpoint_json(destination),
-        request: message_json(&pair.request, rules)?,
-        response: message_json(&pair.response, rules)?,
-        latency_us: pair
-            .response
-            .first_us
-            .saturating_sub(pair.request.last_us)
-            .max(0),
-    };
-    serde_json::to_writer(&mut *out, &json).map_err(|_| DropReason::SinkFailed)
+    let mut o = json::Object::new(out);
+    o.str("schema", SCHEMA);
+    o.str("id", id);
+    o.str("node", ctx.node);
+    o.str("interceptor", ctx.interceptor);
+    {
+        let mut i = json::Object::new(o.key("interface"));
+        i.str("name", &ctx.interface.name);
+        i.opt_str("netns", ctx.interface.netns.as_deref());
+        i.str("mode", ctx.interface.mode.as_str());
+        i.end();
+    }
+    write_endpoint(o.key("source"), source);
+    write_endpoint(o.key("destination"), destination);
+    write_message(o.key("request"), &pair.request, rules)?;
+    write_message(o.key("response"), &pair.response, rules)?;
+    let latency = pair
+        .response
+        .first_us
+        .saturating_sub(pair.request.last_us)
+        .max(0);
+    o.num("latency_us", latency);
+    o.end();
+    Ok(())
 }
 
 #[cfg(test)]

@@ -63,6 +63,9 @@ struct Flow {
     syn_seq: Option<u32>,
 }
 
+/// Flow keys come from the network: a fast hasher, but a seeded one (no fixed collisions to aim at).
+type FlowHasher = foldhash::fast::RandomState;
+
 /// How often (in packet time) timeouts are checked.
 const SWEEP_EVERY_US: i64 = 1_000_000;
 
@@ -104,8 +107,8 @@ pub struct Pipeline {
     rules: Rules,
     limits: TableLimits,
     identity: Identity,
-    flows: HashMap<FlowKey, Flow>,
-    closed: HashMap<FlowKey, Tombstone>,
+    flows: HashMap<FlowKey, Flow, FlowHasher>,
+    closed: HashMap<FlowKey, Tombstone, FlowHasher>,
     interfaces: Vec<InterfaceInfo>,
     total: TotalBudget,
     counters: Counters,
@@ -136,8 +139,8 @@ impl Pipeline {
             rules: Rules::from_config(config),
             limits: TableLimits::from_config(config),
             identity,
-            flows: HashMap::new(),
-            closed: HashMap::new(),
+            flows: HashMap::default(),
+            closed: HashMap::default(),
             interfaces: Vec::new(),
             total: TotalBudget::new(
                 usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
@@ -522,9 +525,12 @@ impl Pipeline {
             ) {
                 Ok(()) => {
                     self.counters.pairs_emitted += 1;
+                    // Hand the buffer over; the next pair starts a fresh one of a similar size.
+                    let size = self.encoded.len();
+                    let value = std::mem::replace(&mut self.encoded, Vec::with_capacity(size));
                     self.sink.send(OutgoingPair {
                         key: partition_key.clone(),
-                        value: self.encoded.clone(),
+                        value,
                     });
                 }
                 Err(reason) => self.counters.count_drop(reason),

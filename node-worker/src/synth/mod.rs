@@ -9,6 +9,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::PacketBuilder;
 
+pub mod mix;
+
 /// One captured frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
@@ -193,6 +195,16 @@ impl Conversation {
         };
         self.raw_segment(side, seq, None, false, false, true, b"");
         self
+    }
+
+    /// Takes the frames written so far (for streaming long conversations).
+    pub fn take_frames(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.frames)
+    }
+
+    /// Sets the clock (e.g. to interleave conversations on one timeline); time never goes back.
+    pub fn set_now_us(&mut self, now_us: i64) {
+        self.now_us = self.now_us.max(now_us);
     }
 
     /// The frames so far.
