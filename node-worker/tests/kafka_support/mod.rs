@@ -169,12 +169,18 @@ fn broker_script() -> String {
     format!("{}/../scripts/broker.sh", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `bash scripts/broker.sh`, with the tansu binary of the shared test broker when there is one.
+fn script() -> Command {
+    let mut command = Command::new("bash");
+    command.arg(broker_script());
+    if let Ok(tansu) = std::env::var("INTERCEPTOR_TEST_TANSU") {
+        command.env("INTERCEPTOR_TANSU", tansu);
+    }
+    command
+}
+
 fn run_script(args: &[&str]) -> String {
-    let output = Command::new("bash")
-        .arg(broker_script())
-        .args(args)
-        .output()
-        .expect("run scripts/broker.sh");
+    let output = script().args(args).output().expect("run scripts/broker.sh");
     assert!(
         output.status.success(),
         "scripts/broker.sh {args:?} failed: {}",
@@ -213,8 +219,7 @@ impl OwnBroker {
     }
 
     pub fn answers(&self) -> bool {
-        Command::new("bash")
-            .arg(broker_script())
+        script()
             .args(["status", self.path()])
             .output()
             .map(|o| o.status.success())
@@ -224,10 +229,7 @@ impl OwnBroker {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(broker_script())
-            .args(["stop", self.path()])
-            .output();
+        let _ = script().args(["stop", self.path()]).output();
     }
 }
 
