@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Kafka-protocol broker the tests run against: tansu, a broker written in Rust, on 127.0.0.1.
 #
-#   scripts/broker.sh install        build tansu once into the cache (about 8 minutes on 2 cores); no-op after
+#   scripts/broker.sh install        build tansu once into the cache (10-15 minutes on 2 cores); no-op after
 #   scripts/broker.sh start [DIR]    start a broker, wait until it answers, print `export ...` lines to eval:
 #                                      INTERCEPTOR_TEST_KAFKA=127.0.0.1:PORT   its address
 #                                      INTERCEPTOR_TEST_KAFKA_DIR=DIR          its state (pid, port, data, log)
@@ -33,7 +33,7 @@ install_tansu() {
   exec 9>"$CACHE/tansu.lock"
   flock 9
   if [ -x "$BIN" ]; then exec 9>&-; return 0; fi
-  echo "broker.sh: building tansu $TANSU_VERSION into $ROOT (first run only; about 8 minutes on 2 cores)" >&2
+  echo "broker.sh: building tansu $TANSU_VERSION into $ROOT (first run only; 10-15 minutes on 2 idle cores)" >&2
   # The default features give a broker without usable storage; libsql brings the sqlite storage engine.
   # A broker for tests needs no heavy optimisation: compile faster (settings from the caller win).
   CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-1}" \
