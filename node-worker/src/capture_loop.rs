@@ -124,6 +124,13 @@ pub struct CaptureLoop {
 /// How long one poll waits when nothing happens: bounds how late timers and stop requests are seen.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// At a stop, how long a drain round waits for packets: longer than the kernel's block timeout
+/// (`TapOptions::read_timeout`, 20 ms), so that a block still filling at the stop is handed over.
+const DRAIN_WAIT: Duration = Duration::from_millis(60);
+
+/// At a stop, the longest the taps are drained (traffic may go on while the worker stops).
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
 fn wall_clock_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -254,6 +261,7 @@ impl CaptureLoop {
     }
 
     /// Runs until stopped. `each_round` is called after every poll round (status, metrics, watchdogs).
+    /// Once stopped, what the kernel captured before the stop is still read (see [`DRAIN_WAIT`]).
     pub fn run(
         &mut self,
         pipeline: &mut Pipeline,
@@ -266,22 +274,51 @@ impl CaptureLoop {
             if discover && (self.take_rescan_request() || Instant::now() >= self.next_scan) {
                 self.rescan_now();
             }
-            let report = self.taps.poll(POLL_INTERVAL, |info, packet| {
-                let index = match &interface_cache {
-                    Some((cached, index)) if cached == info => *index,
-                    _ => {
-                        let index = pipeline.add_interface(info.clone());
-                        interface_cache = Some((info.clone(), index));
-                        index
-                    }
-                };
-                pipeline.handle(index, packet);
-            })?;
-            for info in &report.lost {
-                tracing::debug!(interface = %info.name, netns = ?info.netns, "interface went away");
-            }
-            pipeline.tick(wall_clock_us());
+            self.poll_once(pipeline, &mut interface_cache, POLL_INTERVAL)?;
             each_round(self, pipeline);
+        }
+        self.drain(pipeline, &mut interface_cache)
+    }
+
+    /// One poll round: packets to the pipeline, then the pipeline's clock.
+    fn poll_once(
+        &mut self,
+        pipeline: &mut Pipeline,
+        interface_cache: &mut Option<(InterfaceInfo, usize)>,
+        timeout: Duration,
+    ) -> Result<u64, crate::source::live::LiveError> {
+        let report = self.taps.poll(timeout, |info, packet| {
+            let index = match interface_cache {
+                Some((cached, index)) if cached == info => *index,
+                _ => {
+                    let index = pipeline.add_interface(info.clone());
+                    *interface_cache = Some((info.clone(), index));
+                    index
+                }
+            };
+            pipeline.handle(index, packet);
+        })?;
+        for info in &report.lost {
+            tracing::debug!(interface = %info.name, netns = ?info.netns, "interface went away");
+        }
+        pipeline.tick(wall_clock_us());
+        Ok(report.packets)
+    }
+
+    /// After a stop request: reads what the taps still hold (the kernel hands a block of packets over
+    /// up to `read_timeout` after its first packet, and a signal cuts the last poll short), so that an
+    /// exchange that ended just before SIGINT is not lost. Ends at the first quiet round, or after
+    /// [`DRAIN_LIMIT`] on a busy node.
+    fn drain(
+        &mut self,
+        pipeline: &mut Pipeline,
+        interface_cache: &mut Option<(InterfaceInfo, usize)>,
+    ) -> Result<(), crate::source::live::LiveError> {
+        let start = Instant::now();
+        while start.elapsed() < DRAIN_LIMIT {
+            if self.poll_once(pipeline, interface_cache, DRAIN_WAIT)? == 0 {
+                break;
+            }
         }
         Ok(())
     }

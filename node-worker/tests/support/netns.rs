@@ -196,6 +196,89 @@ pub fn veth(a: &Netns, a_if: &str, a_addr: &str, b: &Netns, b_if: &str, b_addr: 
     b.ip(&["link", "set", b_if, "up"]);
 }
 
+/// A "node" for pods: a namespace holding a bridge that pods attach to with veth pairs, as a
+/// Kubernetes node's pod network does (the host's own interfaces are never touched). The bridge has no
+/// address, so discovery does not tap the node namespace itself.
+pub struct Node {
+    pub ns: Netns,
+    pub bridge: &'static str,
+}
+
+impl Node {
+    pub fn new(tag: &str) -> Node {
+        let ns = Netns::new(tag);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        Node { ns, bridge: "br0" }
+    }
+
+    /// Plugs `pod` into the bridge: `pod_if` (with `addr`, CIDR) in the pod, `node_if` on the bridge.
+    pub fn attach(&self, pod: &Netns, pod_if: &str, node_if: &str, addr: &str) {
+        run(
+            "ip",
+            &[
+                "link",
+                "add",
+                pod_if,
+                "netns",
+                &pod.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                node_if,
+                "netns",
+                &self.ns.name,
+            ],
+        );
+        self.ns.ip(&["link", "set", node_if, "master", self.bridge]);
+        self.ns.ip(&["link", "set", node_if, "up"]);
+        pod.ip(&["addr", "add", addr, "dev", pod_if]);
+        pod.ip(&["link", "set", pod_if, "up"]);
+    }
+}
+
+impl Netns {
+    /// Runs `program args` inside the namespace to completion and returns its output.
+    pub fn output(&self, program: &str, args: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program} in {}: {e}", self.name))
+    }
+
+    /// Starts a process whose name is `name` (a copy of `sleep`, like a service-mesh sidecar such as
+    /// `envoy`) in the namespace; it is killed on drop. The copy lives in the returned directory.
+    pub fn spawn_named(&mut self, name: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("ilt-bin-")
+            .tempdir()
+            .expect("temporary directory");
+        let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("sleep(1) installed");
+        let copy = dir.path().join(name);
+        std::fs::copy(sleep, &copy).expect("copy sleep");
+        self.spawn(&copy, &["600"]);
+        dir
+    }
+}
+
+/// Whether a process with this command name runs in the namespace called `ns_name`.
+pub fn runs_in(ns_name: &str, comm: &str) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "pids", ns_name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    out.split_whitespace().any(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+    })
+}
+
 /// Whether `ifname` exists in the namespace called `ns_name`.
 pub fn link_exists(ns_name: &str, ifname: &str) -> bool {
     try_run("ip", &["-n", ns_name, "link", "show", ifname])
