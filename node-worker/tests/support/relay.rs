@@ -4,7 +4,9 @@
 //! duplicating and reordering TCP frames on the way. TCP then really retransmits, sees duplicates and
 //! out-of-order segments, as on a lossy network. Optionally it also copies every frame, impaired on its
 //! own, onto a third "mirror" interface: a capture point that loses packets the endpoints never miss
-//! (like an overloaded tap), so a capture there has real gaps.
+//! (like an overloaded tap), so a capture there has real gaps. The mirror gets each frame before it
+//! is forwarded, so it sees a request before its response unless its `reorder` holds frames back
+//! (then frames of the two directions can swap, as at a capture point that merges them).
 //!
 //! Frames sent by a veth carry TCP checksums the sender left for offload (`CHECKSUM_PARTIAL`); a frame
 //! re-injected from user space is checked by the receiver, so the relay recomputes the IPv4 TCP
@@ -13,7 +15,7 @@
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use node_worker::discovery::in_netns;
@@ -155,17 +157,21 @@ impl Output {
     fn offer(&mut self, frame: &[u8], stats: &RelayStats) {
         let Some(syn) = tcp_syn(frame) else {
             self.send(frame, stats);
+            self.release(stats);
             return;
         };
         let imp = self.impairment;
         let roll = self.rng.per_mille();
-        if !syn && roll < imp.drop {
+        let dropping = roll < imp.drop;
+        let duplicating = !dropping && roll < imp.drop + imp.duplicate;
+        let holding = !dropping && !duplicating && roll < imp.drop + imp.duplicate + imp.reorder;
+        if dropping && !syn {
             self.count(stats, "drop");
-        } else if roll < imp.drop + imp.duplicate {
+        } else if duplicating {
             self.count(stats, "dup");
             self.send(frame, stats);
             self.send(frame, stats);
-        } else if !syn && roll < imp.drop + imp.duplicate + imp.reorder && self.held.is_none() {
+        } else if holding && !syn && self.held.is_none() {
             // Sent after the next frame.
             self.count(stats, "reorder");
             self.held = Some(frame.to_vec());
@@ -215,9 +221,35 @@ impl Relay {
         path: Impairment,
         mirror: Option<(&str, Impairment)>,
     ) -> Relay {
+        Self::start_with(ns, a, b, path, mirror, false)
+    }
+
+    /// [`Relay::start`]; with `late_mirror`, the mirror copy is made after the frame went on, so a
+    /// quick answer can reach the mirror before the frame that caused it (a response captured before
+    /// its request, as by a capture point that merges sources with different delays).
+    pub fn start_with(
+        ns: &crate::netns::Netns,
+        a: &str,
+        b: &str,
+        path: Impairment,
+        mirror: Option<(&str, Impairment)>,
+        late_mirror: bool,
+    ) -> Relay {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let mut threads = Vec::new();
+        // One mirror for both directions, written before the frame goes on: the mirror sees each
+        // frame before anything it causes (as a capture at an endpoint would), unless `reorder` holds
+        // frames back.
+        let mirror_output = mirror.map(|(interface, imp)| {
+            Arc::new(Mutex::new(Output {
+                handle: open(ns, interface),
+                impairment: imp,
+                rng: Rng(imp.seed | 1),
+                held: None,
+                mirror: true,
+            }))
+        });
         for (n, (from, to)) in [(a, b), (b, a)].into_iter().enumerate() {
             let input = open(ns, from);
             input
@@ -231,16 +263,10 @@ impl Relay {
                 held: None,
                 mirror: false,
             };
-            let mirror = mirror.map(|(interface, imp)| Output {
-                handle: open(ns, interface),
-                impairment: imp,
-                rng: Rng(imp.seed.wrapping_mul(17).wrapping_add(salt) | 1),
-                held: None,
-                mirror: true,
-            });
+            let mirror = mirror_output.clone();
             let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
             threads.push(std::thread::spawn(move || {
-                forward(input, output, mirror, &stop, &stats);
+                forward(input, output, mirror, late_mirror, &stop, &stats);
             }));
         }
         Relay {
@@ -267,7 +293,8 @@ impl Drop for Relay {
 fn forward(
     mut input: Capture<Active>,
     mut output: Output,
-    mut mirror: Option<Output>,
+    mirror: Option<Arc<Mutex<Output>>>,
+    late_mirror: bool,
     stop: &AtomicBool,
     stats: &RelayStats,
 ) {
@@ -278,16 +305,21 @@ fn forward(
                 frame.clear();
                 frame.extend_from_slice(packet.data);
                 fix_tcp_checksum(&mut frame);
-                output.offer(&frame, stats);
-                if let Some(mirror) = mirror.as_mut() {
-                    mirror.offer(&frame, stats);
+                if late_mirror {
+                    output.offer(&frame, stats);
+                }
+                if let Some(mirror) = &mirror {
+                    mirror.lock().expect("mirror").offer(&frame, stats);
+                }
+                if !late_mirror {
+                    output.offer(&frame, stats);
                 }
             }
             Err(pcap::Error::TimeoutExpired) => {
                 // Nothing more came: what was held back goes now.
                 output.release(stats);
-                if let Some(mirror) = mirror.as_mut() {
-                    mirror.release(stats);
+                if let Some(mirror) = &mirror {
+                    mirror.lock().expect("mirror").release(stats);
                 }
             }
             Err(_) => break,
