@@ -220,6 +220,8 @@ for p in ours:
 if len(pairs) > len(ours):
     print(f"\n  ({len(pairs) - len(ours)} more pairs from network namespaces this demo did not create)")
 stats = json.load(open(sys.argv[2]))
+dropped = sum(stats["drops"].values())
+print(f"\n  {dropped} more requests were dropped by the rules: see 'drops' in the summary below")
 tapped = [f"{t['name']}@{by_ino.get(t['netns'], t['netns'])} ({t['mode']})" for t in stats["capture"]["tapped"]]
 print("\ntapped:", ", ".join(tapped) or "-")
 PY
