@@ -5,10 +5,26 @@ pub mod reassembly;
 use std::net::SocketAddr;
 
 /// A connection's identity, independent of the direction of a packet: its two endpoints in a fixed order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub low: SocketAddr,
     pub high: SocketAddr,
+}
+
+/// Hashes the addresses and ports only (the derived hash also feeds IPv6 flow info and scope, and the
+/// enum tags): it runs for every packet.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        fn addr<H: std::hash::Hasher>(a: &SocketAddr, state: &mut H) {
+            match a.ip() {
+                std::net::IpAddr::V4(v4) => state.write_u32(v4.to_bits()),
+                std::net::IpAddr::V6(v6) => state.write_u128(v6.to_bits()),
+            }
+            state.write_u16(a.port());
+        }
+        addr(&self.low, state);
+        addr(&self.high, state);
+    }
 }
 
 /// Which way a packet travels relative to its [`FlowKey`].
