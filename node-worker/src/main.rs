@@ -168,6 +168,7 @@ fn build_sink(
     spec: &str,
     config: &WorkerConfig,
     identity: &Identity,
+    reading_a_file: bool,
 ) -> Result<Box<dyn Sink>, Failure> {
     if spec == "stdout" {
         return Ok(Box::new(LinesSink::stdout()));
@@ -181,10 +182,16 @@ fn build_sink(
             .map_err(|e| Failure::Usage(e.to_string()));
     }
     if spec == "kafka" {
-        let _ = (config, identity);
-        return Err(Failure::Usage(
-            "--sink kafka is not available in this build yet".into(),
-        ));
+        // Secrets are masked in the error; bad librdkafka properties are a usage error.
+        let sink = node_worker::sink::kafka::KafkaSink::new(&config.kafka, &identity.node)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        if reading_a_file {
+            // A capture file is a batch job: fail at once on a missing topic or an unreachable Kafka
+            // rather than after reading it. Live capture starts anyway and buffers until Kafka is back.
+            sink.ensure_topic(Duration::from_secs(15))
+                .map_err(|e| Failure::Runtime(anyhow::anyhow!("{e}")))?;
+        }
+        return Ok(Box::new(sink));
     }
     Err(Failure::Usage(format!(
         "unknown --sink {spec:?}: use stdout, file:PATH or kafka"
@@ -206,7 +213,7 @@ fn identity(args: &CaptureArgs) -> Identity {
 fn capture(args: CaptureArgs) -> Result<(), Failure> {
     let config = load_config(args.config.as_deref())?;
     let identity = identity(&args);
-    let sink = build_sink(&args.sink, &config, &identity)?;
+    let sink = build_sink(&args.sink, &config, &identity, args.read.is_some())?;
     let mut pipeline = Pipeline::new(&config, identity, sink);
     let (outcome, live) = if let Some(path) = &args.read {
         (read_file(&mut pipeline, path)?, None)
