@@ -126,8 +126,8 @@ fn churn_worker_keeps_capturing_with_flat_memory_and_descriptors() {
             &[Request::post_json("/gzip", &b)],
         );
         expected.push(b);
-        // Let the exchange reach the worker before its pod goes.
-        std::thread::sleep(Duration::from_millis(150));
+        // Let the exchange reach the worker before its pod goes (the steady client's tap sees it too).
+        std::thread::sleep(Duration::from_millis(50));
         drop(server);
 
         if cycle % 2 == 0 {

@@ -9,6 +9,10 @@
 //!     -- --ignored --nocapture
 //! ```
 //! `LIVE_E2E_LOAD_SECONDS` (default 10) and `LIVE_E2E_LOAD_CLIENTS` (default 4) tune it. Root only.
+//!
+//! Known defect (issue 3): when the kernel drops packets, keep-alive connections go off by one
+//! (request n emitted with the response to n+1) and stay so; this test then fails on wrong pairs,
+//! after printing its figures.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/http.rs"]
@@ -91,13 +95,13 @@ fn load_through_a_veth_share_captured_kernel_drops_cpu_and_memory() {
     drop(server);
 
     let mut seen = HashSet::new();
+    let mut wrong = Vec::new();
     for pair in &done.pairs {
         let body = pair["request"]["body"].as_str().unwrap();
-        assert_eq!(
-            pair["response"]["body"].as_str().map(str::as_bytes),
-            Some(echo(body.as_bytes()).as_slice()),
-            "{pair}"
-        );
+        let response = pair["response"]["body"].as_str().unwrap_or("");
+        if response.as_bytes() != echo(body.as_bytes()).as_slice() {
+            wrong.push(format!("{body} <- {response}"));
+        }
         assert!(seen.insert(body.to_string()), "emitted twice: {body}");
     }
     let emitted = seen.len() as u64;
@@ -117,6 +121,12 @@ fn load_through_a_veth_share_captured_kernel_drops_cpu_and_memory() {
         cpu.as_secs_f64() * 1e6 / sent.max(1) as f64,
         peak_kib as f64 / 1024.0,
         if cfg!(debug_assertions) { "debug" } else { "release" },
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} wrong pairs (request <- response), e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
     );
     assert!(sent > 0 && emitted <= sent);
     assert_eq!(done.counter("pairs_emitted"), emitted);

@@ -256,7 +256,7 @@ impl Drop for Server {
 
 fn serve_connection(mut stream: TcpStream, stop: &AtomicBool, received: &Mutex<Vec<Received>>) {
     let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(100)));
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(25)));
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
