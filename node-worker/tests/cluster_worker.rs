@@ -239,7 +239,9 @@ async fn the_worker_captures_pod_traffic_names_both_ends_and_reports_it() {
         let taps = interfaces(&status);
         taps.contains(&("shop/api-1".into(), "lo".into(), "loopback".into()))
             && taps.contains(&("shop/web-1".into(), "w0".into(), "external".into()))
-            && !taps.iter().any(|(pod, i, _)| pod == "shop/api-1" && i != "lo")
+            && !taps
+                .iter()
+                .any(|(pod, i, _)| pod == "shop/api-1" && i != "lo")
     })
     .await;
     let status = fake.status_of(name).unwrap();
