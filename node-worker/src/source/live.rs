@@ -210,6 +210,8 @@ struct Tap {
     counters: TapCounters,
     /// The last round stopped at the batch limit: read again without waiting for poll.
     backlog: bool,
+    /// libpcap's counters as last read (32 bits, they wrap), to add up their increments.
+    kernel_raw: RawKernelStats,
 }
 
 /// The open taps and the event loop over them.
@@ -296,6 +298,7 @@ impl Taps {
                         link_type: opened.link_type,
                         counters: TapCounters::default(),
                         backlog: false,
+                        kernel_raw: RawKernelStats::default(),
                     });
                 }
                 Err(e) => {
@@ -466,16 +469,63 @@ fn timeval_us(ts: &libc::timeval) -> i64 {
         .saturating_add(i64::from(ts.tv_usec))
 }
 
+/// libpcap's `pcap_stats` counters: 32 bits, so they wrap on a long-lived busy tap (2^32 packets is
+/// half a day at 100k packets/s).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct RawKernelStats {
+    received: u32,
+    dropped: u32,
+    if_dropped: u32,
+}
+
+/// Adds what the 32-bit counters gained since `last` (modulo 2^32) to the 64-bit `total`.
+fn accumulate(total: &mut KernelStats, last: &mut RawKernelStats, now: RawKernelStats) {
+    total.received += u64::from(now.received.wrapping_sub(last.received));
+    total.dropped += u64::from(now.dropped.wrapping_sub(last.dropped));
+    total.if_dropped += u64::from(now.if_dropped.wrapping_sub(last.if_dropped));
+    *last = now;
+}
+
 fn refresh_kernel_stats(tap: &mut Tap) {
     match tap.capture.stats() {
         Ok(stat) => {
-            tap.counters.kernel = KernelStats {
-                received: u64::from(stat.received),
-                dropped: u64::from(stat.dropped),
-                if_dropped: u64::from(stat.if_dropped),
+            let now = RawKernelStats {
+                received: stat.received,
+                dropped: stat.dropped,
+                if_dropped: stat.if_dropped,
             };
+            accumulate(&mut tap.counters.kernel, &mut tap.kernel_raw, now);
         }
         // Keep the last values; the handle may be going away.
         Err(e) => tracing::debug!(interface = %tap.info.name, error = %e, "pcap_stats failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_counters_add_up_across_the_32_bit_wrap() {
+        let mut total = KernelStats::default();
+        let mut last = RawKernelStats::default();
+        let raw = |received, dropped| RawKernelStats {
+            received,
+            dropped,
+            if_dropped: 0,
+        };
+        accumulate(&mut total, &mut last, raw(u32::MAX - 9, 5));
+        assert_eq!(
+            (total.received, total.dropped),
+            (u64::from(u32::MAX) - 9, 5)
+        );
+        // The 32-bit counter wraps: 20 more packets read as 10.
+        accumulate(&mut total, &mut last, raw(10, 5));
+        assert_eq!(total.received, u64::from(u32::MAX) + 11);
+        accumulate(&mut total, &mut last, raw(10, 7));
+        assert_eq!(
+            (total.received, total.dropped),
+            (u64::from(u32::MAX) + 11, 7)
+        );
     }
 }
