@@ -61,6 +61,11 @@ struct Flow {
     interface: usize,
     /// The SYN's sequence number, to tell a new connection on the same ports from a retransmission.
     syn_seq: Option<u32>,
+    /// Another view of a connection tracked under another key (see [`Pipeline::views`]): its packets
+    /// are counted and skipped.
+    mirror: bool,
+    /// Whether any payload was seen (a view that has seen none can still give way to a better one).
+    payload_seen: bool,
 }
 
 /// Flow keys come from the network: a fast hasher, but a seeded one (no fixed collisions to aim at).
@@ -109,6 +114,11 @@ pub struct Pipeline {
     identity: Identity,
     flows: HashMap<FlowKey, Flow, FlowHasher>,
     closed: HashMap<FlowKey, Tombstone, FlowHasher>,
+    /// Connections by client address and initial sequence number. A Service's traffic between two pods
+    /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
+    /// server's towards the pod. The client's address and ISN are the same in both views, so the second
+    /// view is recognised and skipped instead of being paired twice.
+    views: HashMap<(SocketAddr, u32), FlowKey, FlowHasher>,
     interfaces: Vec<InterfaceInfo>,
     total: TotalBudget,
     counters: Counters,
@@ -141,6 +151,7 @@ impl Pipeline {
             identity,
             flows: HashMap::default(),
             closed: HashMap::default(),
+            views: HashMap::default(),
             interfaces: Vec::new(),
             total: TotalBudget::new(
                 usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
@@ -259,7 +270,13 @@ impl Pipeline {
                 Some(_) => [true, true],
                 None => [false, false],
             };
-            self.counters.flows += 1;
+            let client_syn = (flags.syn && !flags.ack).then_some(seg.seq);
+            let mirror = client_syn.is_some_and(|isn| self.is_second_view(seg.src, isn, key));
+            if mirror {
+                self.counters.flows_mirrored += 1;
+            } else {
+                self.counters.flows += 1;
+            }
             self.flows.insert(
                 key,
                 Flow {
@@ -268,7 +285,9 @@ impl Pipeline {
                     budget: FlowBudget::default(),
                     last_seen_us: self.now_us,
                     interface,
-                    syn_seq: (flags.syn && !flags.ack).then_some(seg.seq),
+                    syn_seq: client_syn,
+                    mirror,
+                    payload_seen: false,
                 },
             );
         }
@@ -287,6 +306,14 @@ impl Pipeline {
             return;
         };
         flow.last_seen_us = *now_us;
+        if flow.mirror {
+            counters.packets_mirrored += 1;
+            if flags.rst || flags.fin {
+                self.close_flow(&key, Close::Ended);
+            }
+            return;
+        }
+        flow.payload_seen |= !seg.payload.is_empty();
         if flows_is_ignored(flow) {
             if flags.rst || flags.fin {
                 self.close_flow(&key, Close::Ended);
@@ -377,6 +404,33 @@ impl Pipeline {
         }
     }
 
+    /// Whether a new connection (client SYN from `client` with sequence number `isn`, under `key`) is a
+    /// second view of one already tracked. When the new view is the better one (its server is a known
+    /// pod, the tracked view's is not: the server's side of a Service's NAT) and the tracked view has
+    /// carried no payload yet, the tracked view becomes the mirror instead.
+    fn is_second_view(&mut self, client: SocketAddr, isn: u32, key: FlowKey) -> bool {
+        let Some(&primary) = self.views.get(&(client, isn)) else {
+            self.views.insert((client, isn), key);
+            return false;
+        };
+        let Some(tracked) = self
+            .flows
+            .get_mut(&primary)
+            .filter(|f| !f.mirror && primary != key)
+        else {
+            self.views.insert((client, isn), key);
+            return false;
+        };
+        let server_of = |k: &FlowKey| if k.low == client { k.high } else { k.low };
+        let known = |addr: SocketAddr| self.pods.as_ref().is_some_and(|p| p.pod(&addr).is_some());
+        if !tracked.payload_seen && known(server_of(&key)) && !known(server_of(&primary)) {
+            tracked.mirror = true;
+            self.views.insert((client, isn), key);
+            return false;
+        }
+        true
+    }
+
     /// Response timeouts, idle connections, old tombstones.
     fn sweep(&mut self) {
         let now = self.now_us;
@@ -428,6 +482,12 @@ impl Pipeline {
             return;
         };
         let drain = how == Close::Forgotten;
+        if let Some(isn) = flow.syn_seq {
+            let client = key.source(flow.conn.client().unwrap_or(Direction::LowToHigh));
+            if self.views.get(&(client, isn)) == Some(key) {
+                self.views.remove(&(client, isn));
+            }
+        }
         if how == Close::Ended && self.closed.len() < self.limits.max_flows {
             self.closed.insert(
                 *key,

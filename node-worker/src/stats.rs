@@ -75,8 +75,13 @@ pub struct Counters {
     /// Packets of connections that had already closed (late copies, e.g. the same connection seen on
     /// two tapped interfaces of one node): ignored.
     pub packets_after_close: u64,
+    /// Packets of connections tracked under another address pair (a Service's NAT seen from two pods'
+    /// interfaces): skipped.
+    pub packets_mirrored: u64,
     /// TCP connections tracked.
     pub flows: u64,
+    /// Second views of connections already tracked (through NAT): not parsed again.
+    pub flows_mirrored: u64,
     /// Connections whose bytes were not HTTP/1.x: ignored after their first bytes.
     pub flows_not_http: u64,
     /// Connections that switched protocol (CONNECT tunnel, Upgrade): ignored after the switch.
@@ -128,21 +133,23 @@ impl Counters {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "packets: {} ({} bytes); not TCP: {}; malformed: {}; IP fragments: {}; after close: {}",
+            "packets: {} ({} bytes); not TCP: {}; malformed: {}; IP fragments: {}; after close: {}; second views: {}",
             self.packets,
             self.bytes,
             self.packets_not_tcp,
             self.packets_malformed,
             self.packets_fragmented,
-            self.packets_after_close
+            self.packets_after_close,
+            self.packets_mirrored
         );
         let _ = writeln!(
             out,
-            "flows: {} (not HTTP: {}, tunneled: {}, expired idle: {}); retransmitted bytes: {}; missing bytes: {}",
+            "flows: {} (not HTTP: {}, tunneled: {}, expired idle: {}, second views: {}); retransmitted bytes: {}; missing bytes: {}",
             self.flows,
             self.flows_not_http,
             self.flows_tunneled,
             self.flows_expired,
+            self.flows_mirrored,
             self.bytes_retransmitted,
             self.bytes_missing
         );

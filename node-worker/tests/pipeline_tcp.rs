@@ -408,3 +408,44 @@ fn a_connection_seen_twice_is_paired_once() {
     let out = run(&interleaved, &WorkerConfig::default());
     assert_eq!(paths_of(&out), paths);
 }
+
+#[test]
+fn a_connection_seen_through_nat_is_paired_once() {
+    // A Service between two pods of one node: the client's interface sees the ClusterIP, the server's
+    // the pod; same client address and initial sequence number, different server address and port.
+    let client = addr("10.0.0.1:40000");
+    let mut via_service = Conversation::new(client, addr("10.96.0.10:80"), 1_700_000_000_000_000)
+        .with_isns(7_000, 9_000);
+    let mut via_pod = Conversation::new(client, addr("10.0.0.2:8080"), 1_700_000_000_000_000)
+        .with_isns(7_000, 9_000);
+    for c in [&mut via_service, &mut via_pod] {
+        c.handshake();
+        c.client_sends(&http_request("POST", "/nat", &[JSON], b"{\"a\":1}"));
+        c.server_sends(&http_response(200, &[JSON], b"{\"a\":1}"));
+        c.close();
+    }
+    // Interleaved as two taps deliver them.
+    let mut frames = Vec::new();
+    for (a, b) in via_service
+        .frames()
+        .chunks(3)
+        .zip(via_pod.frames().chunks(3))
+    {
+        frames.extend(a.iter().cloned());
+        frames.extend(b.iter().cloned());
+    }
+    let out = run(&frames, &WorkerConfig::default());
+    assert_eq!(paths_of(&out), ["/nat"], "{}", out.counters.summary());
+    assert_eq!(out.counters.flows, 1);
+    assert_eq!(out.counters.flows_mirrored, 1);
+    // A different client connection that happens to reuse the client port elsewhere is not a mirror.
+    let mut other = Conversation::new(client, addr("10.0.0.3:8080"), 1_700_000_000_000_000)
+        .with_isns(123, 9_000);
+    other.handshake();
+    other.client_sends(&http_request("POST", "/other", &[JSON], b"{}"));
+    other.server_sends(&http_response(200, &[JSON], b"{}"));
+    other.close();
+    frames.extend(other.into_frames());
+    let out = run(&frames, &WorkerConfig::default());
+    assert_eq!(paths_of(&out), ["/nat", "/other"]);
+}
