@@ -1,0 +1,574 @@
+#!/usr/bin/env python3
+"""Checks and summaries for scripts/bench.sh.
+
+    report.py verify-offline PAIRS.jsonl CAPTURE.json STATS.json  every line a pair; as many as expected
+    report.py check-count STATS.json CAPTURE.json                  pairs_emitted == expected_pairs
+    report.py tshark-count OUT.tsv                                 HTTP requests/responses tshark saw
+    report.py check-live DIR                                       each live pair belongs together
+    report.py summary OUT_DIR                                      results.json and the tables (stdout)
+
+The check commands print JSON and exit 1 when the output is wrong.
+"""
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+MIB = 1024 * 1024
+TARGETS = {
+    "tshark_ratio": 30.0,
+    "tcpdump_ratio": 1 / 3,
+    "peak_rss_mib": 64.0,
+    "live_share_pct": 99.9,
+    "live_cpu_share": 0.25,
+}
+
+
+def load(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def out(obj, ok):
+    print(json.dumps(obj))
+    sys.exit(0 if ok else 1)
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+def verify_offline(pairs_path, capture_path, stats_path):
+    expected = load(capture_path)["expected_pairs"]
+    stats = load(stats_path)
+    lines = bad = 0
+    statuses = {}
+    with open(pairs_path, "rb") as f:
+        for line in f:
+            lines += 1
+            try:
+                pair = json.loads(line)
+                ok = (pair.get("schema") == "interceptor.pair/v1" and pair["request"]["method"]
+                      and isinstance(pair["response"]["status"], int))
+                status = pair["response"]["status"]
+                statuses[status] = statuses.get(status, 0) + 1
+                if not ok or status in (301, 308) or status >= 400:
+                    bad += 1
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+    emitted = stats["counters"]["pairs_emitted"]
+    ok = lines == expected and emitted == expected and bad == 0
+    out({"ok": ok, "lines": lines, "pairs_emitted": emitted, "expected_pairs": expected,
+         "invalid_lines": bad, "statuses": statuses}, ok)
+
+
+def check_count(stats_path, capture_path):
+    expected = load(capture_path)["expected_pairs"]
+    stats = load(stats_path)
+    emitted = stats["counters"]["pairs_emitted"]
+    sink = stats.get("sink", {})
+    ok = emitted == expected and sink.get("delivered") == expected and not sink.get("failed")
+    out({"ok": ok, "pairs_emitted": emitted, "delivered": sink.get("delivered"),
+         "expected_pairs": expected}, ok)
+
+
+def tshark_count(tsv_path):
+    requests = responses = linked = 0
+    with open(tsv_path, errors="replace") as f:
+        for line in f:
+            cols = line.rstrip("\n").split("\t")
+            cols += [""] * (6 - len(cols))
+            if cols[1]:
+                requests += 1
+            if cols[3]:
+                responses += 1
+                if cols[5]:
+                    linked += 1
+    out({"http_requests": requests, "http_responses": responses,
+         "responses_linked_to_a_request": linked}, True)
+
+
+def wrk_summary(path):
+    try:
+        for line in open(path):
+            if line.startswith("WRK_JSON "):
+                return json.loads(line[len("WRK_JSON "):])
+    except OSError:
+        pass
+    return None
+
+
+def check_live(d):
+    wrk = wrk_summary(os.path.join(d, "wrk.out")) or {}
+    run = load(os.path.join(d, "run.json"), {})
+    stats = load(os.path.join(d, "worker.stats.json"), {})
+    total = ok_pairs = wrong = dup = 0
+    seen = set()
+    examples = []
+    try:
+        f = open(os.path.join(d, "pairs.jsonl"), "rb")
+    except OSError:
+        f = []
+    for line in f:
+        total += 1
+        try:
+            pair = json.loads(line)
+            path = pair["request"]["path"]
+            body = json.loads(pair["response"]["body"])
+            good = pair["response"]["status"] == 200 and body.get("path") == path
+        except (ValueError, KeyError, TypeError, AttributeError):
+            path, good = None, False
+        if not good:
+            wrong += 1
+            if len(examples) < 5:
+                examples.append(line[:300].decode(errors="replace"))
+            continue
+        if path in seen:
+            dup += 1
+            continue
+        seen.add(path)
+        ok_pairs += 1
+    capture = stats.get("capture", {})
+    result = {
+        "ok": wrong == 0 and dup == 0,
+        "wrk_requests": wrk.get("requests"),
+        "wrk_errors": wrk.get("errors"),
+        "server_requests": run.get("server_requests"),
+        "pairs_lines": total,
+        "pairs_ok": ok_pairs,
+        "pairs_wrong": wrong,
+        "pairs_duplicate": dup,
+        "pairs_emitted": stats.get("counters", {}).get("pairs_emitted"),
+        "kernel_received": capture.get("kernel_received"),
+        "kernel_dropped": capture.get("kernel_dropped"),
+        "interface_dropped": capture.get("interface_dropped"),
+        "drops": stats.get("drops"),
+        "wrong_examples": examples,
+    }
+    out(result, result["ok"])
+
+
+# --- summary ------------------------------------------------------------------------------------
+
+def best(runs, key):
+    vals = [r[key] for r in runs if r.get("exit") == 0]
+    return min(vals) if vals else None
+
+
+def tool_figures(runs, size_bytes, pairs):
+    if not runs:
+        return None
+    wall, cpu = best(runs, "wall_s"), best(runs, "cpu_s")
+    if wall is None:
+        return None
+    rss = max(r["max_rss_kib"] for r in runs)
+    return {
+        "runs": len(runs),
+        "wall_s": round(wall, 4),
+        "cpu_s": round(cpu, 4),
+        "user_s": round(min(r["user_s"] for r in runs), 4),
+        "sys_s": round(min(r["sys_s"] for r in runs), 4),
+        "mb_per_s": round(size_bytes / 1e6 / wall, 1),
+        "mb_per_cpu_s": round(size_bytes / 1e6 / max(cpu, 1e-6), 1),
+        "pairs_per_s": round(pairs / wall, 1),
+        "pairs_per_cpu_s": round(pairs / max(cpu, 1e-6), 1),
+        "peak_rss_kib": rss,
+        "peak_rss_mib": round(rss / 1024, 1),
+        "all_wall_s": [r["wall_s"] for r in runs],
+        "all_cpu_s": [r["cpu_s"] for r in runs],
+    }
+
+
+def ratio(a, b, key):
+    if not a or not b or not b.get(key):
+        return None
+    return round(a[key] / b[key], 3)
+
+
+def offline_summary(root):
+    sizes = []
+    for d in glob.glob(os.path.join(root, "offline", "*")):
+        if not os.path.basename(d).isdigit():
+            continue
+        cap = load(os.path.join(d, "capture.json"))
+        if not cap:
+            continue
+        runs = {}
+        for tool in ("worker", "tcpdump", "tshark"):
+            files = sorted(f for f in glob.glob(os.path.join(d, f"{tool}-*.json"))
+                           if re.search(rf"{tool}-\d+\.json$", f))
+            runs[tool] = [load(f) for f in files]
+        pairs = cap["expected_pairs"]
+        size_bytes = cap["bytes"]
+        pcap_bytes = os.path.getsize(glob.glob(os.path.join(root, "captures", f"mix-{os.path.basename(d)}MB-*.pcap"))[0]) \
+            if glob.glob(os.path.join(root, "captures", f"mix-{os.path.basename(d)}MB-*.pcap")) else size_bytes
+        figures = {t: tool_figures(r, pcap_bytes, pairs) for t, r in runs.items()}
+        verify = load(os.path.join(d, "verify.json"), {})
+        stats = load(os.path.join(d, "verify.stats.json"), {})
+        tshark_count = None
+        counts = sorted(glob.glob(os.path.join(d, "tshark-*.count.json")))
+        if counts:
+            tshark_count = load(counts[0])
+        w, tc, ts = figures["worker"], figures["tcpdump"], figures["tshark"]
+        sizes.append({
+            "size_mb": int(os.path.basename(d)),
+            "file_bytes": pcap_bytes,
+            "frames": cap.get("frames"),
+            "connections": cap.get("connections"),
+            "expected_pairs": pairs,
+            "worker_pairs": verify.get("lines"),
+            "pairs_match": verify.get("ok"),
+            "worker_drops": stats.get("drops"),
+            "worker": w,
+            "tcpdump": tc,
+            "tshark": ts,
+            "tshark_skipped": (load(os.path.join(d, "tshark-skipped.json")) or {}).get("skipped"),
+            "tshark_http": tshark_count,
+            "ratios": {
+                "worker_vs_tshark_wall": ratio(w, ts, "mb_per_s"),
+                "worker_vs_tshark_cpu": ratio(w, ts, "mb_per_cpu_s"),
+                "worker_vs_tcpdump_wall": ratio(w, tc, "mb_per_s"),
+                "worker_vs_tcpdump_cpu": ratio(w, tc, "mb_per_cpu_s"),
+                "tshark_rss_vs_worker": ratio(ts, w, "peak_rss_kib"),
+            },
+            "worker_cpu_s_per_gb": round(w["cpu_s"] / (pcap_bytes / 1e9), 3) if w else None,
+        })
+    sizes.sort(key=lambda s: s["size_mb"])
+    return sizes
+
+
+def callgrind_summary(root):
+    d = os.path.join(root, "callgrind")
+    path = os.path.join(d, "callgrind.out")
+    if not os.path.exists(path):
+        return None
+    total = callgrind_total(path)
+    baseline = callgrind_total(os.path.join(d, "baseline.out"))
+    cap = load(os.path.join(d, "capture.json"), {})
+    top = []
+    try:
+        text = open(os.path.join(d, "flat.txt")).read()
+        for m in re.finditer(r"^\s*([\d,]+)\s+\(\s*([\d.]+)%\)\s+(.+?)\s*$", text, re.M):
+            name = m.group(3)
+            if name.startswith("PROGRAM TOTALS") or "file:function" in name:
+                continue
+            top.append({"ir": int(m.group(1).replace(",", "")), "pct": float(m.group(2)),
+                        "function": shorten(name)})
+            if len(top) >= 15:
+                break
+    except OSError:
+        pass
+    bytes_ = cap.get("bytes") or 0
+    pairs = cap.get("expected_pairs") or 0
+    net = total - baseline if total and baseline else total
+    return {
+        "capture_mb": round(bytes_ / 1e6, 1),
+        "expected_pairs": pairs,
+        "instructions": total,
+        "startup_instructions": baseline,
+        "traffic_instructions": net,
+        "instructions_per_byte": round(net / bytes_, 2) if net and bytes_ else None,
+        "instructions_per_pair": round(net / pairs) if net and pairs else None,
+        "top_functions": top,
+    }
+
+
+def callgrind_total(path):
+    total = None
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("totals:") or (total is None and line.startswith("summary:")):
+                    total = int(line.split()[1])
+    except OSError:
+        pass
+    return total
+
+
+def shorten(name):
+    name = re.sub(r"\s*\[[^\]]*\]$", "", name)  # the object file
+    name = re.sub(r"^\?\?\?:", "", name)
+    name = re.sub(r"^/[^:]*/([^/:]+):", r"\1:", name)  # the directory of the source file
+    return name[:140]
+
+
+def perf_summary(root):
+    path = os.path.join(root, "perf", "flat.txt")
+    if not os.path.exists(path):
+        return None
+    top = []
+    for line in open(path, errors="replace"):
+        m = re.match(r"^\s+([\d.]+)%\s+\[([.k])\]\s+(.+?)\s*$", line)
+        if m:
+            top.append({"pct": float(m.group(1)), "kernel": m.group(2) == "k", "symbol": m.group(3)[:140]})
+        if len(top) >= 25:
+            break
+    dsos = []
+    dso_path = os.path.join(root, "perf", "dso.txt")
+    if os.path.exists(dso_path):
+        for line in open(dso_path, errors="replace"):
+            m = re.match(r"^\s+([\d.]+)%\s+(\S+)", line)
+            if m:
+                dsos.append({"pct": float(m.group(1)), "dso": m.group(2)})
+    return {"top_symbols": top, "by_object": dsos[:10]}
+
+
+def live_summary(root):
+    runs = []
+    for d in glob.glob(os.path.join(root, "live", "*")):
+        run = load(os.path.join(d, "run.json"))
+        if not run:
+            continue
+        check = load(os.path.join(d, "check.json"), {})
+        wrk = load(os.path.join(d, "wrk.json"), {})
+        summary = wrk_summary(os.path.join(d, "wrk.out")) or {}
+        tck = run["clk_tck"]
+        sent = summary.get("requests") or 0
+        server = run.get("server_requests") or 0
+        denominator = max(sent, server)
+        pairs = check.get("pairs_ok") or 0
+        worker_cpu = run["worker_ticks"] / tck
+        client_cpu = wrk.get("cpu_s") or 0
+        server_cpu = run["nginx_ticks"] / tck
+        duration = (summary.get("duration_us") or 0) / 1e6
+        entry = {
+            "name": run["name"],
+            "target_rate": run["rate"],
+            "connections": run["connections"],
+            "delay_ms": run["delay_ms"],
+            "seconds": round(duration, 2),
+            "requests_sent": sent,
+            "requests_at_server": server,
+            "rate_achieved": round(sent / duration) if duration else None,
+            "pairs_captured": pairs,
+            "pairs_wrong": check.get("pairs_wrong"),
+            "pairs_duplicate": check.get("pairs_duplicate"),
+            "captured_pct": round(100.0 * min(pairs, denominator) / denominator, 3) if denominator else None,
+            "missing": max(0, denominator - pairs),
+            "kernel_received": check.get("kernel_received"),
+            "kernel_dropped": check.get("kernel_dropped"),
+            "worker_drops": check.get("drops"),
+            "wrk_errors": summary.get("errors"),
+            "latency_us": summary.get("latency_us"),
+            "worker_cpu_s": round(worker_cpu, 2),
+            "client_cpu_s": round(client_cpu, 2),
+            "server_cpu_s": round(server_cpu, 2),
+            "worker_cpu_vs_client_server": round(worker_cpu / (client_cpu + server_cpu), 3)
+            if client_cpu + server_cpu else None,
+            "worker_cpu_s_per_100k_pairs": round(worker_cpu * 1e5 / pairs, 3) if pairs else None,
+            "worker_core_share_pct": round(100 * worker_cpu / duration, 1) if duration else None,
+            "machine_busy_cpu_s": round(run["machine_busy_ticks"] / tck, 2),
+            "machine_softirq_cpu_s": round(run["machine_softirq_ticks"] / tck, 2),
+            "worker_peak_rss_mib": round(run["worker_vm_hwm_kib"] / 1024, 1),
+            "worker_rss_at_end_mib": round(run["worker_vm_rss_kib"] / 1024, 1),
+        }
+        rss_path = os.path.join(d, "rss.csv")
+        if os.path.exists(rss_path):
+            entry["memory"] = memory_trend(rss_path)
+        runs.append(entry)
+    def order(r):
+        return (r["name"] == "long", float("inf") if r["target_rate"] == "max" else float(r["target_rate"]))
+    runs.sort(key=order)
+    return runs
+
+
+def memory_trend(path):
+    rows = []
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            try:
+                rows.append((float(row["epoch_s"]), int(row["rss_kib"]), int(row["hwm_kib"])))
+            except (ValueError, KeyError, TypeError):
+                pass
+    if len(rows) < 4:
+        return {"samples": len(rows)}
+    t0 = rows[0][0]
+    pts = [(t - t0, rss) for t, rss, _ in rows]
+    # After the first minute (buffers and tables reach their working size), growth per 10 minutes.
+    tail = [p for p in pts if p[0] >= 60] or pts[len(pts) // 2:]
+    n = len(tail)
+    mx = sum(p[0] for p in tail) / n
+    my = sum(p[1] for p in tail) / n
+    var = sum((p[0] - mx) ** 2 for p in tail)
+    slope = sum((p[0] - mx) * (p[1] - my) for p in tail) / var if var else 0.0
+    half = len(pts) // 2
+    return {
+        "samples": len(pts),
+        "seconds": round(pts[-1][0], 1),
+        "rss_first_mib": round(pts[0][1] / 1024, 1),
+        "rss_at_60s_mib": round(tail[0][1] / 1024, 1),
+        "rss_last_mib": round(pts[-1][1] / 1024, 1),
+        "rss_max_first_half_mib": round(max(p[1] for p in pts[:half]) / 1024, 1),
+        "rss_max_second_half_mib": round(max(p[1] for p in pts[half:]) / 1024, 1),
+        "rss_max_mib": round(max(p[1] for p in pts) / 1024, 1),
+        "slope_after_60s_mib_per_10min": round(slope * 600 / 1024, 2),
+        "series": [[round(t, 1), round(r / 1024, 1)] for t, r in pts],
+    }
+
+
+def targets(offline, live):
+    t = []
+    with_tshark = [s for s in offline if s["ratios"]["worker_vs_tshark_wall"]]
+    if with_tshark:
+        lo_w = min(s["ratios"]["worker_vs_tshark_wall"] for s in with_tshark)
+        lo_c = min(s["ratios"]["worker_vs_tshark_cpu"] for s in with_tshark)
+        t.append({"target": "throughput >= 30x tshark", "value": f"{lo_w}x wall, {lo_c}x CPU (lowest over sizes)",
+                  "met": lo_w >= TARGETS["tshark_ratio"] and lo_c >= TARGETS["tshark_ratio"]})
+    with_tcpdump = [s for s in offline if s["ratios"]["worker_vs_tcpdump_wall"]]
+    if with_tcpdump:
+        lo_w = min(s["ratios"]["worker_vs_tcpdump_wall"] for s in with_tcpdump)
+        lo_c = min(s["ratios"]["worker_vs_tcpdump_cpu"] for s in with_tcpdump)
+        t.append({"target": "throughput >= 1/3 of tcpdump's", "value": f"{lo_w} wall, {lo_c} CPU (lowest over sizes)",
+                  "met": lo_w >= TARGETS["tcpdump_ratio"] and lo_c >= TARGETS["tcpdump_ratio"]})
+    rss = [s["worker"]["peak_rss_mib"] for s in offline if s["worker"]]
+    rss += [r["worker_peak_rss_mib"] for r in live]
+    if rss:
+        t.append({"target": "peak RSS < 64 MiB (offline and live)", "value": f"{max(rss)} MiB at most",
+                  "met": max(rss) < TARGETS["peak_rss_mib"]})
+    rated = [r for r in live if r["name"] != "long"]
+    if rated:
+        top = max(rated, key=lambda r: r["rate_achieved"] or 0)
+        t.append({"target": ">= 99.9% of pairs captured at the highest rate",
+                  "value": f"{top['captured_pct']}% at {top['rate_achieved']}/s ({top['name']}), "
+                           f"{top['kernel_dropped']} kernel drops",
+                  "met": (top["captured_pct"] or 0) >= TARGETS["live_share_pct"] and not top["pairs_wrong"]})
+        worst = max((r["worker_cpu_vs_client_server"] or 0) for r in rated)
+        t.append({"target": "worker CPU < 1/4 of client + server", "value": f"{worst} at most",
+                  "met": worst < TARGETS["live_cpu_share"]})
+    longs = [r for r in live if r["name"] == "long" and "memory" in r]
+    if longs and longs[0]["memory"].get("samples", 0) >= 4:
+        m = longs[0]["memory"]
+        flat = m["rss_max_second_half_mib"] <= m["rss_max_first_half_mib"] * 1.05 + 1
+        t.append({"target": "flat memory over a 10-minute run",
+                  "value": f"{m['seconds']} s: RSS {m['rss_first_mib']} -> {m['rss_last_mib']} MiB, max "
+                           f"{m['rss_max_first_half_mib']} (1st half) / {m['rss_max_second_half_mib']} (2nd half), "
+                           f"slope {m['slope_after_60s_mib_per_10min']} MiB/10 min",
+                  "met": flat})
+    else:
+        t.append({"target": "flat memory over a 10-minute run", "value": "not run (BENCH_LONG=1)", "met": None})
+    return t
+
+
+def fmt(v, spec="{:,.1f}"):
+    if v is None:
+        return "-"
+    return spec.format(v)
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) for i, h in enumerate(headers)]
+    line = "  ".join(f"{h:>{w}}" if i else f"{h:<{w}}" for i, (h, w) in enumerate(zip(headers, widths)))
+    print(line)
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(f"{str(c):>{w}}" if i else f"{str(c):<{w}}" for i, (c, w) in enumerate(zip(r, widths))))
+
+
+def summary(root):
+    machine = load(os.path.join(root, "machine.json"), {})
+    offline = offline_summary(root)
+    live = live_summary(root)
+    result = {
+        "machine": machine,
+        "offline": offline,
+        "callgrind": callgrind_summary(root),
+        "perf": perf_summary(root),
+        "live": live,
+    }
+    result["targets"] = targets(offline, live)
+    failures = os.path.join(root, "failures.txt")
+    result["wrong_output"] = open(failures).read().splitlines() if os.path.exists(failures) else []
+    with open(os.path.join(root, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+
+    print(f"machine: {machine.get('cpu')}, {machine.get('cores')} cores, {machine.get('ram_gib')} GiB, "
+          f"kernel {machine.get('kernel')}; commit {machine.get('commit')}; "
+          f"load average at start {' '.join(machine.get('load_average_at_start', []))}")
+    if offline:
+        print("\noffline (best of the runs; MB = 10^6 bytes of pcap; pairs/s = the file's expected pairs over time):")
+        rows = []
+        for s in offline:
+            for tool in ("worker", "tshark", "tcpdump"):
+                f = s[tool]
+                if not f:
+                    if tool == "tshark" and s.get("tshark_skipped"):
+                        rows.append([f"{s['size_mb']} MB", tool, "skipped", "", "", "", "", "", ""])
+                    continue
+                rows.append([f"{s['size_mb']} MB", tool, f"{f['wall_s']:.3f}", f"{f['cpu_s']:.3f}",
+                             fmt(f["mb_per_s"]), fmt(f["mb_per_cpu_s"]), fmt(f["pairs_per_s"], "{:,.0f}"),
+                             fmt(f["peak_rss_mib"]), f["runs"]])
+        table(["size", "tool", "wall s", "CPU s", "MB/s", "MB/CPU-s", "pairs/s", "peak RSS MiB", "runs"], rows)
+        print("\nratios (worker / peer, throughput) and output check:")
+        rows = []
+        for s in offline:
+            r = s["ratios"]
+            rows.append([f"{s['size_mb']} MB", fmt(r["worker_vs_tshark_wall"]), fmt(r["worker_vs_tshark_cpu"]),
+                         fmt(r["worker_vs_tcpdump_wall"], "{:.2f}"), fmt(r["worker_vs_tcpdump_cpu"], "{:.2f}"),
+                         fmt(s["worker_cpu_s_per_gb"], "{:.2f}"),
+                         f"{s['worker_pairs']}/{s['expected_pairs']}" + (" ok" if s["pairs_match"] else " WRONG")])
+        table(["size", "vs tshark (wall)", "vs tshark (CPU)", "vs tcpdump (wall)", "vs tcpdump (CPU)",
+               "worker CPU s/GB", "pairs/expected"], rows)
+    cg = result["callgrind"]
+    if cg:
+        print(f"\ncallgrind ({cg['capture_mb']} MB, {cg['expected_pairs']} pairs): {fmt(cg['instructions'], '{:,}')} "
+              f"instructions, {fmt(cg['startup_instructions'], '{:,}')} of them start and exit (empty capture); "
+              f"traffic: {cg['instructions_per_byte']} per byte, {fmt(cg['instructions_per_pair'], '{:,}')} per pair "
+              f"(the figure to compare across commits)")
+        for t in cg["top_functions"][:10]:
+            print(f"  {t['pct']:5.1f}%  {t['function']}")
+    pf = result["perf"]
+    if pf and pf["top_symbols"]:
+        print("\nperf (self time, top symbols):")
+        for t in pf["top_symbols"][:12]:
+            print(f"  {t['pct']:5.1f}%  {'[kernel] ' if t['kernel'] else ''}{t['symbol']}")
+    if live:
+        print("\nlive (wrk -> nginx through a veth; the worker taps the server's side):")
+        rows = []
+        for r in live:
+            rows.append([r["name"], fmt(r["rate_achieved"], "{:,}"), r["connections"], r["requests_sent"],
+                         r["requests_at_server"], r["pairs_captured"], fmt(r["captured_pct"], "{:.2f}"),
+                         r["kernel_dropped"], r["pairs_wrong"], fmt(r["worker_cpu_s"], "{:.2f}"),
+                         fmt(r["client_cpu_s"], "{:.2f}"), fmt(r["server_cpu_s"], "{:.2f}"),
+                         fmt(r["worker_cpu_vs_client_server"], "{:.3f}"),
+                         fmt(r["worker_cpu_s_per_100k_pairs"], "{:.2f}"), fmt(r["worker_peak_rss_mib"])])
+        table(["run", "req/s", "conns", "sent (wrk)", "at server", "pairs ok", "captured %", "kernel drops",
+               "wrong", "worker CPU s", "wrk CPU s", "nginx CPU s", "worker/(c+s)", "CPU s/100k pairs",
+               "peak RSS MiB"], rows)
+        for r in live:
+            if "memory" in r and r["memory"].get("samples", 0) >= 4:
+                m = r["memory"]
+                print(f"  memory over {m['seconds']} s ({m['samples']} samples): RSS {m['rss_first_mib']} -> "
+                      f"{m['rss_last_mib']} MiB, max {m['rss_max_mib']} MiB, slope after 60 s "
+                      f"{m['slope_after_60s_mib_per_10min']} MiB per 10 min")
+    print("\ntargets (issue 7):")
+    for t in result["targets"]:
+        status = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
+        print(f"  {status:<12} {t['target']}: {t['value']}")
+    if result["wrong_output"]:
+        print("\nWRONG OUTPUT:")
+        for line in result["wrong_output"]:
+            print(f"  {line}")
+
+
+def main(argv):
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "verify-offline":
+        verify_offline(*argv[2:5])
+    elif cmd == "check-count":
+        check_count(*argv[2:4])
+    elif cmd == "tshark-count":
+        tshark_count(argv[2])
+    elif cmd == "check-live":
+        check_live(argv[2])
+    elif cmd == "summary":
+        summary(argv[2])
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

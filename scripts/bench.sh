@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# `make bench`: offline and live benchmarks of node-worker (issue 7; figures and how to read them in
+# BENCHMARKS.md). Never a pass/fail on speed: it fails only when something is wrong (the worker emits
+# other pairs than the generator knows it should, a tool fails, a pair does not belong together).
+#
+# Offline: capture-gen writes deterministic captures of BENCH_SIZES MB; on each, in the same run and on
+# the same file, it times `node-worker capture --read` (the product), `tshark -r` with HTTP dissection
+# (the peer) and `tcpdump -r FILE -w /dev/null` (the floor: reading the packets), best of BENCH_RUNS,
+# and checks that the worker emitted exactly the expected pairs. Then callgrind instruction counts on a
+# small capture (repeatable whatever the machine does: the figure to compare across commits) and,
+# optionally, a perf profile.
+# Live (root): two network namespaces joined by a veth (10.93.0.0/30), nginx answering JSON in one, wrk
+# with keep-alive in the other at BENCH_RATES requests/s, and the worker capturing the server's veth
+# (`--interface --netns`) to a file sink. Requests sent vs pairs captured (each pair checked), kernel
+# drops, CPU of worker, client and server, the worker's peak RSS. BENCH_LONG=1 adds a 10-minute run
+# sampling the worker's RSS.
+#
+# Results: a table on stdout and $BENCH_OUT/results.json (default target/bench). Settings (environment):
+#   BENCH_SIZES="100 300 1000"   capture sizes, MB          BENCH_RUNS=3          repetitions (best of)
+#   BENCH_TSHARK_MAX_MB=1000     tshark on sizes up to this BENCH_TSHARK_RUNS=1   tshark is slow
+#   BENCH_CALLGRIND_MB=20        callgrind capture (0: off) BENCH_PERF=1          perf profile (0: off)
+#   BENCH_PERF_MB=300            capture for perf           BENCH_SEED=1          capture-gen seed
+#   BENCH_LIVE=1                 live part (0: off)         BENCH_LIVE_SECONDS=20 per rate
+#   BENCH_RATES="2000 5000 10000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
+#   BENCH_MAX_CONNS=32  BENCH_WRK_THREADS=1  BENCH_DELAY_MS=10 (pause per connection for fixed rates)
+#   BENCH_LONG=0  BENCH_LONG_SECONDS=600  BENCH_LONG_RATE=max  BENCH_LONG_SAMPLE=5 (seconds between RSS)
+#   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live
+#   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
+# Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl. Missing Debian
+# packages are installed when running as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+SMOKE=${BENCH_SMOKE:-0}
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=${NODE_WORKER:-$TARGET/release/node-worker}
+GEN=${CAPTURE_GEN:-$TARGET/release/capture-gen}
+OUT=${BENCH_OUT:-$TARGET/bench}
+SEED=${BENCH_SEED:-1}
+if [ "$SMOKE" = 1 ]; then
+  SIZES=${BENCH_SIZES:-5}; RUNS=${BENCH_RUNS:-1}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-5}
+  CALLGRIND_MB=${BENCH_CALLGRIND_MB:-1}; PERF=${BENCH_PERF:-0}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-3}
+  RATES=${BENCH_RATES:-500}; LONG=0
+else
+  SIZES=${BENCH_SIZES:-100 300 1000}; RUNS=${BENCH_RUNS:-3}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-1000}
+  CALLGRIND_MB=${BENCH_CALLGRIND_MB:-20}; PERF=${BENCH_PERF:-1}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
+  RATES=${BENCH_RATES:-2000 5000 10000 max}; LONG=${BENCH_LONG:-0}
+fi
+TSHARK_RUNS=${BENCH_TSHARK_RUNS:-1}
+PERF_MB=${BENCH_PERF_MB:-300}
+LIVE=${BENCH_LIVE:-1}
+MAX_CONNS=${BENCH_MAX_CONNS:-32}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+DELAY_MS=${BENCH_DELAY_MS:-10}
+LONG_SECONDS=${BENCH_LONG_SECONDS:-600}
+LONG_RATE=${BENCH_LONG_RATE:-max}
+LONG_SAMPLE=${BENCH_LONG_SAMPLE:-5}
+KEEP=${BENCH_KEEP:-0}
+
+log() { echo "bench: [${SECONDS}s] $*" >&2; }
+die() { echo "bench: $*" >&2; exit 1; }
+# Wrong output is recorded, the run goes on (the figures help to understand it) and fails at the end.
+wrong() { echo "$*" >>"$OUT/failures.txt"; log "WRONG OUTPUT: $*"; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# --- tools ------------------------------------------------------------------------------------
+[ -x "$BIN" ] || die "$BIN not found: run 'make build' first (or set NODE_WORKER)"
+[ -x "$GEN" ] || die "$GEN not found: run 'make build' first (or set CAPTURE_GEN)"
+BIN=$(realpath "$BIN"); GEN=$(realpath "$GEN")
+MEASURE=$ROOT/bench/measure.py
+REPORT=$ROOT/bench/report.py
+
+# Installs the Debian packages behind the missing commands (root only). The nginx package must not start
+# its service on the host: a policy-rc.d forbids it during the install when none exists.
+ensure_tools() { # command=package ...
+  local missing=() pair
+  for pair in "$@"; do command -v "${pair%%=*}" >/dev/null || missing+=("${pair#*=}"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  is_root || { log "missing: ${missing[*]} (run as root to install them)"; return 1; }
+  log "installing: ${missing[*]}"
+  local policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && policy=1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections 2>/dev/null || true
+  local ok=0
+  { apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }; } || ok=1
+  [ -z "$policy" ] || rm -f /usr/sbin/policy-rc.d
+  return $ok
+}
+
+# In smoke mode a part whose tools cannot be had is skipped (and says so); in a real run it is an error.
+need() { # what command=package ...
+  local what=$1; shift
+  ensure_tools "$@" && return 0
+  [ "$SMOKE" = 1 ] && { log "SKIPPED $what: tools missing"; return 1; }
+  die "$what needs: $*"
+}
+
+command -v python3 >/dev/null || die "python3 is missing (make deps)"
+need "offline" tcpdump=tcpdump || true
+HAVE_TCPDUMP=$(command -v tcpdump >/dev/null && echo 1 || echo 0)
+HAVE_TSHARK=0; need "tshark" tshark=tshark && HAVE_TSHARK=1
+HAVE_VALGRIND=0
+[ "$CALLGRIND_MB" != 0 ] && need "callgrind" valgrind=valgrind && HAVE_VALGRIND=1
+HAVE_PERF=0
+if [ "$PERF" = 1 ]; then
+  if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then HAVE_PERF=1
+  else log "SKIPPED perf profile: perf is missing or not allowed here (linux-perf)"; fi
+fi
+
+mkdir -p "$OUT"/{captures,offline,live}
+OUT=$(realpath "$OUT")
+rm -f "$OUT"/offline/*/*.json "$OUT"/offline/*/*.err "$OUT/results.json" "$OUT/results.txt" "$OUT/failures.txt" 2>/dev/null || true
+rm -rf "$OUT/callgrind" "$OUT/perf" "$OUT"/live/*/ 2>/dev/null || true
+
+# --- machine ----------------------------------------------------------------------------------
+python3 - "$OUT/machine.json" "$BIN" <<'PY'
+import json, os, platform, subprocess, sys
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20).stdout.strip()
+    except Exception:
+        return ""
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0)
+json.dump({
+    "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+    "ram_gib": round(mem / 1048576, 1),
+    "hypervisor": sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
+    "os": sh(". /etc/os-release && echo $PRETTY_NAME"),
+    "load_average_at_start": open("/proc/loadavg").read().split()[:3],
+    "commit": sh("git rev-parse --short HEAD") + ("-dirty" if sh("git status --porcelain --untracked-files=no") else ""),
+    "worker": sys.argv[2],
+    "versions": {
+        "tshark": sh("tshark --version 2>/dev/null | head -1"),
+        "tcpdump": sh("tcpdump --version 2>&1 | head -1"),
+        "wrk": sh("wrk -v 2>&1 | head -1"),
+        "nginx": sh("nginx -v 2>&1"),
+        "valgrind": sh("valgrind --version 2>/dev/null"),
+    },
+}, open(sys.argv[1], "w"), indent=1)
+PY
+
+# --- captures -----------------------------------------------------------------------------------
+# Deterministic for a size and seed: kept across runs, regenerated when capture-gen is newer.
+capture() { # size_mb -> path of the pcap; its stats next to it (.json)
+  local size=$1 cap="$OUT/captures/mix-${1}MB-seed$SEED.pcap"
+  local stats="${cap%.pcap}.json"
+  if [ ! -s "$cap" ] || [ ! -s "$stats" ] || [ "$GEN" -nt "$stats" ]; then
+    local avail_mb=$(( $(df -Pk "$OUT" | awk 'NR==2 {print $4}') / 1024 ))
+    [ "$avail_mb" -gt $((size + size / 2 + 500)) ] || die "not enough disk space in $OUT for a $size MB capture ($avail_mb MB free)"
+    log "generating a $size MB capture (seed $SEED)"
+    rm -f "$stats"
+    "$GEN" --out "$cap.tmp" --size-mb "$size" --seed "$SEED" --stats "$stats" 2>/dev/null
+    mv "$cap.tmp" "$cap"
+  fi
+  echo "$cap"
+}
+
+# The peer: full HTTP dissection (TCP reassembly, de-chunking, decompression: tshark's defaults) of every
+# packet, printing a few fields of each HTTP message (less output than the worker's whole pairs).
+TSHARK_ARGS=(-n -d tcp.port==8080,http -Y http -T fields -E separator=/t -e frame.number
+             -e http.request.method -e http.request.uri -e http.response.code -e http.content_type
+             -e http.request_in)
+
+# --- offline ----------------------------------------------------------------------------------
+offline() {
+  local size cap d run
+  for size in $SIZES; do
+    cap=$(capture "$size")
+    d="$OUT/offline/$size"
+    mkdir -p "$d"
+    cp "${cap%.pcap}.json" "$d/capture.json"
+    cat "$cap" >/dev/null # in the page cache for every tool alike
+    # Untimed: the real output, one JSON object a line, checked against what capture-gen generated.
+    "$BIN" capture --read "$cap" --sink "file:$d/pairs.jsonl" --stats-json "$d/verify.stats.json" \
+      --node-name bench 2>"$d/verify.err" || die "node-worker failed on $cap: $(tail -3 "$d/verify.err")"
+    python3 "$REPORT" verify-offline "$d/pairs.jsonl" "$d/capture.json" "$d/verify.stats.json" >"$d/verify.json" ||
+      wrong "node-worker capture --read $cap: $(cat "$d/verify.json")"
+    [ "$KEEP" = 1 ] || rm -f "$d/pairs.jsonl"
+    local tshark_here=0
+    [ "$HAVE_TSHARK" = 1 ] && [ "$size" -le "$TSHARK_MAX_MB" ] && tshark_here=1
+    for run in $(seq "$RUNS"); do
+      log "offline $size MB, run $run/$RUNS: node-worker"
+      python3 "$MEASURE" "$d/worker-$run.json" --stderr "$d/worker-$run.err" -- \
+        "$BIN" capture --read "$cap" --sink file:/dev/null --stats-json "$d/worker-$run.stats.json" --node-name bench ||
+        die "node-worker failed on $cap: $(tail -3 "$d/worker-$run.err")"
+      python3 "$REPORT" check-count "$d/worker-$run.stats.json" "$d/capture.json" >"$d/worker-$run.check.json" ||
+        wrong "node-worker capture --read $cap (timed run $run): pairs differ from expected_pairs"
+      if [ "$HAVE_TCPDUMP" = 1 ]; then
+        log "offline $size MB, run $run/$RUNS: tcpdump"
+        python3 "$MEASURE" "$d/tcpdump-$run.json" --stderr /dev/null -- tcpdump -r "$cap" -w /dev/null ||
+          die "tcpdump failed on $cap"
+      fi
+      if [ "$tshark_here" = 1 ] && [ "$run" -le "$TSHARK_RUNS" ]; then
+        log "offline $size MB, run $run/$TSHARK_RUNS: tshark (slow)"
+        python3 "$MEASURE" "$d/tshark-$run.json" --stdout "$d/tshark.tsv" --stderr "$d/tshark.err" -- \
+          tshark "${TSHARK_ARGS[@]}" -r "$cap" || die "tshark failed on $cap: $(tail -3 "$d/tshark.err")"
+        python3 "$REPORT" tshark-count "$d/tshark.tsv" >"$d/tshark-$run.count.json"
+        [ "$KEEP" = 1 ] || rm -f "$d/tshark.tsv"
+      fi
+    done
+    [ "$tshark_here" = 1 ] || echo "{\"skipped\": \"tshark not run on $size MB (BENCH_TSHARK_MAX_MB=$TSHARK_MAX_MB)\"}" >"$d/tshark-skipped.json"
+  done
+}
+
+# --- callgrind: instruction counts, repeatable ---------------------------------------------------
+callgrind() {
+  local cap d="$OUT/callgrind"
+  cap=$(capture "$CALLGRIND_MB")
+  mkdir -p "$d"
+  cp "${cap%.pcap}.json" "$d/capture.json"
+  log "callgrind on $CALLGRIND_MB MB"
+  valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
+    "$BIN" capture --read "$cap" --sink file:/dev/null --stats-json "$d/stats.json" --node-name bench \
+    2>"$d/valgrind.err" || die "callgrind run failed: $(tail -5 "$d/valgrind.err")"
+  python3 "$REPORT" check-count "$d/stats.json" "$d/capture.json" >"$d/check.json" || wrong "node-worker under callgrind on $cap: pairs differ"
+  # The fixed cost (start, dynamic linking, config, exit) on a capture without packets: subtracted, the
+  # rest is what the traffic costs.
+  printf '\xd4\xc3\xb2\xa1\x02\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x04\x00\x01\x00\x00\x00' >"$d/empty.pcap"
+  valgrind --tool=callgrind --callgrind-out-file="$d/baseline.out" \
+    "$BIN" capture --read "$d/empty.pcap" --sink file:/dev/null --node-name bench 2>"$d/baseline.err" ||
+    log "callgrind baseline failed: $(tail -2 "$d/baseline.err")"
+  callgrind_annotate --inclusive=no "$d/callgrind.out" >"$d/flat.txt" 2>/dev/null || true
+  callgrind_annotate --inclusive=yes "$d/callgrind.out" >"$d/inclusive.txt" 2>/dev/null || true
+}
+
+# --- perf: where the time goes on a larger capture ----------------------------------------------------
+perf_profile() {
+  local cap d="$OUT/perf"
+  cap=$(capture "$PERF_MB")
+  mkdir -p "$d"
+  log "perf record on $PERF_MB MB"
+  perf record -q -F 2999 -g -o "$d/perf.data" -- \
+    "$BIN" capture --read "$cap" --sink file:/dev/null --node-name bench >/dev/null 2>"$d/perf.err" ||
+    { log "perf record failed: $(tail -2 "$d/perf.err")"; return 0; }
+  perf report -i "$d/perf.data" --no-children --sort symbol --stdio --percent-limit 0.5 2>/dev/null \
+    | grep -v '^$' >"$d/flat.txt" || true
+  perf report -i "$d/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^$' >"$d/dso.txt" || true
+  perf report -i "$d/perf.data" --children --sort symbol --stdio -g none --percent-limit 3 2>/dev/null \
+    | grep -v '^$' >"$d/inclusive.txt" || true
+  [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
+}
+
+# --- live -------------------------------------------------------------------------------------
+NS_PREFIX=icbench-
+NS_C=${NS_PREFIX}$$-c
+NS_S=${NS_PREFIX}$$-s
+C_ADDR=10.93.0.1
+S_ADDR=10.93.0.2
+worker_pid=
+nginx_pid=
+sampler_pid=
+
+stop_worker() {
+  if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
+    kill -INT "$worker_pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$worker_pid" 2>/dev/null || true
+  fi
+  [ -z "$worker_pid" ] || wait "$worker_pid" 2>/dev/null || true
+  worker_pid=
+}
+
+del_namespace() {
+  local ns=$1 pids
+  ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$ns" || return 0
+  pids=$(ip netns pids "$ns" 2>/dev/null || true)
+  [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+}
+
+cleanup() {
+  set +e
+  [ -z "$sampler_pid" ] || kill "$sampler_pid" 2>/dev/null
+  stop_worker
+  [ -z "$nginx_pid" ] || kill -TERM "$nginx_pid" 2>/dev/null
+  del_namespace "$NS_C"
+  del_namespace "$NS_S"
+  [ "$KEEP" = 1 ] || rm -f "$OUT"/live/*/pairs.jsonl "$OUT"/offline/*/pairs.jsonl "$OUT"/offline/*/tshark.tsv
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Namespaces of an earlier run that was killed hard (its PID is gone).
+remove_stale() {
+  local ns pid
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$NS_PREFIX" || true); do
+    pid=${ns#"$NS_PREFIX"}; pid=${pid%%-*}
+    [ -d "/proc/$pid" ] || del_namespace "$ns"
+  done
+}
+
+cpu_ticks() { # pid -> utime+stime in clock ticks (0 when gone)
+  awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+vm_kib() { # pid field (VmHWM, VmRSS)
+  awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+machine_ticks() { # busy softirq (all CPUs)
+  awk '$1 == "cpu" {print $2+$3+$4+$7+$8+$9, $8}' /proc/stat
+}
+nginx_requests() { # requests nginx has taken (stub_status), this query included
+  local n
+  n=$(ip netns exec "$NS_S" curl -s --max-time 5 "http://127.0.0.1:8081/status" | awk 'NR == 3 {print $3}')
+  echo "${n:-0}"
+}
+
+live_setup() {
+  remove_stale
+  ip netns add "$NS_C"
+  ip netns add "$NS_S"
+  ip -n "$NS_C" link set lo up
+  ip -n "$NS_S" link set lo up
+  ip link add bc0 netns "$NS_C" type veth peer name bs0 netns "$NS_S"
+  ip -n "$NS_C" addr add "$C_ADDR/30" dev bc0
+  ip -n "$NS_S" addr add "$S_ADDR/30" dev bs0
+  ip -n "$NS_C" link set bc0 up
+  ip -n "$NS_S" link set bs0 up
+  local nd="$OUT/live/nginx"
+  rm -rf "$nd"
+  mkdir -p "$nd/tmp"
+  sed -e "s#@DIR@#$nd#g" -e "s#@ADDR@#$S_ADDR#g" "$ROOT/bench/nginx.conf" >"$nd/nginx.conf"
+  ip netns exec "$NS_S" nginx -c "$nd/nginx.conf" -p "$nd/" >"$nd/nginx.out" 2>&1 &
+  nginx_pid=$!
+  for _ in $(seq 100); do
+    ip netns exec "$NS_C" curl -s -o /dev/null --max-time 1 -X POST "http://$S_ADDR:8080/api/up" && return 0
+    kill -0 "$nginx_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "nginx did not start: $(cat "$nd/error.log" "$nd/nginx.out" 2>/dev/null | tail -3)"
+}
+
+# One load run: fresh worker, wrk at a rate for some seconds, figures into $OUT/live/<name>/.
+live_run() { # name rate seconds [sample_every_seconds]
+  local name=$1 rate=$2 seconds=$3 sample=${4:-0}
+  local d="$OUT/live/$name" conns delay
+  mkdir -p "$d"
+  if [ "$rate" = max ]; then
+    conns=$MAX_CONNS; delay=0
+  else
+    conns=$(( (rate * DELAY_MS + 999) / 1000 )); delay=$DELAY_MS
+    if [ "$conns" -lt 1 ]; then conns=1; fi
+    if [ "$conns" -eq 1 ]; then delay=$(( 1000 / rate )); fi
+  fi
+  local threads=$WRK_THREADS
+  [ "$threads" -le "$conns" ] || threads=$conns
+  log "live $name: rate $rate/s ($conns connections, $delay ms pause, $threads wrk threads) for $seconds s"
+  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" --sink "file:$d/pairs.jsonl" \
+    --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
+  worker_pid=$!
+  # The tap is open once the worker says it is capturing.
+  for _ in $(seq 200); do
+    grep -q '"message":"capturing' "$d/worker.log" 2>/dev/null && break
+    kill -0 "$worker_pid" 2>/dev/null || die "the worker exited: $(tail -3 "$d/worker.log")"
+    sleep 0.05
+  done
+  grep -q '"message":"capturing' "$d/worker.log" || die "the worker did not start capturing: $(tail -3 "$d/worker.log")"
+  if [ "$sample" -gt 0 ]; then
+    ( echo "epoch_s,rss_kib,hwm_kib,cpu_ticks" >"$d/rss.csv"
+      while kill -0 "$worker_pid" 2>/dev/null; do
+        echo "$(date +%s.%N),$(vm_kib "$worker_pid" VmRSS),$(vm_kib "$worker_pid" VmHWM),$(cpu_ticks "$worker_pid")" >>"$d/rss.csv"
+        sleep "$sample"
+      done ) &
+    sampler_pid=$!
+  fi
+  local w0 n0 m0 r0
+  w0=$(cpu_ticks "$worker_pid"); n0=$(cpu_ticks "$nginx_pid"); m0=$(machine_ticks); r0=$(nginx_requests)
+  WRK_DELAY_MS=$delay python3 "$MEASURE" "$d/wrk.json" --stdout "$d/wrk.out" --stderr "$d/wrk.err" -- \
+    ip netns exec "$NS_C" wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s -s "$ROOT/bench/wrk.lua" \
+    "http://$S_ADDR:8080" || die "wrk failed: $(tail -3 "$d/wrk.err")"
+  sleep 1 # the last packets reach the worker (blocks of the ring are handed over every few ms)
+  local w1 n1 m1 r1 hwm rss
+  w1=$(cpu_ticks "$worker_pid"); n1=$(cpu_ticks "$nginx_pid"); m1=$(machine_ticks); r1=$(nginx_requests)
+  hwm=$(vm_kib "$worker_pid" VmHWM); rss=$(vm_kib "$worker_pid" VmRSS)
+  stop_worker
+  if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; fi
+  cat >"$d/run.json" <<JSON
+{"name": "$name", "rate": "$rate", "connections": $conns, "delay_ms": $delay, "wrk_threads": $threads,
+ "seconds": $seconds, "clk_tck": $(getconf CLK_TCK),
+ "worker_ticks": $((w1 - w0)), "nginx_ticks": $((n1 - n0)),
+ "machine_busy_ticks": $(( ${m1% *} - ${m0% *} )), "machine_softirq_ticks": $(( ${m1#* } - ${m0#* } )),
+ "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss}
+JSON
+  python3 "$REPORT" check-live "$d" >"$d/check.json" || wrong "live run $name: $(cat "$d/check.json")"
+  [ "$KEEP" = 1 ] || rm -f "$d/pairs.jsonl"
+}
+
+live() {
+  if ! is_root; then
+    [ "$SMOKE" = 1 ] && { log "SKIPPED live: needs root (network namespaces, packet capture)"; return 0; }
+    die "the live benchmark needs root (network namespaces, packet capture); BENCH_LIVE=0 skips it"
+  fi
+  need "live" ip=iproute2 wrk=wrk nginx=nginx-light curl=curl || return 0
+  live_setup
+  local rate
+  for rate in $RATES; do live_run "rate-$rate" "$rate" "$LIVE_SECONDS"; done
+  if [ "$LONG" = 1 ]; then live_run long "$LONG_RATE" "$LONG_SECONDS" "$LONG_SAMPLE"; fi
+}
+
+offline
+if [ "$HAVE_VALGRIND" = 1 ]; then callgrind; fi
+if [ "$HAVE_PERF" = 1 ]; then perf_profile; fi
+if [ "$LIVE" = 1 ]; then live; fi
+python3 "$REPORT" summary "$OUT" | tee "$OUT/results.txt"
+log "results: $OUT/results.json (table: $OUT/results.txt)"
+if [ -s "$OUT/failures.txt" ]; then
+  log "FAILED: wrong output (see above and $OUT/failures.txt):"
+  sed 's/^/  /' "$OUT/failures.txt" >&2
+  exit 1
+fi
