@@ -61,6 +61,9 @@ struct Exchange {
     id: u64,
     method: MethodKind,
     request: Half,
+    /// Where the request started: its sequence number, and how much of the response stream the client
+    /// had received when it sent it (the ack of its first segment).
+    request_start: MessageStart,
     request_end_seq: u32,
     /// When the request was complete (for the response timeout).
     request_done_us: i64,
@@ -101,12 +104,27 @@ struct Pairing {
     current_response: Option<u64>,
     /// After losing track: requests are trusted only if they acknowledge this much of the response stream.
     barrier: Option<u32>,
+    /// A response came that the server sent after receiving client bytes we never saw (lost, or not
+    /// captured yet): it answered a request we cannot know. A request starting before this point of the
+    /// client stream, seen later, was already answered: it is dropped instead of waiting for (and
+    /// taking) the next response.
+    answered_up_to: Option<u32>,
     /// The direction carrying requests, once known.
     client: Option<Direction>,
     /// Next expected sequence number per direction.
     stream_pos: [Option<u32>; 2],
     switched_protocol: bool,
     not_http: bool,
+    /// The connection is beyond keeping in step (far too deep a pipeline): the rest is ignored.
+    gave_up: bool,
+    /// The ack of the latest request: how much of the response stream its client had received.
+    last_request_ack: Option<u32>,
+    /// After request bytes were lost (`Some`): requests are not trusted, and not queued, until one
+    /// comes whose client had received more of the response stream than the last request before the
+    /// loss (`Some(Some(ack))`; `Some(None)`: no request came before it, the first one sets the mark).
+    /// A client that waits for each response before sending the next request (most do) had by then
+    /// received the responses to whatever was lost; until then, a response may answer a lost request.
+    untrusted: Option<Option<u32>>,
 }
 
 impl Pairing {
@@ -169,7 +187,10 @@ impl Pairing {
     }
 
     /// Everything waiting is lost; later requests must prove they were sent after the loss.
-    fn desync(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+    fn desync(&mut self, role: Role, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        if role == Role::Request {
+            self.untrusted = Some(self.last_request_ack);
+        }
         for mut ex in self.queue.drain(..) {
             Self::drop_exchange(env.counters, &mut ex, DropReason::StreamGap);
             allowance.release(ex.reserved);
@@ -196,10 +217,66 @@ impl Pairing {
                 return None;
             }
         };
-        if self.queue.len() >= env.rules.max_pending_requests {
-            // Too deep to keep in step: count it, and start over as after lost data.
+        if self.gave_up {
             env.counters.count_drop(DropReason::TooManyPending);
-            self.desync(env, allowance);
+            return Some(BodyPlan {
+                framing,
+                collect: false,
+            });
+        }
+        if let Some(mark) = self.untrusted {
+            match mark {
+                Some(ack) if seq_diff(start.ack, ack) > 0 => self.untrusted = None,
+                _ => {
+                    if mark.is_none() {
+                        self.untrusted = Some(Some(start.ack));
+                    }
+                    env.counters.count_drop(DropReason::StreamGap);
+                    self.current_request = None;
+                    return Some(BodyPlan {
+                        framing,
+                        collect: false,
+                    });
+                }
+            }
+        }
+        self.last_request_ack = Some(start.ack);
+        if self.queue.len() >= env.rules.max_pending_requests {
+            // Too deep to keep: dropped, but it keeps its place so that later responses stay in step
+            // (a place costs no buffer). A connection far deeper than that is given up on.
+            env.counters.count_drop(DropReason::TooManyPending);
+            if self.queue.len() >= env.rules.max_pending_requests.saturating_mul(4) {
+                for mut ex in self.queue.drain(..) {
+                    Self::drop_exchange(env.counters, &mut ex, DropReason::TooManyPending);
+                    allowance.release(ex.reserved);
+                }
+                self.current_request = None;
+                self.current_response = None;
+                self.gave_up = true;
+                return Some(BodyPlan {
+                    framing,
+                    collect: false,
+                });
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.current_request = Some(id);
+            self.queue.push_back(Exchange {
+                id,
+                method: MethodKind::Other,
+                request: Half {
+                    message: None,
+                    done: false,
+                    wire: head.wire_len() as u64,
+                },
+                request_start: start,
+                request_end_seq: start.seq,
+                request_done_us: env.now_us,
+                request_content_type_ok: false,
+                response: None,
+                dropped: Some(DropReason::TooManyPending),
+                reserved: 0,
+            });
             return Some(BodyPlan {
                 framing,
                 collect: false,
@@ -217,6 +294,17 @@ impl Pairing {
             Framing::Length(n) => head_len.saturating_add(n),
             _ => head_len,
         };
+        if let Some(answered) = self.answered_up_to {
+            if seq_diff(start.seq, answered) < 0 {
+                env.counters.count_drop(DropReason::StreamGap);
+                self.current_request = None;
+                return Some(BodyPlan {
+                    framing,
+                    collect: false,
+                });
+            }
+            self.answered_up_to = None;
+        }
         let mut dropped = None;
         if let Some(barrier) = self.barrier {
             if seq_diff(start.ack, barrier) < 0 {
@@ -258,6 +346,7 @@ impl Pairing {
                 done: false,
                 wire: head_len,
             },
+            request_start: start,
             request_end_seq: start.seq,
             request_done_us: env.now_us,
             request_content_type_ok: content_type_ok,
@@ -266,6 +355,54 @@ impl Pairing {
             reserved,
         });
         Some(BodyPlan { framing, collect })
+    }
+
+    /// Whether the server had received client bytes that were not captured (yet) when it sent the
+    /// response starting at `start`.
+    fn response_follows_unseen_request_bytes(&self, start: MessageStart) -> bool {
+        let Some(client) = self.client else {
+            return false;
+        };
+        match self.stream_pos[client.index()] {
+            Some(seen) => seq_diff(start.ack, seen) > 0,
+            None => false,
+        }
+    }
+
+    /// Gives up on waiting requests whose responses must have been lost: a request whose client had
+    /// received more of the response stream when it sent the next request, while the response now
+    /// starting begins after that point, was answered by something the capture missed. (A client that
+    /// pipelines sends the next request without receiving anything in between: untouched.)
+    fn skip_lost_responses(
+        &mut self,
+        start: MessageStart,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        loop {
+            let Some(i) = self.queue.iter().position(|e| e.response.is_none()) else {
+                return;
+            };
+            let Some(next) = self.queue.get(i + 1) else {
+                return;
+            };
+            let front = &self.queue[i];
+            let client_saw_a_response =
+                seq_diff(next.request_start.ack, front.request_start.ack) > 0;
+            let this_came_later = seq_diff(start.seq, next.request_start.ack) >= 0;
+            if !(client_saw_a_response && this_came_later) {
+                return;
+            }
+            let ex = &mut self.queue[i];
+            Self::drop_exchange(env.counters, ex, DropReason::StreamGap);
+            Self::shed(ex, allowance);
+            ex.response = Some(Half {
+                message: None,
+                done: true,
+                wire: 0,
+            });
+            self.emit_ready(env, allowance);
+        }
     }
 
     fn on_response_head(
@@ -282,6 +419,30 @@ impl Pairing {
             // Interim (100 Continue, 103 Early Hints): the final response follows.
             return Some(BodyPlan {
                 framing: Framing::None,
+                collect: false,
+            });
+        }
+        self.skip_lost_responses(start, env, allowance);
+        if self.response_follows_unseen_request_bytes(start) {
+            // Which request this answers cannot be known: it takes the oldest waiting one's place, and
+            // both are dropped; requests seen later that it may have answered are dropped as they come.
+            self.answered_up_to = Some(start.ack);
+            let framing = response_framing(&head, None).ok();
+            match self.queue.iter_mut().find(|e| e.response.is_none()) {
+                Some(ex) => {
+                    Self::drop_exchange(env.counters, ex, DropReason::StreamGap);
+                    Self::shed(ex, allowance);
+                    ex.response = Some(Half {
+                        message: None,
+                        done: false,
+                        wire: head.wire_len() as u64,
+                    });
+                    self.current_response = Some(ex.id);
+                }
+                None => env.counters.count_drop(DropReason::UnmatchedResponse),
+            }
+            return framing.map(|framing| BodyPlan {
+                framing,
                 collect: false,
             });
         }
@@ -617,8 +778,8 @@ impl MessageHandler for Handler<'_, '_> {
             .on_abort(role, reason, had_head, self.env, allowance);
     }
 
-    fn on_desync(&mut self, _role: Role, allowance: &mut Allowance<'_>) {
-        self.pairing.desync(self.env, allowance);
+    fn on_desync(&mut self, role: Role, allowance: &mut Allowance<'_>) {
+        self.pairing.desync(role, self.env, allowance);
     }
 
     fn on_not_http(&mut self, _allowance: &mut Allowance<'_>) {
@@ -708,7 +869,7 @@ impl Connection {
     }
 
     fn after_call(&mut self, allowance: &mut Allowance<'_>) {
-        if self.pairing.switched_protocol || self.pairing.not_http {
+        if self.pairing.switched_protocol || self.pairing.not_http || self.pairing.gave_up {
             for p in &mut self.parsers {
                 if !p.is_ignoring() {
                     p.ignore_rest(allowance);

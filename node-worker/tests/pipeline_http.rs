@@ -528,8 +528,54 @@ fn oversized_heads_and_excess_pipelining_are_bounded() {
     c.client_sends(&many);
     c.close();
     let out = run(c.frames(), &WorkerConfig::default());
-    assert_eq!(out.drops("too_many_pending"), 1);
-    assert!(out.counters.total_drops() >= 64);
+    assert_eq!(
+        out.drops("too_many_pending"),
+        36,
+        "{}",
+        out.counters.summary()
+    );
+    assert_eq!(out.drops("unanswered"), 64);
+
+    // Requests beyond the limit keep their places: the responses that follow stay in step.
+    let mut c = conversation(3);
+    let (mut requests, mut responses) = (Vec::new(), Vec::new());
+    for i in 0..70 {
+        requests.extend(http_request("GET", &format!("/{i}"), &[], b""));
+        responses.extend(http_response(
+            200,
+            &[JSON],
+            format!("{{\"i\":{i}}}").as_bytes(),
+        ));
+    }
+    c.client_sends(&requests);
+    c.server_sends(&responses);
+    c.close();
+    let out = run(c.frames(), &WorkerConfig::default());
+    assert_eq!(out.pairs.len(), 64);
+    assert_eq!(out.drops("too_many_pending"), 6);
+    for p in &out.pairs {
+        let i = p["request"]["path"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('/');
+        assert_eq!(p["response"]["body"], format!("{{\"i\":{i}}}"));
+    }
+
+    // Far beyond it, the connection is given up on, and every request is accounted for.
+    let mut c = conversation(4);
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        flood.extend(http_request("GET", &format!("/{i}"), &[], b""));
+    }
+    c.client_sends(&flood);
+    c.close();
+    let out = run(c.frames(), &WorkerConfig::default());
+    assert!(
+        out.counters.requests < 300,
+        "parsing stops once the connection is given up"
+    );
+    assert_eq!(out.drops("too_many_pending"), out.counters.requests);
+    assert_eq!(out.counters.total_drops(), out.counters.requests);
 }
 
 #[test]
