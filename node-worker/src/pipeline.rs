@@ -118,7 +118,7 @@ pub struct Pipeline {
     /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
     /// server's towards the pod. The client's address and ISN are the same in both views, so the second
     /// view is recognised and skipped instead of being paired twice.
-    views: HashMap<(SocketAddr, u32), FlowKey, FlowHasher>,
+    views: HashMap<(SocketAddr, u32, u32), FlowKey, FlowHasher>,
     interfaces: Vec<InterfaceInfo>,
     total: TotalBudget,
     counters: Counters,
@@ -233,7 +233,10 @@ impl Pipeline {
                 return;
             }
         };
-        let (key, dir) = FlowKey::of(seg.src, seg.dst);
+        let (mut key, dir) = FlowKey::of(seg.src, seg.dst);
+        if seg.src.ip().is_loopback() || seg.dst.ip().is_loopback() {
+            key.scope = u32::try_from(interface).map_or(u32::MAX, |i| i.saturating_add(1));
+        }
         let flags = seg.flags;
 
         // A SYN with a new initial sequence number on a known pair of ports is a new connection.
@@ -409,8 +412,8 @@ impl Pipeline {
     /// pod, the tracked view's is not: the server's side of a Service's NAT) and the tracked view has
     /// carried no payload yet, the tracked view becomes the mirror instead.
     fn is_second_view(&mut self, client: SocketAddr, isn: u32, key: FlowKey) -> bool {
-        let Some(&primary) = self.views.get(&(client, isn)) else {
-            self.views.insert((client, isn), key);
+        let Some(&primary) = self.views.get(&(client, isn, key.scope)) else {
+            self.views.insert((client, isn, key.scope), key);
             return false;
         };
         let Some(tracked) = self
@@ -418,14 +421,14 @@ impl Pipeline {
             .get_mut(&primary)
             .filter(|f| !f.mirror && primary != key)
         else {
-            self.views.insert((client, isn), key);
+            self.views.insert((client, isn, key.scope), key);
             return false;
         };
         let server_of = |k: &FlowKey| if k.low == client { k.high } else { k.low };
         let known = |addr: SocketAddr| self.pods.as_ref().is_some_and(|p| p.pod(&addr).is_some());
         if !tracked.payload_seen && known(server_of(&key)) && !known(server_of(&primary)) {
             tracked.mirror = true;
-            self.views.insert((client, isn), key);
+            self.views.insert((client, isn, key.scope), key);
             return false;
         }
         true
@@ -484,8 +487,8 @@ impl Pipeline {
         let drain = how == Close::Forgotten;
         if let Some(isn) = flow.syn_seq {
             let client = key.source(flow.conn.client().unwrap_or(Direction::LowToHigh));
-            if self.views.get(&(client, isn)) == Some(key) {
-                self.views.remove(&(client, isn));
+            if self.views.get(&(client, isn, key.scope)) == Some(key) {
+                self.views.remove(&(client, isn, key.scope));
             }
         }
         if how == Close::Ended && self.closed.len() < self.limits.max_flows {

@@ -449,3 +449,81 @@ fn a_connection_seen_through_nat_is_paired_once() {
     let out = run(&frames, &WorkerConfig::default());
     assert_eq!(paths_of(&out), ["/nat", "/other"]);
 }
+
+#[test]
+fn loopback_connections_of_two_namespaces_are_kept_apart() {
+    use node_worker::pipeline::{Identity, Pipeline};
+    use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
+    // Two mesh pods: each app talks to its sidecar over 127.0.0.1 with the same ports at the same time.
+    let sink = pipeline_support::SharedSink::default();
+    let identity = Identity {
+        node: "n".into(),
+        interceptor: "t/i".into(),
+    };
+    let mut pipeline = Pipeline::new(&WorkerConfig::default(), identity, Box::new(sink.clone()));
+    let lo = |netns: &str| InterfaceInfo {
+        name: "lo".into(),
+        netns: Some(netns.into()),
+        mode: CaptureMode::Loopback,
+    };
+    let (a, b) = (
+        pipeline.add_interface(lo("111")),
+        pipeline.add_interface(lo("222")),
+    );
+    let conversation = |who: &str| {
+        let mut c = Conversation::new(
+            addr("127.0.0.1:45000"),
+            addr("127.0.0.1:8080"),
+            1_700_000_000_000_000,
+        )
+        .with_isns(1_000, 2_000);
+        c.handshake();
+        c.client_sends(&http_request(
+            "POST",
+            &format!("/{who}"),
+            &[JSON],
+            format!("{{\"who\":\"{who}\"}}").as_bytes(),
+        ));
+        c.server_sends(&http_response(
+            200,
+            &[JSON],
+            format!("{{\"who\":\"{who}\"}}").as_bytes(),
+        ));
+        c.close();
+        c.into_frames()
+    };
+    let (fa, fb) = (conversation("a"), conversation("b"));
+    for (x, y) in fa.iter().zip(&fb) {
+        for (iface, frame) in [(a, x), (b, y)] {
+            let packet = Packet {
+                timestamp_us: frame.timestamp_us,
+                link_type: LinkType::ETHERNET,
+                data: &frame.data,
+                orig_len: frame.data.len() as u32,
+            };
+            pipeline.handle(iface, &packet);
+        }
+    }
+    pipeline.finish(std::time::Duration::from_secs(1)).unwrap();
+    let pairs: Vec<serde_json::Value> = sink
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| serde_json::from_slice(&p.value).unwrap())
+        .collect();
+    assert_eq!(pairs.len(), 2, "{}", pipeline.counters().summary());
+    for p in &pairs {
+        assert_eq!(p["request"]["body"], p["response"]["body"]);
+        let netns = p["interface"]["netns"].as_str().unwrap();
+        let who = p["request"]["path"].as_str().unwrap();
+        assert_eq!(
+            (netns, who),
+            if who == "/a" {
+                ("111", "/a")
+            } else {
+                ("222", "/b")
+            }
+        );
+    }
+}

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 pub struct FlowKey {
     pub low: SocketAddr,
     pub high: SocketAddr,
+    /// Where the addresses mean something: 0 for addresses unique on the node (pod IPs); for loopback
+    /// addresses, which every network namespace has, the capture interface they were seen on (two mesh
+    /// pods may both talk to 127.0.0.1:8080 from the same port).
+    pub scope: u32,
 }
 
 /// Hashes the addresses and ports only (the derived hash also feeds IPv6 flow info and scope, and the
@@ -24,6 +28,7 @@ impl std::hash::Hash for FlowKey {
         }
         addr(&self.low, state);
         addr(&self.high, state);
+        state.write_u32(self.scope);
     }
 }
 
@@ -59,6 +64,7 @@ impl FlowKey {
                 FlowKey {
                     low: src,
                     high: dst,
+                    scope: 0,
                 },
                 Direction::LowToHigh,
             )
@@ -67,6 +73,7 @@ impl FlowKey {
                 FlowKey {
                     low: dst,
                     high: src,
+                    scope: 0,
                 },
                 Direction::HighToLow,
             )
