@@ -231,7 +231,7 @@ impl Pairing {
                     if mark.is_none() {
                         self.untrusted = Some(Some(start.ack));
                     }
-                    env.counters.count_drop(DropReason::StreamGap);
+                    env.counters.count_drop(DropReason::PairingUncertain);
                     self.current_request = None;
                     return Some(BodyPlan {
                         framing,
@@ -296,7 +296,7 @@ impl Pairing {
         };
         if let Some(answered) = self.answered_up_to {
             if seq_diff(start.seq, answered) < 0 {
-                env.counters.count_drop(DropReason::StreamGap);
+                env.counters.count_drop(DropReason::PairingUncertain);
                 self.current_request = None;
                 return Some(BodyPlan {
                     framing,
@@ -425,12 +425,20 @@ impl Pairing {
         self.skip_lost_responses(start, env, allowance);
         if self.response_follows_unseen_request_bytes(start) {
             // Which request this answers cannot be known: it takes the oldest waiting one's place, and
-            // both are dropped; requests seen later that it may have answered are dropped as they come.
-            self.answered_up_to = Some(start.ack);
+            // both are dropped; requests seen later that it may have answered are dropped as they come,
+            // and, as after lost request bytes, later ones are trusted again only once their client has
+            // received new response data (the unseen bytes may hold several pipelined requests).
+            self.answered_up_to = Some(match self.answered_up_to {
+                Some(a) if seq_diff(a, start.ack) > 0 => a,
+                _ => start.ack,
+            });
+            if self.untrusted.is_none() {
+                self.untrusted = Some(self.last_request_ack);
+            }
             let framing = response_framing(&head, None).ok();
             match self.queue.iter_mut().find(|e| e.response.is_none()) {
                 Some(ex) => {
-                    Self::drop_exchange(env.counters, ex, DropReason::StreamGap);
+                    Self::drop_exchange(env.counters, ex, DropReason::PairingUncertain);
                     Self::shed(ex, allowance);
                     ex.response = Some(Half {
                         message: None,
@@ -806,6 +814,15 @@ impl Connection {
                 client,
                 ..Pairing::default()
             },
+        }
+    }
+
+    /// A direction's stream starts at `next_seq` (its SYN was seen): positions are known from then on,
+    /// before any payload.
+    pub fn stream_started(&mut self, dir: Direction, next_seq: u32) {
+        let pos = &mut self.pairing.stream_pos[dir.index()];
+        if pos.is_none() {
+            *pos = Some(next_seq);
         }
     }
 

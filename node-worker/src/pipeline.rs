@@ -348,6 +348,9 @@ impl Pipeline {
             Direction::LowToHigh => (low, high),
             Direction::HighToLow => (high, low),
         };
+        if flags.syn {
+            flow.conn.stream_started(dir, seg.seq.wrapping_add(1));
+        }
         this.push(
             &segment,
             &mut allowance,

@@ -45,6 +45,7 @@ drop_reasons! {
     StatusCode => "status_code", "the response status is excluded (filters.excludeStatusCodes)";
     ExcludedPath => "excluded_path", "the request path is excluded (filters.excludePaths)";
     StreamGap => "stream_gap", "a message lost to missing TCP segments (capture loss or a connection caught mid-way)";
+    PairingUncertain => "pairing_uncertain", "a request or response given up because, after packets lost or captured out of order, its partner could not be known for sure";
     HttpParse => "http_parse_error", "a message that is not valid HTTP/1.x";
     HeaderTooLarge => "header_too_large", "a message head above limits.maxHeaderBytes";
     UnmatchedResponse => "unmatched_response", "a response without a request to pair it with";

@@ -540,11 +540,8 @@ fn connect_from(ns: &Netns, from: &str, to: SocketAddr) -> std::net::TcpStream {
 /// with enough pods): they are different connections, and each exchange must come out once, from its
 /// own pod.
 ///
-/// Known defect (reported on issue 3): the pipeline keys connections by addresses and ports only, so
-/// the two connections are merged and exchanges of both pods are lost (not even counted as drops).
-/// Remove the `ignore` once connections on loopback taps are keyed by their namespace too.
+/// Once a defect (issue 3): connections were keyed by addresses and ports only, and the two merged.
 #[test]
-#[ignore = "known defect: connections on different pods' loopbacks with the same ports are merged"]
 fn discover_two_mesh_pods_with_the_same_loopback_connection_are_kept_apart() {
     use std::io::Write;
     if !netns::require_root(

@@ -61,3 +61,9 @@ fn loss_duplication_and_reordering_together() {
 fn loss_and_requests_captured_late() {
     check("loss-and-late-request.pcap", 37);
 }
+
+#[test]
+fn pipelined_responses_captured_before_their_requests() {
+    // Two responses arrive before any request bytes; the server had received four pipelined requests.
+    check("pipelined-responses-before-requests.pcap", 35);
+}
