@@ -10,9 +10,8 @@
 //! ```
 //! `LIVE_E2E_LOAD_SECONDS` (default 10) and `LIVE_E2E_LOAD_CLIENTS` (default 4) tune it. Root only.
 //!
-//! Known defect (issue 3): when the kernel drops packets, keep-alive connections go off by one
-//! (request n emitted with the response to n+1) and stay so; this test then fails on wrong pairs,
-//! after printing its figures.
+//! It also fails on any wrong pair (once a defect, issue 3: with kernel drops, keep-alive
+//! connections went off by one).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/http.rs"]
