@@ -23,6 +23,13 @@ use crate::tcp::{Direction, FlowKey};
 /// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
 pub trait PodLookup: Send {
     fn pod(&self, addr: &SocketAddr) -> Option<PodRef>;
+
+    /// The pod whose network namespace is `netns` (as in `InterfaceInfo::netns`), with the container
+    /// listening on `port` when known: loopback addresses name no pod by themselves, but on a pod's
+    /// loopback both ends belong to that pod (its application and its sidecar).
+    fn pod_in_netns(&self, _netns: &str, _port: u16) -> Option<PodRef> {
+        None
+    }
 }
 
 /// Who runs the pipeline: written into every pair.
@@ -556,9 +563,15 @@ impl Pipeline {
         }
         let client = key.source(client_dir);
         let server = key.source(client_dir.reverse());
+        let interface_netns = self.interfaces.get(interface).and_then(|i| i.netns.clone());
         let lookup = |addr: SocketAddr| Endpoint {
             addr,
-            pod: self.pods.as_ref().and_then(|p| p.pod(&addr)),
+            pod: self.pods.as_ref().and_then(|p| {
+                match (&interface_netns, addr.ip().is_loopback()) {
+                    (Some(netns), true) => p.pod_in_netns(netns, addr.port()),
+                    _ => p.pod(&addr),
+                }
+            }),
         };
         let (source, destination) = (lookup(client), lookup(server));
         let fallback = InterfaceInfo {

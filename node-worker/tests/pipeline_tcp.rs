@@ -527,3 +527,61 @@ fn loopback_connections_of_two_namespaces_are_kept_apart() {
         );
     }
 }
+
+#[test]
+fn pairs_on_a_pods_loopback_name_that_pod_on_both_ends() {
+    use node_worker::message::PodRef;
+    use node_worker::pipeline::{Identity, Pipeline, PodLookup};
+    use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
+    struct Pods;
+    impl PodLookup for Pods {
+        fn pod(&self, _: &std::net::SocketAddr) -> Option<PodRef> {
+            None
+        }
+        fn pod_in_netns(&self, netns: &str, port: u16) -> Option<PodRef> {
+            (netns == "4026531999").then(|| PodRef {
+                namespace: "shop".into(),
+                name: "api-1".into(),
+                container: (port == 8080).then(|| "app".into()),
+            })
+        }
+    }
+    let sink = pipeline_support::SharedSink::default();
+    let identity = Identity {
+        node: "n".into(),
+        interceptor: "t/i".into(),
+    };
+    let mut pipeline = Pipeline::new(&WorkerConfig::default(), identity, Box::new(sink.clone()));
+    pipeline.set_pod_lookup(Box::new(Pods));
+    let lo = pipeline.add_interface(InterfaceInfo {
+        name: "lo".into(),
+        netns: Some("4026531999".into()),
+        mode: CaptureMode::Loopback,
+    });
+    let mut c = Conversation::new(
+        addr("127.0.0.1:45000"),
+        addr("127.0.0.1:8080"),
+        1_700_000_000_000_000,
+    );
+    c.handshake();
+    c.client_sends(&http_request("GET", "/inside", &[], b""));
+    c.server_sends(&http_response(200, &[JSON], b"{}"));
+    c.close();
+    for frame in c.frames() {
+        let packet = Packet {
+            timestamp_us: frame.timestamp_us,
+            link_type: LinkType::ETHERNET,
+            data: &frame.data,
+            orig_len: frame.data.len() as u32,
+        };
+        pipeline.handle(lo, &packet);
+    }
+    pipeline.finish(std::time::Duration::from_secs(1)).unwrap();
+    let pairs = sink.0.lock().unwrap();
+    assert_eq!(pairs.len(), 1);
+    let p: serde_json::Value = serde_json::from_slice(&pairs[0].value).unwrap();
+    assert_eq!(p["source"]["pod"]["name"], "api-1");
+    assert_eq!(p["source"]["pod"]["container"], serde_json::Value::Null);
+    assert_eq!(p["destination"]["pod"]["container"], "app");
+    assert_eq!(pairs[0].key, "shop/api-1");
+}

@@ -2,6 +2,7 @@
 //! publishes a heartbeat every round and a snapshot of its counters about once a second; on stop it
 //! closes the taps and flushes the sink (bounded), then publishes the final counters.
 
+use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -14,7 +15,8 @@ use super::pods::SharedPods;
 use super::sink::{SinkSwitch, SwitchableSink};
 use super::state::{LoopSnapshot, NetnsView, Shared};
 use crate::capture_loop::{CaptureLoop, LoopControl, Selection};
-use crate::pipeline::{Identity, Pipeline};
+use crate::message::PodRef;
+use crate::pipeline::{Identity, Pipeline, PodLookup};
 
 /// What the capture thread needs.
 pub struct CaptureParams {
@@ -29,6 +31,27 @@ pub struct CaptureParams {
     pub flush_timeout: Duration,
     /// How often counters are published.
     pub publish_every: Duration,
+}
+
+/// Pods by address, and, for loopback addresses, by the network namespace they were seen in (matched
+/// through the namespaces' addresses found by the last scan).
+struct NodePods {
+    pods: SharedPods,
+    shared: Arc<Shared>,
+}
+
+impl PodLookup for NodePods {
+    fn pod(&self, addr: &SocketAddr) -> Option<PodRef> {
+        self.pods.pod(addr)
+    }
+
+    fn pod_in_netns(&self, netns: &str, port: u16) -> Option<PodRef> {
+        let view = self.shared.netns();
+        let table = self.pods.current();
+        view.addresses_of(netns)?
+            .iter()
+            .find_map(|ip| table.lookup(&SocketAddr::new(*ip, port)))
+    }
 }
 
 /// How the capture thread ended.
@@ -148,7 +171,10 @@ fn capture_thread(
     let _ = control_tx.send(Ok(capture.control()));
     let sink = SwitchableSink::new(Arc::clone(&switch), drain_timeout);
     let mut pipeline = Pipeline::new(&config, identity, Box::new(sink));
-    pipeline.set_pod_lookup(Box::new(pods));
+    pipeline.set_pod_lookup(Box::new(NodePods {
+        pods,
+        shared: Arc::clone(&shared),
+    }));
     let mut publisher = Publisher {
         shared: Arc::clone(&shared),
         switch,
