@@ -295,15 +295,16 @@ def shorten(name):
     return name[:140]
 
 
-def perf_summary(root):
-    path = os.path.join(root, "perf", "flat.txt")
+def perf_summary(root, path=None):
+    path = path or os.path.join(root, "perf", "flat.txt")
     if not os.path.exists(path):
         return None
     top = []
     for line in open(path, errors="replace"):
         m = re.match(r"^\s+([\d.]+)%\s+\[([.k])\]\s+(.+?)\s*$", line)
         if m:
-            top.append({"pct": float(m.group(1)), "kernel": m.group(2) == "k", "symbol": m.group(3)[:140]})
+            symbol = re.sub(r"(\s+-)+$", "", m.group(3))  # empty IPC columns
+            top.append({"pct": float(m.group(1)), "kernel": m.group(2) == "k", "symbol": symbol[:140]})
         if len(top) >= 25:
             break
     dsos = []
@@ -365,6 +366,9 @@ def live_summary(root):
             "worker_peak_rss_mib": round(run["worker_vm_hwm_kib"] / 1024, 1),
             "worker_rss_at_end_mib": round(run["worker_vm_rss_kib"] / 1024, 1),
         }
+        profile = perf_summary(d, os.path.join(d, "perf-flat.txt"))
+        if profile:
+            entry["worker_perf"] = profile["top_symbols"]
         rss_path = os.path.join(d, "rss.csv")
         if os.path.exists(rss_path):
             entry["memory"] = memory_trend(rss_path)
@@ -538,6 +542,11 @@ def summary(root):
         table(["run", "req/s", "conns", "sent (wrk)", "at server", "pairs ok", "captured %", "kernel drops",
                "wrong", "worker CPU s", "wrk CPU s", "nginx CPU s", "worker/(c+s)", "CPU s/100k pairs",
                "peak RSS MiB"], rows)
+        for r in live:
+            if r.get("worker_perf"):
+                print(f"  the worker during {r['name']} (perf, self time):")
+                for t in r["worker_perf"][:12]:
+                    print(f"    {t['pct']:5.1f}%  {'[kernel] ' if t['kernel'] else ''}{t['symbol']}")
         for r in live:
             if "memory" in r and r["memory"].get("samples", 0) >= 4:
                 m = r["memory"]

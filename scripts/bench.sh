@@ -19,11 +19,13 @@
 #   BENCH_SIZES="100 300 1000"   capture sizes, MB          BENCH_RUNS=3          repetitions (best of)
 #   BENCH_TSHARK_MAX_MB=1000     tshark on sizes up to this BENCH_TSHARK_RUNS=1   tshark is slow
 #   BENCH_CALLGRIND_MB=20        callgrind capture (0: off) BENCH_PERF=1          perf profile (0: off)
-#   BENCH_PERF_MB=300            capture for perf           BENCH_SEED=1          capture-gen seed
+#   BENCH_PERF_MB=(largest size) capture for perf           BENCH_SEED=1          capture-gen seed
 #   BENCH_LIVE=1                 live part (0: off)         BENCH_LIVE_SECONDS=20 per rate
 #   BENCH_RATES="2000 5000 10000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
 #   BENCH_MAX_CONNS=32  BENCH_WRK_THREADS=1  BENCH_DELAY_MS=10 (pause per connection for fixed rates)
 #   BENCH_LONG=0  BENCH_LONG_SECONDS=600  BENCH_LONG_RATE=max  BENCH_LONG_SAMPLE=5 (seconds between RSS)
+#   BENCH_LIVE_CONFIG=FILE       config.yaml for the live worker (e.g. capture.bufferBytes); default: none
+#   BENCH_LIVE_PERF=1            perf profile of the worker during the max-rate run (perf/, results.json)
 #   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
 # Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl. Missing Debian
@@ -48,7 +50,7 @@ else
   RATES=${BENCH_RATES:-2000 5000 10000 max}; LONG=${BENCH_LONG:-0}
 fi
 TSHARK_RUNS=${BENCH_TSHARK_RUNS:-1}
-PERF_MB=${BENCH_PERF_MB:-300}
+PERF_MB=${BENCH_PERF_MB:-$(for s in $SIZES; do echo "$s"; done | sort -n | tail -1)}
 LIVE=${BENCH_LIVE:-1}
 MAX_CONNS=${BENCH_MAX_CONNS:-32}
 WRK_THREADS=${BENCH_WRK_THREADS:-1}
@@ -57,6 +59,8 @@ LONG_SECONDS=${BENCH_LONG_SECONDS:-600}
 LONG_RATE=${BENCH_LONG_RATE:-max}
 LONG_SAMPLE=${BENCH_LONG_SAMPLE:-5}
 KEEP=${BENCH_KEEP:-0}
+LIVE_CONFIG=${BENCH_LIVE_CONFIG:-}
+LIVE_PERF=${BENCH_LIVE_PERF:-0}
 
 log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -235,14 +239,12 @@ perf_profile() {
   cap=$(capture "$PERF_MB")
   mkdir -p "$d"
   log "perf record on $PERF_MB MB"
-  perf record -q -F 2999 -g -o "$d/perf.data" -- \
+  perf record -q -F 2999 -o "$d/perf.data" -- \
     "$BIN" capture --read "$cap" --sink file:/dev/null --node-name bench >/dev/null 2>"$d/perf.err" ||
     { log "perf record failed: $(tail -2 "$d/perf.err")"; return 0; }
   perf report -i "$d/perf.data" --no-children --sort symbol --stdio --percent-limit 0.5 2>/dev/null \
     | grep -v '^$' >"$d/flat.txt" || true
   perf report -i "$d/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -v '^$' >"$d/dso.txt" || true
-  perf report -i "$d/perf.data" --children --sort symbol --stdio -g none --percent-limit 3 2>/dev/null \
-    | grep -v '^$' >"$d/inclusive.txt" || true
   [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
 }
 
@@ -351,7 +353,8 @@ live_run() { # name rate seconds [sample_every_seconds]
   local threads=$WRK_THREADS
   [ "$threads" -le "$conns" ] || threads=$conns
   log "live $name: rate $rate/s ($conns connections, $delay ms pause, $threads wrk threads) for $seconds s"
-  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" --sink "file:$d/pairs.jsonl" \
+  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${LIVE_CONFIG:+--config "$LIVE_CONFIG"} \
+    --sink "file:$d/pairs.jsonl" \
     --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
   worker_pid=$!
   # The tap is open once the worker says it is capturing.
@@ -369,6 +372,11 @@ live_run() { # name rate seconds [sample_every_seconds]
       done ) &
     sampler_pid=$!
   fi
+  local perf_pid=
+  if [ "$LIVE_PERF" = 1 ] && [ "$rate" = max ] && command -v perf >/dev/null; then
+    perf record -q -F 999 -p "$worker_pid" -o "$d/perf.data" >/dev/null 2>"$d/perf.err" &
+    perf_pid=$!
+  fi
   local w0 n0 m0 r0
   w0=$(cpu_ticks "$worker_pid"); n0=$(cpu_ticks "$nginx_pid"); m0=$(machine_ticks); r0=$(nginx_requests)
   WRK_DELAY_MS=$delay python3 "$MEASURE" "$d/wrk.json" --stdout "$d/wrk.out" --stderr "$d/wrk.err" -- \
@@ -378,6 +386,13 @@ live_run() { # name rate seconds [sample_every_seconds]
   local w1 n1 m1 r1 hwm rss
   w1=$(cpu_ticks "$worker_pid"); n1=$(cpu_ticks "$nginx_pid"); m1=$(machine_ticks); r1=$(nginx_requests)
   hwm=$(vm_kib "$worker_pid" VmHWM); rss=$(vm_kib "$worker_pid" VmRSS)
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    perf report -i "$d/perf.data" --no-children --sort symbol --stdio --percent-limit 0.5 2>/dev/null \
+      | grep -v '^$' >"$d/perf-flat.txt" || true
+    [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
+  fi
   stop_worker
   if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; fi
   cat >"$d/run.json" <<JSON
