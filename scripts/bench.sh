@@ -21,7 +21,7 @@
 #   BENCH_CALLGRIND_MB=20        callgrind capture (0: off) BENCH_PERF=1          perf profile (0: off)
 #   BENCH_PERF_MB=(largest size) capture for perf           BENCH_SEED=1          capture-gen seed
 #   BENCH_LIVE=1                 live part (0: off)         BENCH_LIVE_SECONDS=20 per rate
-#   BENCH_RATES="2000 5000 10000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
+#   BENCH_RATES="2000 5000 10000 20000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
 #   BENCH_MAX_CONNS=32  BENCH_WRK_THREADS=1  BENCH_DELAY_MS=10 (pause per connection for fixed rates)
 #   BENCH_LONG=0  BENCH_LONG_SECONDS=600  BENCH_LONG_RATE=max  BENCH_LONG_SAMPLE=5 (seconds between RSS)
 #   BENCH_LIVE_CONFIG=FILE       config.yaml for the live worker (e.g. capture.bufferBytes); default: none
@@ -47,7 +47,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   SIZES=${BENCH_SIZES:-100 300 1000}; RUNS=${BENCH_RUNS:-3}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-1000}
   CALLGRIND_MB=${BENCH_CALLGRIND_MB:-20}; PERF=${BENCH_PERF:-1}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
-  RATES=${BENCH_RATES:-2000 5000 10000 max}; LONG=${BENCH_LONG:-0}
+  RATES=${BENCH_RATES:-2000 5000 10000 20000 max}; LONG=${BENCH_LONG:-0}
 fi
 TSHARK_RUNS=${BENCH_TSHARK_RUNS:-1}
 PERF_MB=${BENCH_PERF_MB:-$(for s in $SIZES; do echo "$s"; done | sort -n | tail -1)}
@@ -139,6 +139,7 @@ json.dump({
     "load_average_at_start": open("/proc/loadavg").read().split()[:3],
     "commit": sh("git rev-parse --short HEAD") + ("-dirty" if sh("git status --porcelain --untracked-files=no") else ""),
     "worker": sys.argv[2],
+    "worker_build": "debug" if "/debug/" in sys.argv[2] else "release",
     "versions": {
         "tshark": sh("tshark --version 2>/dev/null | head -1"),
         "tcpdump": sh("tcpdump --version 2>&1 | head -1"),
