@@ -50,7 +50,10 @@ fn make_bench_runs_on_a_tiny_input() {
     assert!(size["expected_pairs"].as_u64().unwrap() > 0, "{size}");
     assert_eq!(size["worker_pairs"], size["expected_pairs"], "{size}");
     assert!(size["worker"]["cpu_s"].is_number(), "{size}");
-    assert!(size["worker"]["peak_rss_kib"].as_u64().unwrap() > 0, "{size}");
+    assert!(
+        size["worker"]["peak_rss_kib"].as_u64().unwrap() > 0,
+        "{size}"
+    );
     assert!(results["targets"].as_array().is_some_and(|t| !t.is_empty()));
     assert_eq!(results["wrong_output"], serde_json::json!([]), "{text}");
     for run in results["live"].as_array().unwrap() {
