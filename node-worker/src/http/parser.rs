@@ -103,7 +103,8 @@ enum Phase {
 const GIVE_UP_SCANNING_AFTER: u64 = 4 * 1024 * 1024;
 /// A chunk-size line longer than this is malformed.
 const MAX_CHUNK_LINE: usize = 4096;
-/// Resynchronisation keeps at most this much of the current line while scanning.
+/// Resynchronisation keeps at most this much of the current line while scanning (and never more than
+/// `max_header_bytes`).
 const MAX_SCAN_LINE: usize = 8192;
 
 #[derive(Debug)]
@@ -695,7 +696,9 @@ impl HalfParser {
             Some(i) => (&haystack[i + 1..], true),
             None => (haystack, self.line_start_known),
         };
-        let (tail, known) = if tail.len() > MAX_SCAN_LINE {
+        // Never more than a head may hold: a start line longer than that could not be parsed anyway.
+        let max_line = MAX_SCAN_LINE.min(self.max_header_bytes).max(16);
+        let (tail, known) = if tail.len() > max_line {
             (&tail[tail.len() - 16..], false)
         } else {
             (tail, known)

@@ -1,18 +1,28 @@
 //! JSON Lines on stdout or in a file.
 
+use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::time::Duration;
 
 use super::{OutgoingPair, Sink, SinkError, SinkStats};
 
-/// Writes one pair per line. A write error (a full disk, a closed pipe) fails that pair and is counted;
-/// it never stops the pipeline.
+/// Pairs are written in batches of about this many bytes.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Writes one pair per line. A write error (a full disk, a closed pipe) fails the pairs not yet written
+/// in full and is counted; it never stops the pipeline. Pairs are batched, and each is counted as
+/// delivered only once its whole line has reached the destination, so that after a full disk the file
+/// holds exactly `delivered` complete lines (and at most one cut line, which is closed before anything
+/// else is written).
 pub struct LinesSink {
-    out: BufWriter<Box<dyn Write + Send>>,
+    out: Box<dyn Write + Send>,
+    batch: Vec<u8>,
+    /// Where each pair of the batch ends in it.
+    ends: VecDeque<usize>,
+    /// A line was cut by a failed write: the next write first ends it.
+    cut_line: bool,
     stats: SinkStats,
-    /// Pairs written into the buffer but not yet flushed to the destination.
-    unflushed: u64,
 }
 
 impl LinesSink {
@@ -30,61 +40,82 @@ impl LinesSink {
 
     pub fn new(out: Box<dyn Write + Send>) -> Self {
         LinesSink {
-            out: BufWriter::with_capacity(256 * 1024, out),
+            out,
+            batch: Vec::with_capacity(BATCH_BYTES),
+            ends: VecDeque::new(),
+            cut_line: false,
             stats: SinkStats::default(),
-            unflushed: 0,
         }
     }
 
-    fn record_error(&mut self, error: &io::Error, pairs: u64) {
-        self.stats.failed += pairs;
-        self.stats.last_error = Some(error.to_string());
+    /// Writes the batch out, counting each pair as delivered once its line is written in full, and
+    /// the rest of the batch as failed when a write fails.
+    fn write_batch(&mut self) -> Result<(), io::Error> {
+        let result = self.try_write_batch();
+        if let Err(e) = &result {
+            self.stats.failed += self.ends.len() as u64;
+            self.stats.last_error = Some(e.to_string());
+        }
+        self.batch.clear();
+        self.ends.clear();
+        result
+    }
+
+    fn try_write_batch(&mut self) -> Result<(), io::Error> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        if self.cut_line {
+            self.out.write_all(b"\n")?;
+            self.cut_line = false;
+        }
+        let mut written = 0;
+        while written < self.batch.len() {
+            match self.out.write(&self.batch[written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    written += n;
+                    while self.ends.front().is_some_and(|&end| end <= written) {
+                        self.ends.pop_front();
+                        self.stats.delivered += 1;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let at_line_start = written == 0 || self.batch[written - 1] == b'\n';
+                    self.cut_line = !at_line_start;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 impl Sink for LinesSink {
     fn send(&mut self, pair: OutgoingPair) {
         self.stats.accepted += 1;
-        // A BufWriter write only fails when it had to flush; pairs already in the buffer then failed too.
-        let written = self
-            .out
-            .write_all(&pair.value)
-            .and_then(|()| self.out.write_all(b"\n"));
-        match written {
-            Ok(()) => self.unflushed += 1,
-            Err(e) => {
-                let lost = self.unflushed + 1;
-                self.unflushed = 0;
-                self.record_error(&e, lost);
-            }
-        }
-        // Keep `delivered` roughly current without a syscall per pair: count what the buffer let through.
-        if self.out.buffer().is_empty() {
-            self.stats.delivered += self.unflushed;
-            self.unflushed = 0;
+        self.batch.extend_from_slice(&pair.value);
+        self.batch.push(b'\n');
+        self.ends.push_back(self.batch.len());
+        if self.batch.len() >= BATCH_BYTES {
+            // A failure is counted; the next batch tries again (the disk may have room by then).
+            let _ = self.write_batch();
         }
     }
 
     fn flush(&mut self, _timeout: Duration) -> Result<(), SinkError> {
-        match self.out.flush() {
-            Ok(()) => {
-                self.stats.delivered += self.unflushed;
-                self.unflushed = 0;
-                Ok(())
-            }
-            Err(e) => {
-                let lost = self.unflushed;
-                self.unflushed = 0;
-                self.record_error(&e, lost);
-                Err(SinkError::Io(e))
-            }
-        }
+        self.write_batch().map_err(SinkError::Io)?;
+        self.out.flush().map_err(|e| {
+            self.stats.last_error = Some(e.to_string());
+            SinkError::Io(e)
+        })
     }
 
     fn stats(&self) -> SinkStats {
         SinkStats {
-            buffered_pairs: self.unflushed,
-            buffered_bytes: self.out.buffer().len() as u64,
+            buffered_pairs: self.ends.len() as u64,
+            buffered_bytes: self.batch.len() as u64,
             ..self.stats.clone()
         }
     }
@@ -132,5 +163,51 @@ mod tests {
         assert_eq!(stats.delivered, 0);
         assert_eq!(stats.failed, 2);
         assert!(stats.last_error.unwrap().contains("space"));
+    }
+
+    /// Accepts `room` bytes, then fails every write with ENOSPC until given more room.
+    struct Small {
+        data: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        room: std::sync::Arc<std::sync::Mutex<usize>>,
+    }
+
+    impl Write for Small {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let mut room = self.room.lock().unwrap();
+            if *room == 0 {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(*room);
+            *room -= n;
+            self.data.lock().unwrap().extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_disk_that_fills_part_way_delivers_whole_lines_only() {
+        let data = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let room = std::sync::Arc::new(std::sync::Mutex::new(20));
+        let mut sink = LinesSink::new(Box::new(Small {
+            data: data.clone(),
+            room: room.clone(),
+        }));
+        for _ in 0..4 {
+            sink.send(pair("{\"abcdef\":1}")); // 12 bytes and a newline
+        }
+        assert!(sink.flush(Duration::from_secs(1)).is_err());
+        let stats = sink.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.failed), (4, 1, 3));
+        // Room again: the cut line is ended before the next pair.
+        *room.lock().unwrap() = 1000;
+        sink.send(pair("{}"));
+        sink.flush(Duration::from_secs(1)).unwrap();
+        let stats = sink.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.failed), (5, 2, 3));
+        let text = String::from_utf8(data.lock().unwrap().clone()).unwrap();
+        assert_eq!(text, "{\"abcdef\":1}\n{\"abcde\n{}\n");
     }
 }

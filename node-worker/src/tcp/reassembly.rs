@@ -54,6 +54,16 @@ pub struct SegmentIn<'a> {
     pub missing_tail: u32,
 }
 
+/// What one buffered segment costs beyond its payload (its entry and the allocation's bookkeeping). It is
+/// charged to the budget with the payload, so that many tiny segments cannot hold many times the memory
+/// the budget says.
+const SEGMENT_OVERHEAD: usize = 64;
+
+/// Segments buffered ahead of holes, at most, per direction. Beyond, the first hole is given up on as when
+/// the budget is full. Keeping them sorted costs up to this many moves per segment: the bound keeps a
+/// stream of tiny segments in reverse order from taking time quadratic in the budget.
+const MAX_PENDING_SEGMENTS: usize = 1024;
+
 #[derive(Debug)]
 struct Pending {
     seq: u32,
@@ -91,6 +101,7 @@ impl Reassembler {
         self.next
     }
 
+    /// Bytes reserved for buffered segments (payload plus a fixed overhead per segment).
     pub fn buffered_bytes(&self) -> usize {
         self.pending_bytes
     }
@@ -218,7 +229,7 @@ impl Reassembler {
         if seq != next {
             let peer_has_it = self.peer_ack.is_some_and(|a| seq_diff(a, seq) >= 0);
             if !peer_has_it {
-                if self.store(seq, ack, payload, allowance) {
+                if self.store(seq, ack, payload, allowance, counters) {
                     return;
                 }
                 // No room to wait for the hole: give it up now rather than buffer more.
@@ -267,21 +278,32 @@ impl Reassembler {
         self.drain(allowance, counters, out);
     }
 
-    /// Buffers an early segment. Returns false when the budget refuses it.
-    fn store(&mut self, seq: u32, ack: u32, payload: &[u8], allowance: &mut Allowance<'_>) -> bool {
-        // A duplicate of a buffered segment costs nothing.
+    /// Buffers an early segment. Returns false when the budget (or the segment count) refuses it.
+    fn store(
+        &mut self,
+        seq: u32,
+        ack: u32,
+        payload: &[u8],
+        allowance: &mut Allowance<'_>,
+        counters: &mut ReassemblyStats,
+    ) -> bool {
+        // A duplicate of a buffered segment costs nothing (and is a retransmission).
         if let Some(p) = self.pending.iter().find(|p| p.seq == seq) {
             if p.data.len() >= payload.len() {
+                counters.bytes_retransmitted += payload.len() as u64;
                 return true;
             }
         }
         if payload.is_empty() {
             return true;
         }
-        if allowance.reserve(payload.len()).is_err() {
+        if self.pending.len() >= MAX_PENDING_SEGMENTS {
             return false;
         }
-        self.pending_bytes += payload.len();
+        if allowance.reserve(payload.len() + SEGMENT_OVERHEAD).is_err() {
+            return false;
+        }
+        self.pending_bytes += payload.len() + SEGMENT_OVERHEAD;
         let at = self.pending.partition_point(|p| {
             seq_diff(p.seq, seq) < 0 || (p.seq == seq && p.data.len() >= payload.len())
         });
@@ -325,8 +347,8 @@ impl Reassembler {
                 return;
             }
             let p = self.pending.remove(0);
-            self.pending_bytes -= p.data.len();
-            allowance.release(p.data.len());
+            self.pending_bytes -= p.data.len() + SEGMENT_OVERHEAD;
+            allowance.release(p.data.len() + SEGMENT_OVERHEAD);
             let behind = behind as usize;
             if behind >= p.data.len() {
                 counters.bytes_retransmitted += p.data.len() as u64;
@@ -515,6 +537,33 @@ mod tests {
         h.data(6, b"dd");
         assert_eq!(h.out.bytes, b"a?ccccdd");
         assert_eq!(h.flow.used(), 0);
+    }
+
+    #[test]
+    fn tiny_segments_pay_for_their_entries_and_are_bounded_in_number() {
+        // Every byte in its own segment, in reverse order, never reaching the hole at 0.
+        let mut h = Harness::new(1 << 20);
+        h.data(0, b"a");
+        for seq in (2..20_000u32).rev() {
+            h.data(seq, b"x");
+        }
+        assert!(h.r.pending.len() <= MAX_PENDING_SEGMENTS);
+        assert_eq!(h.flow.used(), h.r.buffered_bytes());
+        assert_eq!(h.flow.used(), h.r.pending.len() * (1 + SEGMENT_OVERHEAD));
+        assert!(h.counters.bytes_missing > 0, "the hole was given up on");
+        h.finish();
+        assert_eq!(h.flow.used(), 0);
+        assert_eq!(
+            h.out.bytes.len(),
+            20_000,
+            "every byte or gap delivered once"
+        );
+        // A duplicate of a buffered segment is counted as retransmitted.
+        let mut h = Harness::new(1000);
+        h.data(0, b"a");
+        h.data(5, b"fff");
+        h.data(5, b"fff");
+        assert_eq!(h.counters.bytes_retransmitted, 3);
     }
 
     #[test]
