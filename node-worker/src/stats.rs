@@ -54,7 +54,7 @@ drop_reasons! {
     DecodedTooLarge => "decoded_too_large", "a body that decodes to more than limits.maxDecodedBodyBytes (decompression bomb)";
     FlowBufferFull => "flow_buffer_full", "a message dropped because its connection used limits.maxFlowBufferBytes";
     TotalBufferFull => "total_buffer_full", "a message dropped because all connections together used limits.maxTotalBufferBytes";
-    FlowTableFull => "flow_table_full", "a connection not tracked because limits.maxFlows were tracked already";
+    FlowTableFull => "flow_table_full", "a packet of a connection not tracked: limits.maxFlows connections were tracked already";
     SinkFull => "sink_full", "a pair dropped because the output buffer was full";
     SinkFailed => "sink_failed", "a pair the output could not write or deliver";
     SinkPurged => "sink_purged", "a pair purged because Kafka was unreachable longer than kafka.purgeAfterSeconds";
