@@ -6,50 +6,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pipeline_support;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use interceptor_crds::config::WorkerConfig;
 use node_worker::pipeline::{Identity, Pipeline};
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
 use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
 use node_worker::stats::Counters;
 use node_worker::synth::{
-    chunked, http_request, http_response, tcp_frame, Conversation, Frame, Side,
+    chunked, gzip, http_request, http_response, tcp_frame, Conversation, Frame, Side,
 };
+use pipeline_support::SharedSink;
 
 /// Bytes of bookkeeping allowed above a configured budget (parsed heads' index vectors and the like).
 const SLACK: usize = 64 * 1024;
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");
 
-#[derive(Clone, Default)]
-struct Pairs(Arc<Mutex<Vec<serde_json::Value>>>);
-
-impl Sink for Pairs {
-    fn send(&mut self, pair: OutgoingPair) {
-        let value = serde_json::from_slice(&pair.value).expect("pair JSON");
-        self.0.lock().unwrap().push(value);
-    }
-    fn flush(&mut self, _: Duration) -> Result<(), SinkError> {
-        Ok(())
-    }
-    fn stats(&self) -> SinkStats {
-        let n = self.0.lock().unwrap().len() as u64;
-        SinkStats {
-            accepted: n,
-            delivered: n,
-            ..SinkStats::default()
-        }
-    }
-}
-
 /// The pipeline fed frame by frame; tracks the largest flow table seen.
 struct Feeder {
     pipeline: Pipeline,
     iface: usize,
-    pairs: Pairs,
+    pairs: SharedSink,
     max_flows: usize,
     budget: usize,
 }
@@ -79,7 +59,7 @@ impl Done {
 
 impl Feeder {
     fn new(config: &WorkerConfig) -> Feeder {
-        let pairs = Pairs::default();
+        let pairs = SharedSink::default();
         let identity = Identity {
             node: "n".into(),
             interceptor: "ns/i".into(),
@@ -133,7 +113,14 @@ impl Feeder {
             "peak buffered {peak} above the budget {} + slack",
             self.budget
         );
-        let pairs = self.pairs.0.lock().unwrap().clone();
+        let pairs = self
+            .pairs
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| serde_json::from_slice(&p.value).expect("pair JSON"))
+            .collect();
         Done {
             counters: self.pipeline.counters(),
             pairs,
@@ -727,13 +714,6 @@ fn a_chunk_size_of_two_to_the_sixty_four() {
         assert!(d.pairs.is_empty());
         assert!(d.peak <= (1 << 20) + SLACK, "{size}: peak {}", d.peak);
     }
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 /// Decompression bombs (200 MiB of gzip, the same gzipped again, 8 MiB deflate and brotli, and a long

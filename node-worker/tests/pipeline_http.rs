@@ -8,14 +8,8 @@ mod pipeline_support;
 use std::io::Write;
 
 use interceptor_crds::config::WorkerConfig;
-use node_worker::synth::{chunked, http_request, http_response, Side};
+use node_worker::synth::{chunked, gzip, http_request, http_response, Side};
 use pipeline_support::{conversation, open_config, run, JSON};
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
 
 #[test]
 fn a_json_exchange_becomes_one_pair_message() {

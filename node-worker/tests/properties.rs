@@ -15,7 +15,7 @@ use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::MemorySink;
 use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
 use node_worker::stats::{Counters, DropReason};
-use node_worker::synth::{chunked, http_request, http_response, Conversation, Frame};
+use node_worker::synth::{chunked, gzip, http_request, http_response, Conversation, Frame};
 use node_worker::tcp::reassembly::{
     Chunk, Reassembler, ReassemblyStats, SegmentIn, StreamConsumer,
 };
@@ -335,13 +335,6 @@ fn kind() -> impl Strategy<Value = Kind> {
         1 => Just(Kind::Bomb),
         1 => Just(Kind::HeaderTooLarge),
     ]
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
 }
 
 const JSON: (&str, &str) = ("Content-Type", "application/json");

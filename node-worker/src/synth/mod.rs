@@ -349,6 +349,14 @@ pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<
     out
 }
 
+/// `data` gzipped (default level), as a `Content-Encoding: gzip` body.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing into a Vec cannot fail.
+    let _ = e.write_all(data);
+    e.finish().unwrap_or_default()
+}
+
 /// A body in chunked transfer coding, in chunks of `size` bytes, with optional trailers.
 pub fn chunked(body: &[u8], size: usize, trailers: &[(&str, &str)]) -> Vec<u8> {
     let mut out = Vec::new();
