@@ -52,15 +52,26 @@ static ESCAPES: Escapes = escapes();
 /// Input bytes escaped per block (the block's output, at most twice as long, is built on the stack).
 const BLOCK: usize = 256;
 
+/// Strings shorter than this are escaped byte by byte (keys, methods, most header values): the block
+/// path's stack buffer costs more than it saves on them.
+const SHORT: usize = 32;
+
 /// Appends `text` as a JSON string literal, quotes included.
 pub fn string(out: &mut Vec<u8>, text: &str) {
-    let e = &ESCAPES;
-    out.reserve(text.len() + text.len() / 4 + 2);
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + bytes.len() / 4 + 2);
     out.push(b'"');
-    for block in text.as_bytes().chunks(BLOCK) {
+    if bytes.len() < SHORT {
+        escape_slowly(out, bytes);
+        out.push(b'"');
+        return;
+    }
+    let e = &ESCAPES;
+    // Zeroed once per string, not per block: every byte the copy below reads was written in its block.
+    let mut buf = [0u8; 2 * BLOCK];
+    for block in bytes.chunks(BLOCK) {
         // Branch-free: every byte writes a backslash, then its character either over it (no escape) or
         // after it. JSON bodies are dense with quotes, which defeats branchy scanners.
-        let mut buf = [0u8; 2 * BLOCK];
         let mut n = 0;
         let mut long = false;
         for &b in block {
@@ -80,7 +91,7 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// For a block with control characters that need `\u00XX`.
+/// Byte by byte: short strings, and blocks with control characters that need `\u00XX`.
 fn escape_slowly(out: &mut Vec<u8>, bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for &b in bytes {
