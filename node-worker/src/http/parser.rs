@@ -185,8 +185,11 @@ impl HalfParser {
     ) {
         let mut bytes = chunk.bytes;
         let mut seq = chunk.seq;
+        // Steps in a row that consumed nothing: a step may hand bytes to another phase unconsumed, but a
+        // cycle of such steps would never end.
+        let mut idle_steps = 0;
         while !bytes.is_empty() {
-            let used = match self.phase {
+            let mut used = match self.phase {
                 Phase::Ignored => bytes.len(),
                 Phase::Detect | Phase::Head => {
                     self.head_bytes(bytes, seq, chunk.ack, handler, allowance)
@@ -196,6 +199,18 @@ impl HalfParser {
                     self.body_bytes(bytes, seq, handler, allowance)
                 }
             };
+            if used == 0 {
+                idle_steps += 1;
+                if idle_steps > 3 && self.phase == Phase::Resync {
+                    // Resynchronisation keeps finding a start the head parser refuses: skip a byte.
+                    self.clear_buf(allowance);
+                    self.line_start_known = false;
+                    used = 1;
+                    idle_steps = 0;
+                }
+            } else {
+                idle_steps = 0;
+            }
             bytes = &bytes[used.min(bytes.len())..];
             seq = seq.wrapping_add(used as u32);
         }
@@ -870,11 +885,27 @@ fn request_line_start(buf: &[u8], version: usize, line_start_known: bool) -> Opt
         .filter(|m| token.ends_with(m))
         .max_by_key(|m| m.len())
         .map(|m| method_end - m.len())
+        // Only what the head parser will take for a request line (else the two would hand the same
+        // bytes back and forth).
+        .filter(|&start| classify_start(&buf[start..]) == Start::Request)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resync_takes_only_starts_the_head_parser_takes() {
+        // A known method mid-line before a target the head parser refuses (found by fuzzing: the two
+        // handed the same bytes back and forth forever).
+        let buf = b"xyzGET x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n";
+        assert_eq!(find_message_start(buf, None, false), None);
+        let buf = b"xyzGET /x HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            find_message_start(buf, None, false),
+            Some((3, Role::Request))
+        );
+    }
 
     #[test]
     fn starts() {
