@@ -135,6 +135,14 @@ impl Reassembler {
         if len > 0 {
             // A segment entirely before `next`, even partly, is (partly) a retransmission.
             let before = seq_diff(next, seq);
+            if before == i64::from(i32::MIN) {
+                // Exactly half the sequence space away: neither before nor after `next` (found by
+                // fuzzing, it was delivered without its gap). No real peer sends it: counted as a
+                // retransmission, like data outside the window.
+                counters.bytes_retransmitted += u64::from(len);
+                self.check_fin(allowance, out);
+                return;
+            }
             let (seq, payload, missing_tail) = if before > 0 {
                 let before = before as u64;
                 if before >= u64::from(len) {
@@ -537,6 +545,24 @@ mod tests {
         h.data(6, b"dd");
         assert_eq!(h.out.bytes, b"a?ccccdd");
         assert_eq!(h.flow.used(), 0);
+    }
+
+    #[test]
+    fn a_segment_half_the_sequence_space_away_is_ignored() {
+        // Neither before nor after the stream's position (found by fuzzing).
+        for ack_first in [false, true] {
+            let mut h = Harness::new(1000);
+            h.data(0, b"ab");
+            if ack_first {
+                h.ack(2u32.wrapping_add(1 << 31));
+            }
+            h.data(2u32.wrapping_add(1 << 31), b"zz");
+            h.data(2, b"cd");
+            h.finish();
+            assert_eq!(h.out.bytes, b"abcd");
+            assert_eq!(h.counters.bytes_missing, 0);
+            assert_eq!(h.counters.bytes_retransmitted, 2);
+        }
     }
 
     #[test]
