@@ -119,6 +119,9 @@ struct Pairing {
     gave_up: bool,
     /// The ack of the latest request: how much of the response stream its client had received.
     last_request_ack: Option<u32>,
+    /// Where the latest response seen ended in the response stream: acknowledgments up to here are
+    /// explained by responses the capture saw.
+    responses_seen_to: Option<u32>,
     /// After request bytes were lost (`Some`): requests are not trusted, and not queued, until one
     /// comes whose client had received more of the response stream than the last request before the
     /// loss (`Some(Some(ack))`; `Some(None)`: no request came before it, the first one sets the mark).
@@ -387,8 +390,14 @@ impl Pairing {
                 return;
             };
             let front = &self.queue[i];
-            let client_saw_a_response =
-                seq_diff(next.request_start.ack, front.request_start.ack) > 0;
+            // The client had received more between the two requests, and more than the responses we
+            // saw: a retransmitted request carries the ack of its retransmission, which responses seen
+            // since the original explain (pipelined requests under loss).
+            let acked_more = seq_diff(next.request_start.ack, front.request_start.ack) > 0;
+            let explained = self
+                .responses_seen_to
+                .is_some_and(|end| seq_diff(next.request_start.ack, end) <= 0);
+            let client_saw_a_response = acked_more && !explained;
             let this_came_later = seq_diff(start.seq, next.request_start.ack) >= 0;
             if !(client_saw_a_response && this_came_later) {
                 return;
@@ -614,6 +623,12 @@ impl Pairing {
                 }
             }
             Role::Response => {
+                if !self
+                    .responses_seen_to
+                    .is_some_and(|seen| seq_diff(seen, end_seq) >= 0)
+                {
+                    self.responses_seen_to = Some(end_seq);
+                }
                 let id = self.current_response.take();
                 if let Some(ex) = self.find(id) {
                     let request_wire = ex.request.wire;
