@@ -623,9 +623,9 @@ impl Pairing {
                 }
             }
             Role::Response => {
-                if !self
+                if self
                     .responses_seen_to
-                    .is_some_and(|seen| seq_diff(seen, end_seq) >= 0)
+                    .is_none_or(|seen| seq_diff(seen, end_seq) < 0)
                 {
                     self.responses_seen_to = Some(end_seq);
                 }
