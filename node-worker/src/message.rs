@@ -1,7 +1,8 @@
 //! The pair message (DESIGN.md, contract): one JSON object per request/response pair.
 
 use std::borrow::Cow;
-use std::net::SocketAddr;
+use std::cell::Cell;
+use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine as _;
 use serde::Serialize;
@@ -46,11 +47,52 @@ fn version(minor: u8) -> &'static str {
     }
 }
 
-/// RFC 3339 in UTC with microseconds, e.g. `2023-11-14T22:13:20.123456Z` (written by hand: it is
-/// called twice per pair, and formatting machinery showed in profiles).
-pub fn rfc3339_us(timestamp_us: i64) -> String {
+/// A timestamp as RFC 3339 text, on the stack.
+#[derive(Clone, Copy)]
+pub struct Rfc3339([u8; 27]);
+
+impl Rfc3339 {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.0).unwrap_or(EPOCH)
+    }
+}
+
+const EPOCH: &str = "1970-01-01T00:00:00.000000Z";
+
+thread_local! {
+    /// The last second written (pairs come many to the second) and its text, `None` when out of range.
+    static LAST_SECOND: Cell<(i64, Option<Rfc3339>)> = const { Cell::new((i64::MIN, None)) };
+}
+
+/// RFC 3339 in UTC with microseconds, e.g. `2023-11-14T22:13:20.123456Z`; years outside 0-9999 read
+/// as the epoch. Written by hand, without allocating, and the date and time of day only once per
+/// second: it is called twice per pair, and formatting showed in profiles.
+pub fn rfc3339_us(timestamp_us: i64) -> Rfc3339 {
     let secs = timestamp_us.div_euclid(1_000_000);
-    let micros = timestamp_us.rem_euclid(1_000_000);
+    let second = LAST_SECOND.with(|last| match last.get() {
+        (cached, text) if cached == secs => text,
+        _ => {
+            let text = rfc3339_second(secs);
+            last.set((secs, text));
+            text
+        }
+    });
+    let Some(mut text) = second else {
+        let mut epoch = [0u8; 27];
+        epoch.copy_from_slice(EPOCH.as_bytes());
+        return Rfc3339(epoch);
+    };
+    let mut micros = timestamp_us.rem_euclid(1_000_000);
+    for at in (20..26).rev() {
+        text.0[at] = b'0' + (micros % 10) as u8;
+        micros /= 10;
+    }
+    text
+}
+
+/// The text of a whole second (microseconds zero), `None` for years outside 0-9999.
+fn rfc3339_second(secs: i64) -> Option<Rfc3339> {
     let (date, time_of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
     let z = date + 719_468;
@@ -63,9 +105,9 @@ pub fn rfc3339_us(timestamp_us: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     if !(0..=9999).contains(&year) {
-        return "1970-01-01T00:00:00.000000Z".to_string();
+        return None;
     }
-    let mut out = [0u8; 27];
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
     let mut put = |at: usize, value: i64, width: usize| {
         let mut v = value;
         for i in (0..width).rev() {
@@ -79,32 +121,34 @@ pub fn rfc3339_us(timestamp_us: i64) -> String {
     put(11, time_of_day / 3_600, 2);
     put(14, time_of_day / 60 % 60, 2);
     put(17, time_of_day % 60, 2);
-    put(20, micros, 6);
-    for (at, sep) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-        (26, b'Z'),
-    ] {
-        out[at] = sep;
+    Some(Rfc3339(out))
+}
+
+/// Writes an address as JSON text; IPv4 (nearly every pod) without the formatting machinery.
+fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    out.push(b'"');
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(digits.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out.push(b'"');
 }
 
 /// The body as the contract wants it: content-decoded, text when UTF-8, else base64.
 fn body_text<'a>(
     message: &'a HttpMessage,
+    encoding: Option<&[u8]>,
     rules: &Rules,
 ) -> Result<(Cow<'a, str>, bool), DropReason> {
-    let encoding = message.head.header_joined("content-encoding");
-    let decoded = body::decode(
-        &message.body,
-        encoding.as_deref(),
-        rules.max_decoded_body_bytes,
-    )?;
+    let decoded = body::decode(&message.body, encoding, rules.max_decoded_body_bytes)?;
     let base64 = |b: &[u8]| Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b));
     Ok(match decoded {
         None => match std::str::from_utf8(&message.body) {
@@ -126,7 +170,8 @@ fn write_message(
 ) -> Result<(), DropReason> {
     let head = &message.head;
     // Decode first: a body that cannot be decoded drops the pair before anything is written.
-    let (body, body_base64) = body_text(message, rules)?;
+    let encoding = head.header_joined("content-encoding");
+    let (body, body_base64) = body_text(message, encoding.as_deref(), rules)?;
     let mut o = json::Object::new(out);
     if head.is_request() {
         json::lossy(o.key("method"), head.method());
@@ -155,19 +200,19 @@ fn write_message(
     headers.push(b']');
     o.str("body", &body);
     o.bool("body_base64", body_base64);
-    match head.header_joined("content-encoding") {
+    match encoding {
         Some(v) => json::lossy(o.key("content_encoding"), &v),
         None => o.key("content_encoding").extend_from_slice(b"null"),
     }
     o.num("wire_bytes", message.wire_bytes);
-    o.str("timestamp", &rfc3339_us(message.first_us));
+    o.str("timestamp", rfc3339_us(message.first_us).as_str());
     o.end();
     Ok(())
 }
 
 fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
     let mut o = json::Object::new(out);
-    o.str("ip", &e.addr.ip().to_string());
+    write_ip(o.key("ip"), e.addr.ip());
     o.num("port", e.addr.port());
     match &e.pod {
         Some(pod) => {
@@ -225,15 +270,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamps() {
-        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
+    fn addresses_are_written_as_display_does() {
+        for ip in [
+            "10.93.0.2",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fd00::a:1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let mut out = Vec::new();
+            write_ip(&mut out, ip);
+            assert_eq!(out, format!("\"{ip}\"").into_bytes());
+        }
+    }
+
+    #[test]
+    fn timestamps_in_the_same_second_and_out_of_range() {
+        let base = 1_700_000_000_000_000;
+        assert_eq!(rfc3339_us(base + 1).as_str(), "2023-11-14T22:13:20.000001Z");
         assert_eq!(
-            rfc3339_us(951_825_600_000_001),
+            rfc3339_us(base + 999_999).as_str(),
+            "2023-11-14T22:13:20.999999Z"
+        );
+        assert_eq!(rfc3339_us(i64::MAX).as_str(), EPOCH);
+        assert_eq!(rfc3339_us(i64::MAX - 1).as_str(), EPOCH);
+        assert_eq!(rfc3339_us(base + 7).as_str(), "2023-11-14T22:13:20.000007Z");
+        assert_eq!(rfc3339_us(i64::MIN).as_str(), EPOCH);
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339_us(0).as_str(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339_us(951_825_600_000_001).as_str(),
             "2000-02-29T12:00:00.000001Z"
         );
-        assert_eq!(rfc3339_us(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339_us(-1).as_str(), "1969-12-31T23:59:59.999999Z");
         assert_eq!(
-            rfc3339_us(4_102_444_799_999_999),
+            rfc3339_us(4_102_444_799_999_999).as_str(),
             "2099-12-31T23:59:59.999999Z"
         );
         // Every day of four years, against the time crate.
@@ -249,10 +324,10 @@ mod tests {
                 t.minute(),
                 t.second()
             );
-            assert_eq!(rfc3339_us(us), expected);
+            assert_eq!(rfc3339_us(us).as_str(), expected);
         }
         assert_eq!(
-            rfc3339_us(1_700_000_000_123_456),
+            rfc3339_us(1_700_000_000_123_456).as_str(),
             "2023-11-14T22:13:20.123456Z"
         );
     }

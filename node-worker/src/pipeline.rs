@@ -563,11 +563,14 @@ impl Pipeline {
         }
         let client = key.source(client_dir);
         let server = key.source(client_dir.reverse());
-        let interface_netns = self.interfaces.get(interface).and_then(|i| i.netns.clone());
+        let interface_netns = self
+            .interfaces
+            .get(interface)
+            .and_then(|i| i.netns.as_deref());
         let lookup = |addr: SocketAddr| Endpoint {
             addr,
             pod: self.pods.as_ref().and_then(|p| {
-                match (&interface_netns, addr.ip().is_loopback()) {
+                match (interface_netns, addr.ip().is_loopback()) {
                     (Some(netns), true) => p.pod_in_netns(netns, addr.port()),
                     _ => p.pod(&addr),
                 }
@@ -587,15 +590,15 @@ impl Pipeline {
         };
         let partition_key = match &destination.pod {
             Some(pod) => format!("{}/{}", pod.namespace, pod.name),
-            None => destination.addr.to_string(),
+            None => address_key(destination.addr),
         };
         for pair in self.completed.drain(..) {
             self.encoded.clear();
-            let id = format!("{}-{:x}", self.id_prefix, self.next_id);
+            let id = pair_id(&self.id_prefix, self.next_id);
             self.next_id += 1;
             match encode_pair(
                 &pair,
-                &id,
+                id.as_str(),
                 &ctx,
                 &source,
                 &destination,
@@ -627,6 +630,41 @@ impl Pipeline {
     }
 }
 
+/// A pair's id: the worker's random prefix, a dash, a counter in hex (`3f9a...-1c`). Built without
+/// the formatting machinery, once per pair.
+fn pair_id(prefix: &str, counter: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(prefix.len() + 17);
+    id.push_str(prefix);
+    id.push('-');
+    let digits = (64 - counter.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        id.push(char::from(HEX[((counter >> (4 * shift)) & 0xf) as usize]));
+    }
+    id
+}
+
+/// The partition key of a destination that is no known pod: its address, as `Display` writes it
+/// (`10.0.0.7:8080`, `[::1]:8080`), IPv4 without the formatting machinery.
+fn address_key(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V4(v4) => {
+            let mut key = String::with_capacity(21);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    key.push('.');
+                }
+                key.push_str(digits.format(octet));
+            }
+            key.push(':');
+            key.push_str(digits.format(v4.port()));
+            key
+        }
+        SocketAddr::V6(_) => addr.to_string(),
+    }
+}
+
 /// Why a connection is forgotten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Close {
@@ -651,5 +689,31 @@ fn count_flow_kind(counters: &mut Counters, conn: &Connection) {
         counters.flows_not_http += 1;
     } else if conn.switched_protocol() {
         counters.flows_tunneled += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pair_ids_count_in_hex_after_the_prefix() {
+        for counter in [0u64, 1, 15, 16, 255, 0x1c, 0xdead_beef, u64::MAX] {
+            assert_eq!(pair_id("ab12", counter), format!("ab12-{counter:x}"));
+        }
+    }
+
+    #[test]
+    fn address_keys_read_as_display_does() {
+        for addr in [
+            "10.0.0.7:8080",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[fe80::1]:443",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            assert_eq!(address_key(addr), addr.to_string());
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! The head is parsed once with httparse; afterwards only byte ranges into the owned copy are kept, so a
 //! head costs two allocations however many headers it has.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// Headers beyond this many make a message unparseable (and dropped, counted).
@@ -46,6 +47,12 @@ fn config() -> httparse::ParserConfig {
     config
 }
 
+/// Room for httparse's header slices, left uninitialised: httparse writes the ones it uses, and
+/// initialising all of them (4 KiB) cost more than parsing a typical head.
+fn header_storage<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
 fn span(base: &[u8], part: &[u8]) -> Range<u32> {
     // Both slices come from the same buffer: the offset is a plain address difference.
     let start = (part.as_ptr() as usize).saturating_sub(base.as_ptr() as usize);
@@ -55,10 +62,10 @@ fn span(base: &[u8], part: &[u8]) -> Range<u32> {
 impl MessageHead {
     /// Parses `raw`, which must hold exactly one complete head (ending with the empty line).
     pub fn parse_request(raw: Vec<u8>) -> Result<MessageHead, HeadError> {
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut storage);
+        let mut storage = header_storage();
+        let mut req = httparse::Request::new(&mut []);
         let status = config()
-            .parse_request(&mut req, &raw)
+            .parse_request_with_uninit_headers(&mut req, &raw, &mut storage)
             .map_err(|e| HeadError(e.to_string()))?;
         if status.is_partial() {
             return Err(HeadError("incomplete head".into()));
@@ -90,10 +97,10 @@ impl MessageHead {
         if raw.len() >= 5 && raw[..5].eq_ignore_ascii_case(b"HTTP/") {
             raw[..4].copy_from_slice(b"HTTP");
         }
-        let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut storage);
+        let mut storage = header_storage();
+        let mut res = httparse::Response::new(&mut []);
         let status = config()
-            .parse_response(&mut res, &raw)
+            .parse_response_with_uninit_headers(&mut res, &raw, &mut storage)
             .map_err(|e| HeadError(e.to_string()))?;
         if status.is_partial() {
             return Err(HeadError("incomplete head".into()));
