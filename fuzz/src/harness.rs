@@ -16,7 +16,7 @@ use node_worker::filters::Rules;
 use node_worker::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
 use node_worker::message::{encode_pair, Endpoint, PairContext};
 use node_worker::pipeline::{Identity, Pipeline};
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
+use node_worker::sink::{PairRef, Sink, SinkError, SinkStats};
 use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
 use node_worker::stats::Counters;
 use node_worker::tcp::reassembly::{
@@ -494,8 +494,8 @@ struct CheckingSink {
 }
 
 impl Sink for CheckingSink {
-    fn send(&mut self, pair: OutgoingPair) {
-        check_pair_json(&pair.value);
+    fn send(&mut self, pair: PairRef<'_>) {
+        check_pair_json(pair.value);
         self.sent += 1;
     }
     fn flush(&mut self, _: Duration) -> Result<(), SinkError> {

@@ -14,7 +14,7 @@ use crate::exchange::{CompletedPair, Connection, Env};
 use crate::filters::Rules;
 use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
 use crate::message::{encode_pair, Endpoint, PairContext, PodRef};
-use crate::sink::{OutgoingPair, Sink, SinkStats};
+use crate::sink::{PairRef, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
 use crate::tcp::reassembly::{seq_diff, Reassembler, ReassemblyStats, SegmentIn};
@@ -138,6 +138,8 @@ pub struct Pipeline {
     encoded: Vec<u8>,
     id_prefix: String,
     next_id: u64,
+    /// The id of the pair being encoded (a buffer reused for every pair).
+    id: String,
 }
 
 impl Pipeline {
@@ -170,9 +172,10 @@ impl Pipeline {
             now_us: i64::MIN,
             last_sweep_us: i64::MIN,
             completed: Vec::new(),
-            encoded: Vec::with_capacity(4096),
+            encoded: Vec::with_capacity(ENCODED_INITIAL_BYTES),
             id_prefix,
             next_id: 0,
+            id: String::new(),
         }
     }
 
@@ -594,11 +597,11 @@ impl Pipeline {
         };
         for pair in self.completed.drain(..) {
             self.encoded.clear();
-            let id = pair_id(&self.id_prefix, self.next_id);
+            write_pair_id(&mut self.id, &self.id_prefix, self.next_id);
             self.next_id += 1;
             match encode_pair(
                 &pair,
-                id.as_str(),
+                &self.id,
                 &ctx,
                 &source,
                 &destination,
@@ -607,16 +610,17 @@ impl Pipeline {
             ) {
                 Ok(()) => {
                     self.counters.pairs_emitted += 1;
-                    // Hand the buffer over; the next pair starts a fresh one of a similar size.
-                    let size = self.encoded.len();
-                    let value = std::mem::replace(&mut self.encoded, Vec::with_capacity(size));
-                    self.sink.send(OutgoingPair {
-                        key: partition_key.clone(),
-                        value,
+                    self.sink.send(PairRef {
+                        key: &partition_key,
+                        value: &self.encoded,
                     });
                 }
                 Err(reason) => self.counters.count_drop(reason),
             }
+        }
+        // The buffer is reused for every pair, but a rare large one must not keep its memory for good.
+        if self.encoded.capacity() > ENCODED_KEEP_BYTES {
+            self.encoded = Vec::with_capacity(ENCODED_INITIAL_BYTES);
         }
     }
 
@@ -630,18 +634,17 @@ impl Pipeline {
     }
 }
 
-/// A pair's id: the worker's random prefix, a dash, a counter in hex (`3f9a...-1c`). Built without
-/// the formatting machinery, once per pair.
-fn pair_id(prefix: &str, counter: u64) -> String {
+/// Writes a pair's id into `id`: the worker's random prefix, a dash, a counter in hex
+/// (`3f9a...-1c`). Once per pair, so into a reused buffer and without the formatting machinery.
+fn write_pair_id(id: &mut String, prefix: &str, counter: u64) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(prefix.len() + 17);
+    id.clear();
     id.push_str(prefix);
     id.push('-');
     let digits = (64 - counter.leading_zeros()).div_ceil(4).max(1);
     for shift in (0..digits).rev() {
         id.push(char::from(HEX[((counter >> (4 * shift)) & 0xf) as usize]));
     }
-    id
 }
 
 /// The partition key of a destination that is no known pod: its address, as `Display` writes it
@@ -664,6 +667,11 @@ fn address_key(addr: SocketAddr) -> String {
         SocketAddr::V6(_) => addr.to_string(),
     }
 }
+
+/// The pair buffer's first size, and the most it keeps between pairs (escaping reserves six times a
+/// body's length, so this keeps it for bodies up to about 170 KB).
+const ENCODED_INITIAL_BYTES: usize = 4096;
+const ENCODED_KEEP_BYTES: usize = 1 << 20;
 
 /// Why a connection is forgotten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -699,7 +707,9 @@ mod tests {
     #[test]
     fn pair_ids_count_in_hex_after_the_prefix() {
         for counter in [0u64, 1, 15, 16, 255, 0x1c, 0xdead_beef, u64::MAX] {
-            assert_eq!(pair_id("ab12", counter), format!("ab12-{counter:x}"));
+            let mut id = "left over".to_string();
+            write_pair_id(&mut id, "ab12", counter);
+            assert_eq!(id, format!("ab12-{counter:x}"));
         }
     }
 

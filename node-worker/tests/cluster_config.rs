@@ -17,7 +17,7 @@ use kube::Api;
 use node_worker::cluster::config::{ConfigTracker, ConfigWatch};
 use node_worker::cluster::sink::{ClusterSink, SinkFactory, SinkSwitch, SwitchableSink};
 use node_worker::cluster::state::{ConfigState, Shared};
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
+use node_worker::sink::{OutgoingPair, PairRef, Sink, SinkError, SinkStats};
 use tokio::sync::watch;
 
 /// A sink that records the pairs it gets, tagged with the topic it was built for.
@@ -27,8 +27,11 @@ struct Recording {
 }
 
 impl Sink for Recording {
-    fn send(&mut self, pair: OutgoingPair) {
-        self.pairs.lock().unwrap().push((self.topic.clone(), pair));
+    fn send(&mut self, pair: PairRef<'_>) {
+        self.pairs
+            .lock()
+            .unwrap()
+            .push((self.topic.clone(), pair.into()));
     }
     fn flush(&mut self, _timeout: Duration) -> Result<(), SinkError> {
         Ok(())
@@ -135,7 +138,7 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
     );
     // The capture thread's sink starts with the producer built for it.
     let mut sink = SwitchableSink::new(Arc::clone(&switch), Duration::from_secs(1));
-    sink.send(pair(1));
+    sink.send(pair(1).view());
 
     // The watch resumes from the list's resourceVersion.
     let (seen, send) = next(&mut handle).await;
@@ -207,7 +210,7 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
             refused: None
         }
     );
-    sink.send(pair(2));
+    sink.send(pair(2).view());
     sink.flush(Duration::from_secs(5)).unwrap();
     let topics: Vec<String> = factory
         .pairs

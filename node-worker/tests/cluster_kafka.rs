@@ -38,13 +38,13 @@ fn a_kafka_change_swaps_the_producer_and_the_old_one_delivers_what_it_held() {
     switch.install(Box::new(producer(&broker, &old_topic)));
     let mut sink = SwitchableSink::new(switch.clone(), Duration::from_secs(30));
     for n in 0..200 {
-        sink.send(pair("old", n, 300));
+        sink.send(pair("old", n, 300).view());
     }
     // The config watch installs the new producer; the capture thread's sink picks it up at its next
     // pair, while the old one still holds most of what it was given.
     switch.install(Box::new(producer(&broker, &new_topic)));
     for n in 0..100 {
-        sink.send(pair("new", n, 300));
+        sink.send(pair("new", n, 300).view());
     }
     sink.flush(Duration::from_secs(60)).unwrap();
     let stats = sink.stats();

@@ -28,7 +28,7 @@ use node_worker::cluster::run;
 use node_worker::cluster::sink::{ClusterSink, KafkaFactory, LinesFactory, SinkFactory};
 use node_worker::cluster::status::Pacing;
 use node_worker::cluster::WorkerSettings;
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
+use node_worker::sink::{PairRef, Sink, SinkError, SinkStats};
 use serde_json::{json, Value};
 
 const WEB_IP: &str = "10.213.0.1";
@@ -42,8 +42,8 @@ struct Tee {
 }
 
 impl Sink for Tee {
-    fn send(&mut self, pair: OutgoingPair) {
-        if let Ok(v) = serde_json::from_slice(&pair.value) {
+    fn send(&mut self, pair: PairRef<'_>) {
+        if let Ok(v) = serde_json::from_slice(pair.value) {
             self.seen.lock().unwrap().push(v);
         }
         self.inner.send(pair);

@@ -49,7 +49,7 @@ fn pairs_are_read_back_byte_for_byte_with_their_keys_and_headers() {
     // A pair near the 1 MiB limit, whose JSON is larger than librdkafka's default message.max.bytes.
     sent.push(pair("shop/web-1", 1000, 1_100_000));
     for p in &sent {
-        sink.send(p.clone());
+        sink.send(p.view());
     }
     sink.flush(Duration::from_secs(60)).unwrap();
     let stats = sink.stats();
@@ -132,7 +132,7 @@ fn compressed_batches_are_read_back_intact() {
         sink.ensure_topic(Duration::from_secs(30)).unwrap();
         let sent: Vec<OutgoingPair> = (0..20).map(|n| pair("svc", n, 3000)).collect();
         for p in &sent {
-            sink.send(p.clone());
+            sink.send(p.view());
         }
         sink.flush(Duration::from_secs(30)).unwrap();
         assert_eq!(sink.stats().delivered, 20, "{codec}: {:?}", sink.stats());
@@ -164,7 +164,7 @@ fn a_missing_topic_is_an_error_naming_it_and_its_pairs_fail() {
     );
     assert_eq!(sink.topic_state(), TopicState::Missing);
     for n in 0..3 {
-        sink.send(pair("svc", n, 100));
+        sink.send(pair("svc", n, 100).view());
     }
     sink.flush(Duration::from_secs(30)).unwrap();
     let stats = sink.stats();

@@ -13,7 +13,7 @@ use interceptor_crds::config::{KafkaConfig, WorkerConfig};
 use kafka_support::{by_key, consume, test_broker, unique_topic};
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::kafka::KafkaSink;
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
+use node_worker::sink::{OutgoingPair, PairRef, Sink, SinkError, SinkStats};
 use node_worker::source::file::FileSource;
 use node_worker::source::{CaptureMode, InterfaceInfo};
 
@@ -24,8 +24,8 @@ struct Tee {
 }
 
 impl Sink for Tee {
-    fn send(&mut self, pair: OutgoingPair) {
-        self.emitted.lock().unwrap().push(pair.clone());
+    fn send(&mut self, pair: PairRef<'_>) {
+        self.emitted.lock().unwrap().push(pair.into());
         self.kafka.lock().unwrap().send(pair);
     }
     fn poll(&mut self) {

@@ -58,7 +58,7 @@ fn delivers_to_the_mock_cluster_with_key_and_headers() {
     );
     let sent: Vec<_> = (0..40).map(|n| pair("shop/web-1", n, 500)).collect();
     for p in &sent {
-        sink.send(p.clone());
+        sink.send(p.view());
     }
     sink.flush(Duration::from_secs(10)).unwrap();
     let stats = sink.stats();
@@ -87,13 +87,13 @@ fn broker_down_purges_after_purge_after_and_broker_up_resumes() {
     let mock = cluster();
     let mut sink = sink(&mock, 1);
     sink.ensure_topic(Duration::from_secs(10)).unwrap();
-    sink.send(pair("a", 0, 100));
+    sink.send(pair("a", 0, 100).view());
     sink.flush(Duration::from_secs(10)).unwrap();
 
     mock.broker_down(1).unwrap();
     let down = Instant::now();
     for n in 1..=20 {
-        sink.send(pair("a", n, 100));
+        sink.send(pair("a", n, 100).view());
     }
     assert!(
         wait_for(Duration::from_secs(10), || sink.stats().purged == 20),
@@ -111,7 +111,7 @@ fn broker_down_purges_after_purge_after_and_broker_up_resumes() {
 
     mock.broker_up(1).unwrap();
     for n in 21..31 {
-        sink.send(pair("a", n, 100));
+        sink.send(pair("a", n, 100).view());
     }
     sink.flush(Duration::from_secs(20)).unwrap();
     let stats = sink.stats();
@@ -131,7 +131,7 @@ fn a_full_buffer_drops_and_counts_and_stays_within_its_bound() {
     mock.broker_down(1).unwrap();
     // 100 pairs of about 50 KB into a 1 MiB buffer: about 20 fit.
     for n in 0..100 {
-        sink.send(pair("a", n, 50_000));
+        sink.send(pair("a", n, 50_000).view());
         assert!(sink.stats().buffered_bytes <= MIB);
     }
     let stats = sink.stats();
@@ -164,7 +164,7 @@ fn retriable_errors_are_retried_and_fatal_ones_fail_with_the_kafka_error() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
     );
-    sink.send(pair("a", 0, 100));
+    sink.send(pair("a", 0, 100).view());
     sink.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(sink.stats().delivered, 1, "{:?}", sink.stats());
 
@@ -172,7 +172,7 @@ fn retriable_errors_are_retried_and_fatal_ones_fail_with_the_kafka_error() {
         RDKafkaApiKey::Produce,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED],
     );
-    sink.send(pair("a", 1, 100));
+    sink.send(pair("a", 1, 100).view());
     sink.flush(Duration::from_secs(10)).unwrap();
     let stats = sink.stats();
     assert_eq!((stats.delivered, stats.failed), (1, 1), "{stats:?}");
@@ -193,7 +193,7 @@ fn latency_delays_but_loses_nothing() {
         .unwrap();
     let started = Instant::now();
     for n in 0..10 {
-        sink.send(pair("a", n, 100));
+        sink.send(pair("a", n, 100).view());
     }
     sink.flush(Duration::from_secs(20)).unwrap();
     assert!(
@@ -214,11 +214,11 @@ fn shutdown_settles_every_pair() {
     let mock = cluster();
     let mut sink = sink(&mock, 60);
     sink.ensure_topic(Duration::from_secs(10)).unwrap();
-    sink.send(pair("a", 0, 100));
+    sink.send(pair("a", 0, 100).view());
     sink.flush(Duration::from_secs(10)).unwrap();
     mock.broker_down(1).unwrap();
     for n in 1..6 {
-        sink.send(pair("a", n, 100));
+        sink.send(pair("a", n, 100).view());
     }
     let stats = sink.shutdown(Duration::from_millis(300));
     assert_eq!(
@@ -251,8 +251,8 @@ fn a_missing_topic_is_reported_by_name_and_its_pairs_fail() {
         "{error}"
     );
     assert_eq!(sink.topic_state(), TopicState::Missing);
-    sink.send(pair("a", 0, 100));
-    sink.send(pair("a", 1, 100));
+    sink.send(pair("a", 0, 100).view());
+    sink.send(pair("a", 1, 100).view());
     sink.flush(Duration::from_secs(20)).unwrap();
     let stats = sink.stats();
     assert_eq!((stats.failed, stats.delivered), (2, 0), "{stats:?}");

@@ -40,7 +40,7 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
     // Before: delivered.
     let mut delivered: Vec<OutgoingPair> = (0..50).map(|n| pair("svc", n, 2000)).collect();
     for p in &delivered {
-        sink.send(p.clone());
+        sink.send(p.view());
     }
     sink.flush(Duration::from_secs(30)).unwrap();
     assert_eq!(sink.stats().delivered, 50);
@@ -52,7 +52,7 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
     let mut max_buffered = 0u64;
     while killed.elapsed() < Duration::from_millis(1500) {
         for _ in 0..10 {
-            sink.send(pair("svc", 10_000 + sent_during_outage as usize, 20_000));
+            sink.send(pair("svc", 10_000 + sent_during_outage as usize, 20_000).view());
             sent_during_outage += 1;
         }
         sink.poll();
@@ -116,7 +116,7 @@ fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {
     broker.restart();
     let after: Vec<OutgoingPair> = (0..30).map(|n| pair("svc", 20_000 + n, 2000)).collect();
     for p in &after {
-        sink.send(p.clone());
+        sink.send(p.view());
     }
     sink.flush(Duration::from_secs(60)).unwrap();
     let stats = sink.stats();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use interceptor_crds::config::KafkaConfig;
 
 use crate::sink::kafka::KafkaSink;
-use crate::sink::{LinesSink, MemorySink, OutgoingPair, Sink, SinkError, SinkStats};
+use crate::sink::{LinesSink, MemorySink, PairRef, Sink, SinkError, SinkStats};
 
 /// A sink as the in-cluster worker uses it: [`Sink`], plus what the status reports about it.
 pub trait ClusterSink: Sink {
@@ -294,7 +294,7 @@ impl SwitchableSink {
 }
 
 impl Sink for SwitchableSink {
-    fn send(&mut self, pair: OutgoingPair) {
+    fn send(&mut self, pair: PairRef<'_>) {
         self.pick_up();
         match self.current.as_mut() {
             Some(sink) => sink.send(pair),
@@ -354,6 +354,7 @@ impl ClusterSink for SwitchableSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::OutgoingPair;
 
     /// A sink that holds pairs until told to deliver them, shared with the test.
     #[derive(Clone, Default)]
@@ -368,10 +369,10 @@ mod tests {
     }
 
     impl Sink for Held {
-        fn send(&mut self, pair: OutgoingPair) {
+        fn send(&mut self, pair: PairRef<'_>) {
             let mut s = self.0.lock().unwrap();
             s.accepted += 1;
-            s.held.push(pair);
+            s.held.push(pair.into());
         }
         fn flush(&mut self, _timeout: Duration) -> Result<(), SinkError> {
             let mut s = self.0.lock().unwrap();
@@ -414,15 +415,15 @@ mod tests {
         let first = Held::default();
         switch.install(Box::new(first.clone()));
         let mut sink = SwitchableSink::new(Arc::clone(&switch), Duration::from_secs(5));
-        sink.send(pair(1));
-        sink.send(pair(2));
+        sink.send(pair(1).view());
+        sink.send(pair(2).view());
         assert_eq!(sink.stats().buffered_pairs, 2);
 
         let second = Held::default();
         second.0.lock().unwrap().deliver_on_flush = true;
         first.0.lock().unwrap().deliver_on_flush = true;
         switch.install(Box::new(second.clone()));
-        sink.send(pair(3));
+        sink.send(pair(3).view());
         assert_eq!(
             second.0.lock().unwrap().held.len(),
             1,
@@ -455,7 +456,7 @@ mod tests {
         let stuck = Held::default();
         switch.install(Box::new(stuck.clone()));
         let mut sink = SwitchableSink::new(Arc::clone(&switch), Duration::from_millis(50));
-        sink.send(pair(1));
+        sink.send(pair(1).view());
         switch.install(Box::new(Held::default()));
         sink.poll();
         assert!(switch.wait_drained(Instant::now() + Duration::from_secs(5)));
@@ -470,7 +471,7 @@ mod tests {
     #[test]
     fn without_any_producer_pairs_fail_and_are_counted() {
         let mut sink = SwitchableSink::new(SinkSwitch::new(), Duration::from_secs(1));
-        sink.send(pair(1));
+        sink.send(pair(1).view());
         let stats = sink.stats();
         assert_eq!((stats.accepted, stats.failed), (1, 1));
         assert!(stats.last_error.is_some());

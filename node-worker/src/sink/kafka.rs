@@ -36,7 +36,7 @@ use rdkafka::producer::{
 };
 use serde::Deserialize;
 
-use super::{OutgoingPair, Sink, SinkError, SinkStats};
+use super::{PairRef, Sink, SinkError, SinkStats};
 
 /// Message header naming the schema of the value.
 pub const SCHEMA_HEADER: &str = "schema";
@@ -573,7 +573,7 @@ impl TopicChecker {
 }
 
 impl Sink for KafkaSink {
-    fn send(&mut self, pair: OutgoingPair) {
+    fn send(&mut self, pair: PairRef<'_>) {
         let bytes = (pair.key.len() + pair.value.len()) as u64 + HEADER_BYTES;
         {
             let mut state = self.shared.lock();
@@ -599,13 +599,13 @@ impl Sink for KafkaSink {
             });
         // `bytes` fits in usize: it was computed from lengths of data in memory.
         let record = BaseRecord::<str, [u8], usize>::with_opaque_to(&self.topic, bytes as usize)
-            .payload(pair.value.as_slice())
+            .payload(pair.value)
             .headers(headers);
         // No key: librdkafka spreads the pairs over the partitions.
         let record = if pair.key.is_empty() {
             record
         } else {
-            record.key(pair.key.as_str())
+            record.key(pair.key)
         };
         if let Err((error, _)) = self.producer.send(record) {
             let shared = &self.shared;

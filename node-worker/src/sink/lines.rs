@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::{OutgoingPair, Sink, SinkError, SinkStats};
+use super::{PairRef, Sink, SinkError, SinkStats};
 
 /// Pairs are written in batches of about this many bytes.
 const BATCH_BYTES: usize = 256 * 1024;
@@ -93,9 +93,9 @@ impl LinesSink {
 }
 
 impl Sink for LinesSink {
-    fn send(&mut self, pair: OutgoingPair) {
+    fn send(&mut self, pair: PairRef<'_>) {
         self.stats.accepted += 1;
-        self.batch.extend_from_slice(&pair.value);
+        self.batch.extend_from_slice(pair.value);
         self.batch.push(b'\n');
         self.ends.push_back(self.batch.len());
         if self.batch.len() >= BATCH_BYTES {
@@ -124,6 +124,7 @@ impl Sink for LinesSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sink::OutgoingPair;
 
     fn pair(text: &str) -> OutgoingPair {
         OutgoingPair {
@@ -137,8 +138,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.jsonl");
         let mut sink = LinesSink::file(path.to_str().unwrap()).unwrap();
-        sink.send(pair("{\"a\":1}"));
-        sink.send(pair("{\"b\":2}"));
+        sink.send(pair("{\"a\":1}").view());
+        sink.send(pair("{\"b\":2}").view());
         sink.flush(Duration::from_secs(1)).unwrap();
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
@@ -155,8 +156,8 @@ mod tests {
             return;
         };
         let big = "x".repeat(300 * 1024);
-        sink.send(pair(&big));
-        sink.send(pair("{}"));
+        sink.send(pair(&big).view());
+        sink.send(pair("{}").view());
         assert!(sink.flush(Duration::from_secs(1)).is_err());
         let stats = sink.stats();
         assert_eq!(stats.accepted, 2);
@@ -196,14 +197,14 @@ mod tests {
             room: room.clone(),
         }));
         for _ in 0..4 {
-            sink.send(pair("{\"abcdef\":1}")); // 12 bytes and a newline
+            sink.send(pair("{\"abcdef\":1}").view()); // 12 bytes and a newline
         }
         assert!(sink.flush(Duration::from_secs(1)).is_err());
         let stats = sink.stats();
         assert_eq!((stats.accepted, stats.delivered, stats.failed), (4, 1, 3));
         // Room again: the cut line is ended before the next pair.
         *room.lock().unwrap() = 1000;
-        sink.send(pair("{}"));
+        sink.send(pair("{}").view());
         sink.flush(Duration::from_secs(1)).unwrap();
         let stats = sink.stats();
         assert_eq!((stats.accepted, stats.delivered, stats.failed), (5, 2, 3));

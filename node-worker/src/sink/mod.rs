@@ -12,13 +12,39 @@ use serde::Serialize;
 
 pub use lines::LinesSink;
 
-/// One pair ready to leave the node.
+/// One pair ready to leave the node, as the pipeline hands it to a sink: borrowed, so that the
+/// pipeline encodes every pair into the same buffer; a sink copies what it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PairRef<'a> {
+    /// Partitioning key: keeps one service's pairs in order (the destination pod, else its address).
+    pub key: &'a str,
+    /// The pair message of DESIGN.md, as compact JSON without a trailing newline.
+    pub value: &'a [u8],
+}
+
+/// A pair a sink keeps (see [`PairRef`] for the fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutgoingPair {
-    /// Partitioning key: keeps one service's pairs in order (the destination pod, else its address).
     pub key: String,
-    /// The pair message of DESIGN.md, as compact JSON without a trailing newline.
     pub value: Vec<u8>,
+}
+
+impl OutgoingPair {
+    pub fn view(&self) -> PairRef<'_> {
+        PairRef {
+            key: &self.key,
+            value: &self.value,
+        }
+    }
+}
+
+impl From<PairRef<'_>> for OutgoingPair {
+    fn from(pair: PairRef<'_>) -> Self {
+        OutgoingPair {
+            key: pair.key.to_owned(),
+            value: pair.value.to_vec(),
+        }
+    }
 }
 
 /// What happened to the pairs handed to a sink. `accepted` equals the sum of the other outcomes plus
@@ -66,7 +92,7 @@ pub enum SinkError {
 /// bound: when they cannot keep up they drop and count.
 pub trait Sink: Send {
     /// Hand over one pair. Its fate is accounted for in [`Sink::stats`].
-    fn send(&mut self, pair: OutgoingPair);
+    fn send(&mut self, pair: PairRef<'_>);
 
     /// Housekeeping between packets (delivery reports, purge after an outage). Cheap when idle.
     fn poll(&mut self) {}
@@ -84,8 +110,8 @@ pub struct MemorySink {
 }
 
 impl Sink for MemorySink {
-    fn send(&mut self, pair: OutgoingPair) {
-        self.pairs.push(pair);
+    fn send(&mut self, pair: PairRef<'_>) {
+        self.pairs.push(pair.into());
     }
 
     fn flush(&mut self, _timeout: Duration) -> Result<(), SinkError> {

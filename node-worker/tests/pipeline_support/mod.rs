@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use interceptor_crds::config::WorkerConfig;
 use node_worker::pipeline::{Identity, Pipeline};
-use node_worker::sink::{OutgoingPair, Sink, SinkError, SinkStats};
+use node_worker::sink::{OutgoingPair, PairRef, Sink, SinkError, SinkStats};
 use node_worker::source::file::{FileEnd, FileSource};
 use node_worker::source::{CaptureMode, InterfaceInfo};
 use node_worker::stats::Counters;
@@ -20,8 +20,8 @@ use node_worker::synth::{write_pcap_file, Conversation, Frame};
 pub struct SharedSink(pub Arc<Mutex<Vec<OutgoingPair>>>);
 
 impl Sink for SharedSink {
-    fn send(&mut self, pair: OutgoingPair) {
-        self.0.lock().unwrap().push(pair);
+    fn send(&mut self, pair: PairRef<'_>) {
+        self.0.lock().unwrap().push(pair.into());
     }
     fn flush(&mut self, _: Duration) -> Result<(), SinkError> {
         Ok(())
