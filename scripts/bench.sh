@@ -25,6 +25,9 @@
 #   BENCH_MAX_CONNS=32  BENCH_WRK_THREADS=1  BENCH_DELAY_MS=10 (pause per connection for fixed rates)
 #   BENCH_LONG=0  BENCH_LONG_SECONDS=600  BENCH_LONG_RATE=max  BENCH_LONG_SAMPLE=5 (seconds between RSS)
 #   BENCH_LIVE_CONFIG=FILE       config.yaml for the live worker (e.g. capture.bufferBytes); default: none
+#   BENCH_PAIRS_DIR=/dev/shm     where the live runs write their pairs to be checked: a tmpfs, so that the
+#                                disk's writeback (gigabytes per run) is not counted as the worker's CPU;
+#                                empty: into BENCH_OUT. The 10-minute run always writes into BENCH_OUT.
 #   BENCH_LIVE_PERF=1            perf profile of the worker during the max-rate run (perf/, results.json)
 #   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
@@ -61,6 +64,8 @@ LONG_SAMPLE=${BENCH_LONG_SAMPLE:-5}
 KEEP=${BENCH_KEEP:-0}
 LIVE_CONFIG=${BENCH_LIVE_CONFIG:-}
 LIVE_PERF=${BENCH_LIVE_PERF:-0}
+PAIRS_DIR=${BENCH_PAIRS_DIR-/dev/shm}
+if [ -n "$PAIRS_DIR" ] && ! [ -d "$PAIRS_DIR" -a -w "$PAIRS_DIR" ]; then PAIRS_DIR=; fi
 
 log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
@@ -285,6 +290,7 @@ cleanup() {
   del_namespace "$NS_C"
   del_namespace "$NS_S"
   [ "$KEEP" = 1 ] || rm -f "$OUT"/live/*/pairs.jsonl "$OUT"/offline/*/pairs.jsonl "$OUT"/offline/*/tshark.tsv
+  [ -z "$PAIRS_DIR" ] || rm -f "$PAIRS_DIR/icbench-$$-"*.jsonl
 }
 trap cleanup EXIT
 trap 'exit 130' INT
@@ -354,8 +360,14 @@ live_run() { # name rate seconds [sample_every_seconds]
   local threads=$WRK_THREADS
   [ "$threads" -le "$conns" ] || threads=$conns
   log "live $name: rate $rate/s ($conns connections, $delay ms pause, $threads wrk threads) for $seconds s"
+  local pairs="$d/pairs.jsonl"
+  rm -f "$pairs"
+  if [ -n "$PAIRS_DIR" ] && [ "$name" != long ]; then
+    pairs="$PAIRS_DIR/icbench-$$-$name.jsonl"
+    ln -s "$pairs" "$d/pairs.jsonl"
+  fi
   RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${LIVE_CONFIG:+--config "$LIVE_CONFIG"} \
-    --sink "file:$d/pairs.jsonl" \
+    --sink "file:$pairs" \
     --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
   worker_pid=$!
   # The tap is open once the worker says it is capturing.
@@ -401,10 +413,11 @@ live_run() { # name rate seconds [sample_every_seconds]
  "seconds": $seconds, "clk_tck": $(getconf CLK_TCK),
  "worker_ticks": $((w1 - w0)), "nginx_ticks": $((n1 - n0)),
  "machine_busy_ticks": $(( ${m1% *} - ${m0% *} )), "machine_softirq_ticks": $(( ${m1#* } - ${m0#* } )),
- "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss}
+ "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss,
+ "pairs_file": "$pairs"}
 JSON
   python3 "$REPORT" check-live "$d" >"$d/check.json" || wrong "live run $name: $(cat "$d/check.json")"
-  [ "$KEEP" = 1 ] || rm -f "$d/pairs.jsonl"
+  [ "$KEEP" = 1 ] || rm -f "$pairs" "$d/pairs.jsonl"
 }
 
 live() {

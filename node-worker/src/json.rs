@@ -39,14 +39,15 @@ fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     }
     // A word (8 bytes) at a time; the last one padded with spaces.
     let (words, rest) = bytes.as_chunks::<8>();
-    let mut last = [b' '; 8];
-    last[..rest.len()].copy_from_slice(rest);
-    let not_plain = words
+    let last = rest
         .iter()
-        .chain(std::iter::once(&last))
-        .fold(0, |acc, word| {
-            acc | not_plain_bytes(u64::from_le_bytes(*word))
+        .rev()
+        .fold(u64::from_le_bytes([b' '; 8]), |word, &b| {
+            (word << 8) | u64::from(b)
         });
+    let not_plain = words.iter().fold(not_plain_bytes(last), |acc, word| {
+        acc | not_plain_bytes(u64::from_le_bytes(*word))
+    });
     if not_plain != 0 {
         return false;
     }
