@@ -668,10 +668,11 @@ fn address_key(addr: SocketAddr) -> String {
     }
 }
 
-/// The pair buffer's first size, and the most it keeps between pairs (escaping reserves six times a
-/// body's length, so this keeps it for bodies up to about 170 KB).
+/// The pair buffer's first size, and the most capacity it keeps between pairs. Escaping reserves six
+/// times a body's length, so this keeps it for bodies up to about 700 KB; of that capacity only what
+/// was written (at most the largest message the limits let through) is resident memory.
 const ENCODED_INITIAL_BYTES: usize = 4096;
-const ENCODED_KEEP_BYTES: usize = 1 << 20;
+const ENCODED_KEEP_BYTES: usize = 4 << 20;
 
 /// Why a connection is forgotten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

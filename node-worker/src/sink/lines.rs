@@ -3,12 +3,16 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{PairRef, Sink, SinkError, SinkStats};
 
-/// Pairs are written in batches of about this many bytes.
+/// Pairs are written in batches of about this many bytes...
 const BATCH_BYTES: usize = 256 * 1024;
+
+/// ...or once the oldest pair of a batch has waited this long (live capture on a quiet node: someone
+/// may be watching stdout).
+const BATCH_MAX_WAIT: Duration = Duration::from_millis(200);
 
 /// Writes one pair per line. A write error (a full disk, a closed pipe) fails the pairs not yet written
 /// in full and is counted; it never stops the pipeline. Pairs are batched, and each is counted as
@@ -22,6 +26,9 @@ pub struct LinesSink {
     ends: VecDeque<usize>,
     /// A line was cut by a failed write: the next write first ends it.
     cut_line: bool,
+    /// When the first pair of the current batch came.
+    batch_since: Option<Instant>,
+    max_wait: Duration,
     stats: SinkStats,
 }
 
@@ -44,8 +51,16 @@ impl LinesSink {
             batch: Vec::with_capacity(BATCH_BYTES),
             ends: VecDeque::new(),
             cut_line: false,
+            batch_since: None,
+            max_wait: BATCH_MAX_WAIT,
             stats: SinkStats::default(),
         }
+    }
+
+    /// How long a pair may wait in the batch before [`Sink::poll`] writes it out.
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
     }
 
     /// Writes the batch out, counting each pair as delivered once its line is written in full, and
@@ -58,6 +73,7 @@ impl LinesSink {
         }
         self.batch.clear();
         self.ends.clear();
+        self.batch_since = None;
         result
     }
 
@@ -95,11 +111,24 @@ impl LinesSink {
 impl Sink for LinesSink {
     fn send(&mut self, pair: PairRef<'_>) {
         self.stats.accepted += 1;
+        if self.batch.is_empty() {
+            self.batch_since = Some(Instant::now());
+        }
         self.batch.extend_from_slice(pair.value);
         self.batch.push(b'\n');
         self.ends.push_back(self.batch.len());
         if self.batch.len() >= BATCH_BYTES {
             // A failure is counted; the next batch tries again (the disk may have room by then).
+            let _ = self.write_batch();
+        }
+    }
+
+    fn poll(&mut self) {
+        if self
+            .batch_since
+            .is_some_and(|since| since.elapsed() >= self.max_wait)
+        {
+            // A failure is counted, as in `send`.
             let _ = self.write_batch();
         }
     }
@@ -147,6 +176,31 @@ mod tests {
         );
         let stats = sink.stats();
         assert_eq!((stats.accepted, stats.delivered, stats.failed), (2, 2, 0));
+    }
+
+    #[test]
+    fn a_batch_is_written_once_its_first_pair_has_waited_long_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let read = || std::fs::read_to_string(&path).unwrap();
+        let mut patient = LinesSink::file(path.to_str().unwrap())
+            .unwrap()
+            .with_max_wait(Duration::from_secs(3600));
+        patient.send(pair("{\"a\":1}").view());
+        patient.poll();
+        assert_eq!(read(), "", "written before its time");
+        assert_eq!(patient.stats().buffered_pairs, 1);
+
+        let mut eager = LinesSink::file(path.to_str().unwrap())
+            .unwrap()
+            .with_max_wait(Duration::ZERO);
+        eager.poll();
+        assert_eq!(read(), "");
+        eager.send(pair("{\"b\":2}").view());
+        eager.poll();
+        assert_eq!(read(), "{\"b\":2}\n");
+        let stats = eager.stats();
+        assert_eq!((stats.delivered, stats.buffered_pairs), (1, 0));
     }
 
     #[test]
