@@ -28,6 +28,10 @@
 #   BENCH_PAIRS_DIR=/dev/shm     where the live runs write their pairs to be checked: a tmpfs, so that the
 #                                disk's writeback (gigabytes per run) is not counted as the worker's CPU;
 #                                empty: into BENCH_OUT. The 10-minute run always writes into BENCH_OUT.
+#   BENCH_PAIRS_VIA=pipe         the live worker writes its pairs into a pipe that `cat` empties into that
+#                                file (as in production, where they leave through a socket to Kafka);
+#                                file: the worker writes the file itself (its CPU then includes the page
+#                                cache's cost of every byte)
 #   BENCH_LIVE_PERF=1            perf profile of the worker during the max-rate run (perf/, results.json)
 #   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
@@ -65,6 +69,7 @@ KEEP=${BENCH_KEEP:-0}
 LIVE_CONFIG=${BENCH_LIVE_CONFIG:-}
 LIVE_PERF=${BENCH_LIVE_PERF:-0}
 PAIRS_DIR=${BENCH_PAIRS_DIR-/dev/shm}
+PAIRS_VIA=${BENCH_PAIRS_VIA:-pipe}
 if [ -n "$PAIRS_DIR" ] && ! [ -d "$PAIRS_DIR" -a -w "$PAIRS_DIR" ]; then PAIRS_DIR=; fi
 
 log() { echo "bench: [${SECONDS}s] $*" >&2; }
@@ -261,6 +266,7 @@ NS_S=${NS_PREFIX}$$-s
 C_ADDR=10.93.0.1
 S_ADDR=10.93.0.2
 worker_pid=
+writer_pid=
 nginx_pid=
 sampler_pid=
 
@@ -286,6 +292,7 @@ cleanup() {
   set +e
   [ -z "$sampler_pid" ] || kill "$sampler_pid" 2>/dev/null
   stop_worker
+  [ -z "$writer_pid" ] || kill "$writer_pid" 2>/dev/null
   [ -z "$nginx_pid" ] || kill -TERM "$nginx_pid" 2>/dev/null
   del_namespace "$NS_C"
   del_namespace "$NS_S"
@@ -366,8 +373,16 @@ live_run() { # name rate seconds [sample_every_seconds]
     pairs="$PAIRS_DIR/icbench-$$-$name.jsonl"
     ln -s "$pairs" "$d/pairs.jsonl"
   fi
+  local sink="file:$pairs"
+  if [ "$PAIRS_VIA" = pipe ]; then
+    rm -f "$d/pairs.fifo"
+    mkfifo "$d/pairs.fifo"
+    cat "$d/pairs.fifo" >"$pairs" &
+    writer_pid=$!
+    sink="file:$d/pairs.fifo"
+  fi
   RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${LIVE_CONFIG:+--config "$LIVE_CONFIG"} \
-    --sink "file:$pairs" \
+    --sink "$sink" \
     --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
   worker_pid=$!
   # The tap is open once the worker says it is capturing.
@@ -407,6 +422,11 @@ live_run() { # name rate seconds [sample_every_seconds]
     [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
   fi
   stop_worker
+  if [ -n "$writer_pid" ]; then
+    wait "$writer_pid" 2>/dev/null || true
+    writer_pid=
+    rm -f "$d/pairs.fifo"
+  fi
   if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; fi
   cat >"$d/run.json" <<JSON
 {"name": "$name", "rate": "$rate", "connections": $conns, "delay_ms": $delay, "wrk_threads": $threads,
@@ -414,7 +434,7 @@ live_run() { # name rate seconds [sample_every_seconds]
  "worker_ticks": $((w1 - w0)), "nginx_ticks": $((n1 - n0)),
  "machine_busy_ticks": $(( ${m1% *} - ${m0% *} )), "machine_softirq_ticks": $(( ${m1#* } - ${m0#* } )),
  "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss,
- "pairs_file": "$pairs"}
+ "pairs_file": "$pairs", "pairs_via": "$PAIRS_VIA"}
 JSON
   python3 "$REPORT" check-live "$d" >"$d/check.json" || wrong "live run $name: $(cat "$d/check.json")"
   [ "$KEEP" = 1 ] || rm -f "$pairs" "$d/pairs.jsonl"

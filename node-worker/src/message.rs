@@ -174,13 +174,14 @@ fn write_message(
     let (body, body_base64) = body_text(message, encoding.as_deref(), rules)?;
     let mut o = json::Object::new(out);
     if head.is_request() {
-        json::lossy(o.key("method"), head.method());
+        // httparse accepts only token characters in a method.
+        json::token(o.key("method"), head.method());
         json::lossy(o.key("path"), head.target());
     } else {
         o.num("status", head.status().unwrap_or(0));
         json::lossy(o.key("reason"), head.reason());
     }
-    o.str("version", version(head.minor_version));
+    json::token(o.key("version"), version(head.minor_version).as_bytes());
     let headers = o.key("headers");
     headers.push(b'[');
     for (i, (name, value)) in head.headers().enumerate() {
@@ -188,7 +189,8 @@ fn write_message(
             headers.push(b',');
         }
         headers.push(b'[');
-        json::lossy(headers, name);
+        // httparse accepts only token characters in a header name (lines with others are skipped).
+        json::token(headers, name);
         headers.push(b',');
         if rules.should_mask(name) {
             json::string(headers, MASK);
@@ -205,7 +207,10 @@ fn write_message(
         None => o.key("content_encoding").extend_from_slice(b"null"),
     }
     o.num("wire_bytes", message.wire_bytes);
-    o.str("timestamp", rfc3339_us(message.first_us).as_str());
+    json::token(
+        o.key("timestamp"),
+        rfc3339_us(message.first_us).as_str().as_bytes(),
+    );
     o.end();
     Ok(())
 }
@@ -240,15 +245,16 @@ pub fn encode_pair(
     out: &mut Vec<u8>,
 ) -> Result<(), DropReason> {
     let mut o = json::Object::new(out);
-    o.str("schema", SCHEMA);
-    o.str("id", id);
+    json::token(o.key("schema"), SCHEMA.as_bytes());
+    // A hex prefix, a dash, a hex counter.
+    json::token(o.key("id"), id.as_bytes());
     o.str("node", ctx.node);
     o.str("interceptor", ctx.interceptor);
     {
         let mut i = json::Object::new(o.key("interface"));
         i.str("name", &ctx.interface.name);
         i.opt_str("netns", ctx.interface.netns.as_deref());
-        i.str("mode", ctx.interface.mode.as_str());
+        json::token(i.key("mode"), ctx.interface.mode.as_str().as_bytes());
         i.end();
     }
     write_endpoint(o.key("source"), source);
