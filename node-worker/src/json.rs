@@ -13,10 +13,14 @@ mod dense;
 /// goes through [`dense`]; the rest (prose, base64, long headers) through the SIMD kernel of
 /// json-escape-simd (sonic-rs's), which skips ahead fastest when escapes are rare.
 pub fn string(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    if quote_if_plain(out, bytes) {
-        return;
+    if !quote_if_plain(out, text.as_bytes()) {
+        escape(out, text);
     }
+}
+
+/// [`string`] for text known not to be short plain text.
+fn escape(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
     if bytes.len() >= DENSE_MIN && dense::worth_it(&bytes[..DENSE_SAMPLE]) {
         dense::string(out, text);
     } else {
@@ -108,8 +112,8 @@ pub fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
         return;
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => string(out, text),
-        Err(_) => string(out, &String::from_utf8_lossy(bytes)),
+        Ok(text) => escape(out, text),
+        Err(_) => escape(out, &String::from_utf8_lossy(bytes)),
     }
 }
 
