@@ -149,10 +149,10 @@ fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
         .fold(u64::from_le_bytes([b' '; 8]), |word, &b| {
             (word << 8) | u64::from(b)
         });
-    let not_plain = words.iter().fold(not_plain_bytes(last), |acc, word| {
-        acc | not_plain_bytes(u64::from_le_bytes(*word))
+    let plain = words.iter().fold(is_plain_word(last), |plain, word| {
+        plain & is_plain_word(u64::from_le_bytes(*word))
     });
-    if not_plain != 0 {
+    if !plain {
         return false;
     }
     out.reserve(bytes.len() + 2);
@@ -162,18 +162,35 @@ fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
     true
 }
 
-/// Non-zero when a byte of `word` is not plain ASCII text: below 0x20, `"`, `\` or above 0x7f
-/// (the classic bit tricks: a byte below n borrows when n is subtracted from it; x ^ c is zero
-/// where x was c).
-#[inline]
-fn not_plain_bytes(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH_BITS;
-    below(word, 0x20)
-        | below(word ^ (ONES * u64::from(b'"')), 1)
-        | below(word ^ (ONES * u64::from(b'\\')), 1)
-        | (word & HIGH_BITS)
+/// Whether every byte of `word` is plain ASCII text: not below 0x20, `"`, `\` or above 0x7f.
+#[inline(always)]
+fn is_plain_word(word: u64) -> bool {
+    quote_or_backslash(word) | (word & HIGH_BITS) == 0 && !has_control(word)
+}
+
+// Word-wide bit tricks (8 bytes at a time), shared with the dense escaper.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `word` that is zero, and of no other (exact for every byte, unlike
+/// the shorter borrow trick, since the shuffle uses every bit).
+#[inline(always)]
+fn zero_bytes(word: u64) -> u64 {
+    !(((word & !HIGH_BITS).wrapping_add(!HIGH_BITS)) | word | !HIGH_BITS)
+}
+
+/// The high bit of each byte of `word` that is a quote or a backslash.
+#[inline(always)]
+fn quote_or_backslash(word: u64) -> u64 {
+    zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
+}
+
+/// Whether a byte of `word` is below 0x20 (a control character, escaped otherwise than by a
+/// backslash before it).
+#[inline(always)]
+fn has_control(word: u64) -> bool {
+    ((word & !HIGH_BITS).wrapping_add(ONES * (0x80 - 0x20)) | word) & HIGH_BITS != HIGH_BITS
 }
 
 /// A JSON object being written: `{`, then fields separated by commas, then `}`.

@@ -10,30 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::{_mm_cvtsi128_si64, _mm_extract_epi64, _mm_set_epi64x, _mm_shuffle_epi8};
 
-use super::{escape_byte, SLACK};
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `word` that is zero, and of no other (exact for every byte, unlike
-/// the shorter borrow trick, since the shuffle uses every bit).
-#[inline(always)]
-fn zero_bytes(word: u64) -> u64 {
-    !(((word & !HIGH_BITS).wrapping_add(!HIGH_BITS)) | word | !HIGH_BITS)
-}
-
-/// The high bit of each byte of `word` that is a quote or a backslash.
-#[inline(always)]
-fn quote_or_backslash(word: u64) -> u64 {
-    zero_bytes(word ^ (ONES * u64::from(b'"'))) | zero_bytes(word ^ (ONES * u64::from(b'\\')))
-}
-
-/// Whether a byte of `word` is below 0x20 (a control character, escaped otherwise than by a
-/// backslash before it).
-#[inline(always)]
-fn has_control(word: u64) -> bool {
-    ((word & !HIGH_BITS).wrapping_add(ONES * (0x80 - 0x20)) | word) & HIGH_BITS != HIGH_BITS
-}
+use super::{escape_byte, has_control, quote_or_backslash, ONES, SLACK};
 
 /// The high bits of a mark word gathered into eight bits (bit i: byte i).
 #[inline(always)]
