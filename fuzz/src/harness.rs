@@ -14,7 +14,7 @@ use interceptor_crds::config::WorkerConfig;
 use node_worker::exchange::{CompletedPair, Connection, Env};
 use node_worker::filters::Rules;
 use node_worker::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
-use node_worker::message::{encode_pair, Endpoint, PairContext};
+use node_worker::message::{encode_pair, Endpoint, Origin};
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::{PairRef, Sink, SinkError, SinkStats};
 use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
@@ -336,19 +336,14 @@ fn ctx_interface() -> InterfaceInfo {
 
 /// Encodes a completed pair and checks the message is JSON with the expected shape.
 fn check_encoded(pair: &CompletedPair, rules: &Rules) {
-    let interface = ctx_interface();
-    let ctx = PairContext {
-        node: "n",
-        interceptor: "ns/i",
-        interface: &interface,
-    };
+    let origin = Origin::new("n", "ns/i", &ctx_interface());
     let a: SocketAddr = SocketAddr::from(([10, 0, 0, 1], 40000));
     let b: SocketAddr = SocketAddr::from(([10, 0, 0, 2], 80));
     let mut out = Vec::new();
     if encode_pair(
         pair,
         "id",
-        &ctx,
+        &origin,
         &Endpoint { addr: a, pod: None },
         &Endpoint { addr: b, pod: None },
         rules,

@@ -32,11 +32,34 @@ pub struct Endpoint {
     pub pod: Option<PodRef>,
 }
 
-/// Where the worker runs and which interface saw the pair.
-pub struct PairContext<'a> {
-    pub node: &'a str,
-    pub interceptor: &'a str,
-    pub interface: &'a InterfaceInfo,
+/// Where the worker runs and which interface saw a pair: the same for every pair of an interface, so
+/// its fields of the message (`node`, `interceptor`, `interface`) are written once, then copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    fields: Vec<u8>,
+}
+
+impl Origin {
+    pub fn new(node: &str, interceptor: &str, interface: &InterfaceInfo) -> Origin {
+        let mut object = Vec::new();
+        let mut o = json::Object::new(&mut object);
+        o.str("node", node);
+        o.str("interceptor", interceptor);
+        {
+            let mut i = json::Object::new(o.key("interface"));
+            i.str("name", &interface.name);
+            i.opt_str("netns", interface.netns.as_deref());
+            json::token(i.key("mode"), interface.mode.as_str().as_bytes());
+            i.end();
+        }
+        o.end();
+        // The fields without the braces around them.
+        let fields = object
+            .get(1..object.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_vec();
+        Origin { fields }
+    }
 }
 
 fn version(minor: u8) -> &'static str {
@@ -129,12 +152,17 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
     match ip {
         IpAddr::V4(v4) => {
-            let mut digits = itoa::Buffer::new();
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push(b'.');
                 }
-                out.extend_from_slice(digits.format(octet).as_bytes());
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
             }
         }
         IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
@@ -151,7 +179,7 @@ fn body_text<'a>(
     let decoded = body::decode(&message.body, encoding, rules.max_decoded_body_bytes)?;
     let base64 = |b: &[u8]| Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b));
     Ok(match decoded {
-        None => match std::str::from_utf8(&message.body) {
+        None => match simdutf8::basic::from_utf8(&message.body) {
             Ok(s) => (Cow::Borrowed(s), false),
             Err(_) => (base64(&message.body), true),
         },
@@ -238,7 +266,7 @@ fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
 pub fn encode_pair(
     pair: &CompletedPair,
     id: &str,
-    ctx: &PairContext<'_>,
+    origin: &Origin,
     source: &Endpoint,
     destination: &Endpoint,
     rules: &Rules,
@@ -248,15 +276,7 @@ pub fn encode_pair(
     json::token(o.key("schema"), SCHEMA.as_bytes());
     // A hex prefix, a dash, a hex counter.
     json::token(o.key("id"), id.as_bytes());
-    o.str("node", ctx.node);
-    o.str("interceptor", ctx.interceptor);
-    {
-        let mut i = json::Object::new(o.key("interface"));
-        i.str("name", &ctx.interface.name);
-        i.opt_str("netns", ctx.interface.netns.as_deref());
-        json::token(i.key("mode"), ctx.interface.mode.as_str().as_bytes());
-        i.end();
-    }
+    o.fields(&origin.fields);
     write_endpoint(o.key("source"), source);
     write_endpoint(o.key("destination"), destination);
     write_message(o.key("request"), &pair.request, rules)?;
@@ -281,6 +301,7 @@ mod tests {
             "10.93.0.2",
             "0.0.0.0",
             "255.255.255.255",
+            "100.105.10.200",
             "::1",
             "fd00::a:1",
         ] {

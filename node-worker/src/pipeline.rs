@@ -13,7 +13,7 @@ use crate::decode::{self, Skip};
 use crate::exchange::{CompletedPair, Connection, Env};
 use crate::filters::Rules;
 use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
-use crate::message::{encode_pair, Endpoint, PairContext, PodRef};
+use crate::message::{encode_pair, Endpoint, Origin, PodRef};
 use crate::sink::{PairRef, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
@@ -127,6 +127,8 @@ pub struct Pipeline {
     /// view is recognised and skipped instead of being paired twice.
     views: HashMap<(SocketAddr, u32, u32), FlowKey, FlowHasher>,
     interfaces: Vec<InterfaceInfo>,
+    /// The message fields of each interface, by the same index.
+    origins: Vec<Origin>,
     total: TotalBudget,
     counters: Counters,
     reassembly: ReassemblyStats,
@@ -140,6 +142,8 @@ pub struct Pipeline {
     next_id: u64,
     /// The id of the pair being encoded (a buffer reused for every pair).
     id: String,
+    /// The partition key of the pairs being sent (a reused buffer).
+    partition_key: String,
 }
 
 impl Pipeline {
@@ -162,6 +166,7 @@ impl Pipeline {
             closed: HashMap::default(),
             views: HashMap::default(),
             interfaces: Vec::new(),
+            origins: Vec::new(),
             total: TotalBudget::new(
                 usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
             ),
@@ -176,6 +181,7 @@ impl Pipeline {
             id_prefix,
             next_id: 0,
             id: String::new(),
+            partition_key: String::new(),
         }
     }
 
@@ -194,6 +200,11 @@ impl Pipeline {
         if let Some(i) = self.interfaces.iter().position(|known| *known == info) {
             return i;
         }
+        self.origins.push(Origin::new(
+            &self.identity.node,
+            &self.identity.interceptor,
+            &info,
+        ));
         self.interfaces.push(info);
         self.interfaces.len() - 1
     }
@@ -580,21 +591,21 @@ impl Pipeline {
             }),
         };
         let (source, destination) = (lookup(client), lookup(server));
-        let fallback = InterfaceInfo {
-            name: String::new(),
-            netns: None,
-            mode: crate::source::CaptureMode::File,
+        let fallback;
+        let origin = match self.origins.get(interface) {
+            Some(origin) => origin,
+            // Not reached: every index comes from `add_interface`.
+            None => {
+                let unknown = InterfaceInfo {
+                    name: String::new(),
+                    netns: None,
+                    mode: crate::source::CaptureMode::File,
+                };
+                fallback = Origin::new(&self.identity.node, &self.identity.interceptor, &unknown);
+                &fallback
+            }
         };
-        let interface = self.interfaces.get(interface).unwrap_or(&fallback);
-        let ctx = PairContext {
-            node: &self.identity.node,
-            interceptor: &self.identity.interceptor,
-            interface,
-        };
-        let partition_key = match &destination.pod {
-            Some(pod) => format!("{}/{}", pod.namespace, pod.name),
-            None => address_key(destination.addr),
-        };
+        write_partition_key(&mut self.partition_key, &destination);
         for pair in self.completed.drain(..) {
             self.encoded.clear();
             write_pair_id(&mut self.id, &self.id_prefix, self.next_id);
@@ -602,7 +613,7 @@ impl Pipeline {
             match encode_pair(
                 &pair,
                 &self.id,
-                &ctx,
+                origin,
                 &source,
                 &destination,
                 &self.rules,
@@ -611,7 +622,7 @@ impl Pipeline {
                 Ok(()) => {
                     self.counters.pairs_emitted += 1;
                     self.sink.send(PairRef {
-                        key: &partition_key,
+                        key: &self.partition_key,
                         value: &self.encoded,
                     });
                 }
@@ -647,12 +658,18 @@ fn write_pair_id(id: &mut String, prefix: &str, counter: u64) {
     }
 }
 
-/// The partition key of a destination that is no known pod: its address, as `Display` writes it
+/// Writes the partition key of pairs sent to `destination` into `key` (a buffer reused for every
+/// pair): its pod as `namespace/name`, or, for no known pod, its address as `Display` writes it
 /// (`10.0.0.7:8080`, `[::1]:8080`), IPv4 without the formatting machinery.
-fn address_key(addr: SocketAddr) -> String {
-    match addr {
-        SocketAddr::V4(v4) => {
-            let mut key = String::with_capacity(21);
+fn write_partition_key(key: &mut String, destination: &Endpoint) {
+    key.clear();
+    match (&destination.pod, destination.addr) {
+        (Some(pod), _) => {
+            key.push_str(&pod.namespace);
+            key.push('/');
+            key.push_str(&pod.name);
+        }
+        (None, SocketAddr::V4(v4)) => {
             let mut digits = itoa::Buffer::new();
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
@@ -662,9 +679,12 @@ fn address_key(addr: SocketAddr) -> String {
             }
             key.push(':');
             key.push_str(digits.format(v4.port()));
-            key
         }
-        SocketAddr::V6(_) => addr.to_string(),
+        (None, addr @ SocketAddr::V6(_)) => {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(key, "{addr}");
+        }
     }
 }
 
@@ -715,7 +735,8 @@ mod tests {
     }
 
     #[test]
-    fn address_keys_read_as_display_does() {
+    fn partition_keys_name_the_pod_or_read_as_display_does() {
+        let mut key = String::from("left over");
         for addr in [
             "10.0.0.7:8080",
             "0.0.0.0:0",
@@ -724,7 +745,22 @@ mod tests {
             "[fe80::1]:443",
         ] {
             let addr: SocketAddr = addr.parse().unwrap();
-            assert_eq!(address_key(addr), addr.to_string());
+            write_partition_key(&mut key, &Endpoint { addr, pod: None });
+            assert_eq!(key, addr.to_string());
         }
+        let pod = PodRef {
+            namespace: "shop".into(),
+            name: "api-7d9f".into(),
+            container: None,
+        };
+        let addr = "10.0.0.7:8080".parse().unwrap();
+        write_partition_key(
+            &mut key,
+            &Endpoint {
+                addr,
+                pod: Some(pod),
+            },
+        );
+        assert_eq!(key, "shop/api-7d9f");
     }
 }
