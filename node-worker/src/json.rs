@@ -109,9 +109,13 @@ fn escape_byte(out: &mut Vec<u8>, at: usize, b: u8, left: usize) -> usize {
 
 /// Appends bytes as a JSON string, replacing invalid UTF-8 (header values may carry any byte).
 pub fn lossy(out: &mut Vec<u8>, bytes: &[u8]) {
-    if quote_if_plain(out, bytes) {
-        return;
+    if !quote_if_plain(out, bytes) {
+        escape_lossy(out, bytes);
     }
+}
+
+/// [`lossy`] for bytes known not to be short plain text.
+pub fn escape_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => escape(out, text),
         Err(_) => escape(out, &String::from_utf8_lossy(bytes)),
@@ -139,34 +143,59 @@ pub fn token(out: &mut Vec<u8>, text: &[u8]) {
 #[inline]
 pub fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = bytes.len();
-    if len >= 8 {
-        let (words, rest) = bytes.as_chunks::<8>();
-        for word in words {
-            out.extend_from_slice(word);
-        }
-        if let Some(last) = bytes.last_chunk::<8>().filter(|_| !rest.is_empty()) {
-            // The last eight bytes, over some the words wrote already.
-            out.truncate(out.len() - (8 - rest.len()));
+    match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
+        // Eight to sixteen bytes: the first eight and the last eight, overlapping.
+        (Some(first), Some(last)) if len <= 16 => {
+            out.extend_from_slice(first);
+            out.truncate(out.len() - (16 - len));
             out.extend_from_slice(last);
         }
-    } else if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-        // Four to seven bytes: the first four and the last four, overlapping.
-        out.extend_from_slice(first);
-        out.truncate(out.len() - (8 - len));
-        out.extend_from_slice(last);
-    } else {
-        for &b in bytes {
-            out.push(b);
+        // Longer: eight at a time, then the last eight over some of those.
+        (Some(_), Some(last)) => {
+            let (words, rest) = bytes.as_chunks::<8>();
+            for word in words {
+                out.extend_from_slice(word);
+            }
+            if !rest.is_empty() {
+                out.truncate(out.len() - (8 - rest.len()));
+                out.extend_from_slice(last);
+            }
         }
+        _ => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+            // Four to seven bytes: the first four and the last four, overlapping.
+            (Some(first), Some(last)) => {
+                out.extend_from_slice(first);
+                out.truncate(out.len() - (8 - len));
+                out.extend_from_slice(last);
+            }
+            _ => {
+                for &b in bytes {
+                    out.push(b);
+                }
+            }
+        },
     }
 }
 
-/// Longest text [`quote_if_plain`] checks byte by byte.
+/// Longest text [`is_plain`] checks (a word at a time).
 const PLAIN_MAX: usize = 64;
 
 /// Appends `bytes` in quotes if they are short, ASCII and have nothing to escape; returns whether it
 /// did. Such bytes are valid UTF-8 and their own JSON text.
 fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
+    if !is_plain(bytes) {
+        return false;
+    }
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    extend_short(out, bytes);
+    out.push(b'"');
+    true
+}
+
+/// Whether `bytes` are short (at most `PLAIN_MAX`), ASCII and have nothing to escape: then they are
+/// their own JSON string, between quotes.
+pub fn is_plain(bytes: &[u8]) -> bool {
     if bytes.len() > PLAIN_MAX {
         return false;
     }
@@ -182,17 +211,9 @@ fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
                 (word << 8) | u64::from(b)
             }),
     };
-    let plain = words.iter().fold(is_plain_word(last), |plain, word| {
+    words.iter().fold(is_plain_word(last), |plain, word| {
         plain & is_plain_word(u64::from_le_bytes(*word))
-    });
-    if !plain {
-        return false;
-    }
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    extend_short(out, bytes);
-    out.push(b'"');
-    true
+    })
 }
 
 /// Whether every byte of `word` is plain ASCII text: not below 0x20, `"`, `\` or above 0x7f.

@@ -211,21 +211,19 @@ fn write_message(
     }
     json::token(o.key("version"), version(head.minor_version).as_bytes());
     let headers = o.key("headers");
-    headers.push(b'[');
-    for (i, (name, value)) in head.headers().enumerate() {
-        if i > 0 {
-            headers.push(b',');
-        }
-        headers.push(b'[');
-        // httparse accepts only token characters in a header name (lines with others are skipped).
-        json::token(headers, name);
-        headers.push(b',');
-        if rules.should_mask(name) {
-            json::string(headers, MASK);
+    let start = headers.len();
+    for (name, value) in head.headers() {
+        let value = if rules.should_mask(name) {
+            MASK.as_bytes()
         } else {
-            json::lossy(headers, value);
-        }
-        headers.push(b']');
+            value
+        };
+        write_header(headers, name, value);
+    }
+    // The first header's comma opens the list.
+    match headers.get_mut(start) {
+        Some(first) => *first = b'[',
+        None => headers.push(b'['),
     }
     headers.push(b']');
     o.str("body", &body);
@@ -241,6 +239,25 @@ fn write_message(
     );
     o.end();
     Ok(())
+}
+
+/// Writes one header as `,["name","value"]`. Done for every header of every message, so in few moves:
+/// a plain value (nearly all) shares its quotes' moves with the name's.
+fn write_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    // httparse accepts only token characters in a header name (lines with others are skipped).
+    debug_assert!(json::is_plain(name) || name.len() > 64, "{name:?}");
+    out.reserve(name.len() + value.len() + 9);
+    out.extend_from_slice(b",[\"");
+    json::extend_short(out, name);
+    if json::is_plain(value) {
+        out.extend_from_slice(b"\",\"");
+        json::extend_short(out, value);
+        out.extend_from_slice(b"\"]");
+    } else {
+        out.extend_from_slice(b"\",");
+        json::escape_lossy(out, value);
+        out.push(b']');
+    }
 }
 
 fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {

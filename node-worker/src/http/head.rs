@@ -193,18 +193,19 @@ impl MessageHead {
 
     /// The first value of a header (name compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        self.headers_named(name).next()
     }
 
     pub fn headers_named<'s, 'n>(
         &'s self,
         name: &'n str,
     ) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
-        self.headers()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| v)
+        // Lengths first: most names differ in length, and comparing ranges costs less than slicing.
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.len() == name.len())
+            .filter(move |(n, _)| self.slice(n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.slice(v))
     }
 
     /// All values of a header joined with `, ` (a list header may be repeated: RFC 9110 section 5.3).
