@@ -4,6 +4,9 @@
 //! per pair. The output is the same as serde_json's: `"`, `\` and bytes below 0x20 are escaped,
 //! everything else (UTF-8 included) is copied. Tests compare both.
 
+// The shuffle escaper needs x86-64 (SSSE3); elsewhere every string takes the SIMD kernel of
+// json-escape-simd.
+#[cfg(target_arch = "x86_64")]
 mod dense;
 
 /// Appends `text` as a JSON string literal, quotes included.
@@ -20,91 +23,17 @@ pub fn string(out: &mut Vec<u8>, text: &str) {
 
 /// [`string`] for text known not to be short plain text.
 fn escape(out: &mut Vec<u8>, text: &str) {
-    let bytes = text.as_bytes();
-    if bytes.len() >= DENSE_MIN && dense::worth_it(&bytes[..bytes.len().min(DENSE_SAMPLE)]) {
+    #[cfg(target_arch = "x86_64")]
+    if dense::worth_it(text.as_bytes()) {
         dense::string(out, text);
-    } else {
-        string_sparse(out, text);
+        return;
     }
+    string_sparse(out, text);
 }
-
-/// Text at least this long may take the dense path, judged on its first `DENSE_SAMPLE` bytes (short
-/// JSON request bodies included).
-const DENSE_MIN: usize = 32;
-const DENSE_SAMPLE: usize = 64;
 
 /// The SIMD kernel of json-escape-simd.
 fn string_sparse(out: &mut Vec<u8>, text: &str) {
     json_escape_simd::escape_into(text, out);
-}
-
-/// How each byte is written inside a JSON string: the byte that follows a backslash for `"`, `\` and
-/// the control characters with a short form (`\n`, ...) or the byte itself; whether a backslash comes
-/// first; and whether it needs the long form `\u00XX` (the other control characters).
-struct Escapes {
-    chars: [u8; 256],
-    backslash: [u8; 256],
-    long: [bool; 256],
-}
-
-const fn escapes() -> Escapes {
-    let mut e = Escapes {
-        chars: [0; 256],
-        backslash: [0; 256],
-        long: [false; 256],
-    };
-    let mut b = 0;
-    while b < 256 {
-        e.chars[b] = b as u8;
-        e.long[b] = b < 0x20;
-        b += 1;
-    }
-    let short: [(u8, u8); 7] = [
-        (b'"', b'"'),
-        (b'\\', b'\\'),
-        (b'\n', b'n'),
-        (b'\r', b'r'),
-        (b'\t', b't'),
-        (0x08, b'b'),
-        (0x0c, b'f'),
-    ];
-    let mut i = 0;
-    while i < short.len() {
-        let (from, to) = short[i];
-        e.chars[from as usize] = to;
-        e.backslash[from as usize] = 1;
-        e.long[from as usize] = false;
-        i += 1;
-    }
-    e
-}
-
-static ESCAPES: Escapes = escapes();
-
-/// Room an in-place escaper keeps past what it may still write in two-byte escapes: the closing
-/// quote and two 16-byte stores (a last block of one byte may write 32).
-const SLACK: usize = 33;
-
-/// Writes byte `b` at `at` of `out` (escaped if need be) and returns where the next byte goes. The
-/// caller keeps `out.len() >= at + 2 * left + SLACK`, `left` being the input bytes not yet written,
-/// `b` included; a long escape (`\u00XX`) grows `out` to keep that true.
-#[inline(always)]
-fn escape_byte(out: &mut Vec<u8>, at: usize, b: u8, left: usize) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let i = usize::from(b);
-    if ESCAPES.long[i] {
-        let need = at + 6 + 2 * (left - 1) + SLACK;
-        if out.len() < need {
-            out.resize(need, 0);
-        }
-        out[at..at + 6].copy_from_slice(&[b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]]);
-        return at + 6;
-    }
-    // Branch-free: a backslash, then the character either over it (no escape) or after it.
-    let extra = usize::from(ESCAPES.backslash[i]);
-    out[at] = b'\\';
-    out[at + extra] = ESCAPES.chars[i];
-    at + 1 + extra
 }
 
 /// Appends bytes as a JSON string, replacing invalid UTF-8 (header values may carry any byte).

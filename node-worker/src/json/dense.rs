@@ -8,7 +8,15 @@
 //! replaced by their letter and take the same path; sixteen bytes holding another (`\u00XX`) go byte
 //! by byte.
 
-use super::{escape_byte, quote_or_backslash, SLACK};
+use std::arch::x86_64::{
+    __m128i, _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8,
+    _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_shuffle_epi8, _mm_unpackhi_epi64,
+    _mm_unpacklo_epi64,
+};
+
+use bytemuck::cast;
+
+use super::quote_or_backslash;
 
 /// For each 8-bit pattern (bit i: byte i is escaped): the shuffle control (byte j says which input
 /// lane output byte j takes: 0-7 the input bytes, 8 a backslash; 0x80 a zero) and the output length.
@@ -45,33 +53,34 @@ const fn expansions() -> Expansions {
 
 static EXPANSIONS: Expansions = expansions();
 
-/// Whether text whose first bytes are `sample` is dense enough for this escaper to pay: at least one
-/// quote or backslash per 16 bytes (JSON has one every few bytes; below that, the SIMD kernel that
-/// skips ahead to each escape is faster).
-pub(super) fn worth_it(sample: &[u8]) -> bool {
-    let (words, _) = sample.as_chunks::<8>();
+/// Text at least this long may take this escaper, judged on its first `SAMPLE` bytes (short JSON
+/// request bodies included).
+const MIN_LEN: usize = 32;
+const SAMPLE: usize = 64;
+
+/// Whether `text` is dense enough with quotes for this escaper to pay: at least one quote or
+/// backslash per 16 bytes of its first 64 (JSON has one every few bytes; below that, the SIMD kernel
+/// that skips ahead to each escape is faster); and the CPU has SSSE3.
+pub(super) fn worth_it(text: &[u8]) -> bool {
+    if text.len() < MIN_LEN {
+        return false;
+    }
+    let (words, _) = text[..text.len().min(SAMPLE)].as_chunks::<8>();
     let marks: u32 = words
         .iter()
         .map(|w| quote_or_backslash(u64::from_le_bytes(*w)).count_ones())
         .sum();
-    words.len() >= 4 && marks as usize * 16 >= words.len() * 8 && supported()
+    marks as usize * 16 >= words.len() * 8 && supported()
 }
 
-#[cfg(target_arch = "x86_64")]
 fn supported() -> bool {
     std::is_x86_feature_detected!("ssse3")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn supported() -> bool {
-    false
 }
 
 /// Appends `text` as a JSON string literal (through the generic escaper on a CPU without SSSE3).
 // The one `unsafe` of the worker: calling a function compiled for instructions the CPU must have.
 #[allow(unsafe_code)]
 pub(super) fn string(out: &mut Vec<u8>, text: &str) {
-    #[cfg(target_arch = "x86_64")]
     if supported() {
         // SAFETY: `escape_ssse3` needs SSSE3, which the CPU was just found to have.
         unsafe { escape_ssse3(out, text.as_bytes()) };
@@ -86,10 +95,9 @@ const SHORT_LETTERS: [u8; 16] = [
     0, 0, 0, 0, 0, 0, 0, 0, b'b', b't', b'n', 0, b'f', b'r', 0, 0,
 ];
 
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
 fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
-    // As in `super::escape_byte`: the output is written in place at `at`, with room for every byte
+    // As in `escape_byte`: the output is written in place at `at`, with room for every byte
     // still to come escaped in two, plus SLACK (more than the 32 bytes a block may write).
     let start = out.len();
     out.resize(start + 1 + 2 * bytes.len() + SLACK, 0);
@@ -112,17 +120,9 @@ fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
 /// Writes the escaped `block` at `at` and returns where the next byte goes. `left`: the input bytes
 /// left, this block's included; under 16, the block is padded, and the padding's output (one byte
 /// each) is written too unless the block goes byte by byte.
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "ssse3")]
 #[inline]
 fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> usize {
-    use bytemuck::cast;
-    use std::arch::x86_64::{
-        __m128i, _mm_and_si128, _mm_andnot_si128, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8,
-        _mm_or_si128, _mm_set1_epi8, _mm_setzero_si128, _mm_shuffle_epi8, _mm_unpackhi_epi64,
-        _mm_unpacklo_epi64,
-    };
-
     let backslashes = _mm_set1_epi8(b'\\' as i8);
     let mut v: __m128i = cast(*block);
     let mut marks = _mm_or_si128(
@@ -166,6 +166,75 @@ fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> 
     );
     dst[first..first + 16].copy_from_slice(&cast::<__m128i, [u8; 16]>(expanded));
     at + first + usize::from(EXPANSIONS.len[high])
+}
+
+/// How each byte is written inside a JSON string: the byte that follows a backslash for `"`, `\` and
+/// the control characters with a short form (`\n`, ...) or the byte itself; whether a backslash comes
+/// first; and whether it needs the long form `\u00XX` (the other control characters).
+struct Escapes {
+    chars: [u8; 256],
+    backslash: [u8; 256],
+    long: [bool; 256],
+}
+
+const fn escapes() -> Escapes {
+    let mut e = Escapes {
+        chars: [0; 256],
+        backslash: [0; 256],
+        long: [false; 256],
+    };
+    let mut b = 0;
+    while b < 256 {
+        e.chars[b] = b as u8;
+        e.long[b] = b < 0x20;
+        b += 1;
+    }
+    let short: [(u8, u8); 7] = [
+        (b'"', b'"'),
+        (b'\\', b'\\'),
+        (b'\n', b'n'),
+        (b'\r', b'r'),
+        (b'\t', b't'),
+        (0x08, b'b'),
+        (0x0c, b'f'),
+    ];
+    let mut i = 0;
+    while i < short.len() {
+        let (from, to) = short[i];
+        e.chars[from as usize] = to;
+        e.backslash[from as usize] = 1;
+        e.long[from as usize] = false;
+        i += 1;
+    }
+    e
+}
+
+static ESCAPES: Escapes = escapes();
+
+/// Room an in-place escaper keeps past what it may still write in two-byte escapes: the closing
+/// quote and two 16-byte stores (a last block of one byte may write 32).
+const SLACK: usize = 33;
+
+/// Writes byte `b` at `at` of `out` (escaped if need be) and returns where the next byte goes. The
+/// caller keeps `out.len() >= at + 2 * left + SLACK`, `left` being the input bytes not yet written,
+/// `b` included; a long escape (`\u00XX`) grows `out` to keep that true.
+#[inline(always)]
+fn escape_byte(out: &mut Vec<u8>, at: usize, b: u8, left: usize) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let i = usize::from(b);
+    if ESCAPES.long[i] {
+        let need = at + 6 + 2 * (left - 1) + SLACK;
+        if out.len() < need {
+            out.resize(need, 0);
+        }
+        out[at..at + 6].copy_from_slice(&[b'\\', b'u', b'0', b'0', HEX[i >> 4], HEX[i & 0xf]]);
+        return at + 6;
+    }
+    // Branch-free: a backslash, then the character either over it (no escape) or after it.
+    let extra = usize::from(ESCAPES.backslash[i]);
+    out[at] = b'\\';
+    out[at + extra] = ESCAPES.chars[i];
+    at + 1 + extra
 }
 
 /// The bytes of a block one by one (from [`escape_ssse3`], same arguments), out of line: rare, and
