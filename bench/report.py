@@ -11,6 +11,7 @@ The check commands print JSON and exit 1 when the output is wrong.
 """
 import csv
 import glob
+import gzip
 import json
 import os
 import re
@@ -108,8 +109,12 @@ def check_live(d):
     total = ok_pairs = wrong = dup = 0
     seen = set()
     examples = []
+    compressed = os.path.join(d, "pairs.jsonl.gz")
     try:
-        f = open(os.path.join(d, "pairs.jsonl"), "rb")
+        if os.path.exists(compressed):
+            f = gzip.open(compressed, "rb")
+        else:
+            f = open(os.path.join(d, "pairs.jsonl"), "rb")
     except OSError:
         f = []
     for line in f:
