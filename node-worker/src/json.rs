@@ -55,15 +55,18 @@ pub fn escape_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
 /// HTTP tokens as httparse validated them (methods, header names), the contract's constants, digits
 /// and hex. Skips the check [`string`] makes, a measurable share of the cost of a pair.
 pub fn token(out: &mut Vec<u8>, text: &[u8]) {
-    debug_assert!(
-        text.iter()
-            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'),
-        "not a plain token: {text:?}"
-    );
+    debug_assert!(is_token(text), "not a plain token: {text:?}");
     out.reserve(text.len() + 2);
     out.push(b'"');
     extend_short(out, text);
     out.push(b'"');
+}
+
+/// Whether `text` may be written by [`token`]: printable ASCII without `"` or `\`. For debug
+/// assertions; the hot paths know it from where the text comes from.
+pub fn is_token(text: &[u8]) -> bool {
+    text.iter()
+        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// `out.extend_from_slice(bytes)` in moves of eight (or four) bytes, for the short pieces a pair
@@ -112,14 +115,11 @@ const PLAIN_MAX: usize = 64;
 /// Appends `bytes` in quotes if they are short, ASCII and have nothing to escape; returns whether it
 /// did. Such bytes are valid UTF-8 and their own JSON text.
 fn quote_if_plain(out: &mut Vec<u8>, bytes: &[u8]) -> bool {
-    if !is_plain(bytes) {
-        return false;
+    let plain = is_plain(bytes);
+    if plain {
+        token(out, bytes);
     }
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    extend_short(out, bytes);
-    out.push(b'"');
-    true
+    plain
 }
 
 /// Whether `bytes` are short (at most `PLAIN_MAX`), ASCII and have nothing to escape: then they are

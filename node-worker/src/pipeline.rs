@@ -13,7 +13,7 @@ use crate::decode::{self, Skip};
 use crate::exchange::{CompletedPair, Connection, Env};
 use crate::filters::Rules;
 use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
-use crate::message::{encode_pair, Endpoint, Origin, PodRef};
+use crate::message::{encode_pair, Endpoint, Ipv4Text, Origin, PodRef};
 use crate::sink::{PairRef, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
@@ -126,9 +126,8 @@ pub struct Pipeline {
     /// server's towards the pod. The client's address and ISN are the same in both views, so the second
     /// view is recognised and skipped instead of being paired twice.
     views: HashMap<(SocketAddr, u32, u32), FlowKey, FlowHasher>,
-    interfaces: Vec<InterfaceInfo>,
-    /// The message fields of each interface, by the same index.
-    origins: Vec<Origin>,
+    /// Each interface tapped, with its fields of the pair message.
+    interfaces: Vec<(InterfaceInfo, Origin)>,
     total: TotalBudget,
     counters: Counters,
     reassembly: ReassemblyStats,
@@ -166,7 +165,6 @@ impl Pipeline {
             closed: HashMap::default(),
             views: HashMap::default(),
             interfaces: Vec::new(),
-            origins: Vec::new(),
             total: TotalBudget::new(
                 usize::try_from(config.limits.max_total_buffer_bytes).unwrap_or(usize::MAX),
             ),
@@ -197,15 +195,11 @@ impl Pipeline {
 
     /// Registers an interface; packets name it by the returned index.
     pub fn add_interface(&mut self, info: InterfaceInfo) -> usize {
-        if let Some(i) = self.interfaces.iter().position(|known| *known == info) {
+        if let Some(i) = self.interfaces.iter().position(|(known, _)| *known == info) {
             return i;
         }
-        self.origins.push(Origin::new(
-            &self.identity.node,
-            &self.identity.interceptor,
-            &info,
-        ));
-        self.interfaces.push(info);
+        let origin = Origin::new(&self.identity.node, &self.identity.interceptor, &info);
+        self.interfaces.push((info, origin));
         self.interfaces.len() - 1
     }
 
@@ -577,10 +571,8 @@ impl Pipeline {
         }
         let client = key.source(client_dir);
         let server = key.source(client_dir.reverse());
-        let interface_netns = self
-            .interfaces
-            .get(interface)
-            .and_then(|i| i.netns.as_deref());
+        let known = self.interfaces.get(interface);
+        let interface_netns = known.and_then(|(i, _)| i.netns.as_deref());
         let lookup = |addr: SocketAddr| Endpoint {
             addr,
             pod: self.pods.as_ref().and_then(|p| {
@@ -592,8 +584,8 @@ impl Pipeline {
         };
         let (source, destination) = (lookup(client), lookup(server));
         let fallback;
-        let origin = match self.origins.get(interface) {
-            Some(origin) => origin,
+        let origin = match known {
+            Some((_, origin)) => origin,
             // Not reached: every index comes from `add_interface`.
             None => {
                 let unknown = InterfaceInfo {
@@ -670,15 +662,9 @@ fn write_partition_key(key: &mut String, destination: &Endpoint) {
             key.push_str(&pod.name);
         }
         (None, SocketAddr::V4(v4)) => {
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    key.push('.');
-                }
-                key.push_str(digits.format(octet));
-            }
+            key.push_str(Ipv4Text::new(*v4.ip()).as_str());
             key.push(':');
-            key.push_str(digits.format(v4.port()));
+            key.push_str(itoa::Buffer::new().format(v4.port()));
         }
         (None, addr @ SocketAddr::V6(_)) => {
             use std::fmt::Write as _;

@@ -105,24 +105,30 @@ fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut at = start + 1;
     let (blocks, rest) = bytes.as_chunks::<16>();
     for (k, block) in blocks.iter().enumerate() {
-        at = escape_block(out, at, block, bytes.len() - 16 * k);
+        at = escape_block(out, at, block, bytes.len() - 16 * k, 0);
     }
     if !rest.is_empty() {
         // Padded with spaces, which are never escaped: they come last in the output, cut off.
         let mut padded = [b' '; 16];
         padded[..rest.len()].copy_from_slice(rest);
-        at = escape_block(out, at, &padded, rest.len()) - (16 - rest.len());
+        at = escape_block(out, at, &padded, rest.len(), 16 - rest.len());
     }
     out[at] = b'"';
     out.truncate(at + 1);
 }
 
 /// Writes the escaped `block` at `at` and returns where the next byte goes. `left`: the input bytes
-/// left, this block's included; under 16, the block is padded, and the padding's output (one byte
-/// each) is written too unless the block goes byte by byte.
+/// left, this block's included. `padding`: how many of the block's last bytes are padding (none but
+/// in the last block), whose output (one byte each, written last) does not count.
 #[target_feature(enable = "ssse3")]
 #[inline]
-fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> usize {
+fn escape_block(
+    out: &mut Vec<u8>,
+    at: usize,
+    block: &[u8; 16],
+    left: usize,
+    padding: usize,
+) -> usize {
     let backslashes = _mm_set1_epi8(b'\\' as i8);
     let mut v: __m128i = cast(*block);
     let mut marks = _mm_or_si128(
@@ -137,7 +143,7 @@ fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> 
         let letter = _mm_and_si128(_mm_shuffle_epi8(cast(SHORT_LETTERS), v), short);
         let long = _mm_and_si128(_mm_cmpeq_epi8(letter, _mm_setzero_si128()), controls);
         if _mm_movemask_epi8(long) != 0 {
-            return escape_bytes(out, at, block, left) + 16usize.saturating_sub(left);
+            return escape_bytes(out, at, block, left);
         }
         v = _mm_or_si128(_mm_andnot_si128(controls, v), letter);
         marks = _mm_or_si128(marks, controls);
@@ -150,7 +156,7 @@ fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> 
     };
     if pattern == 0 {
         dst[..16].copy_from_slice(&cast::<__m128i, [u8; 16]>(v));
-        return at + 16;
+        return at + 16 - padding;
     }
     // Each half next to eight backslashes, shuffled by its pattern's control.
     let (low, high) = (pattern & 0xff, pattern >> 8);
@@ -165,7 +171,7 @@ fn escape_block(out: &mut Vec<u8>, at: usize, block: &[u8; 16], left: usize) -> 
         cast(EXPANSIONS.control[high]),
     );
     dst[first..first + 16].copy_from_slice(&cast::<__m128i, [u8; 16]>(expanded));
-    at + first + usize::from(EXPANSIONS.len[high])
+    at + first + usize::from(EXPANSIONS.len[high]) - padding
 }
 
 /// How each byte is written inside a JSON string: the byte that follows a backslash for `"`, `\` and
