@@ -206,7 +206,11 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
             format!("workers on {} report Degraded", list(&degraded_nodes)),
         )
     } else {
-        cond(false, "AsExpected", "")
+        cond(
+            false,
+            "AsExpected",
+            "spec applied; no double capture; no reporting worker is degraded or cut off from Kafka",
+        )
     };
 
     let ready_cond = if !matches!(o.outcome, Outcome::Applied) {
