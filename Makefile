@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo test bench crds fmt lint deps build help
+.PHONY: demo test e2e images bench crds fmt lint deps build help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,6 +18,12 @@ demo: build ## capture real HTTP traffic between network namespaces (needs root)
 
 test: deps ## run every test; starts and stops the Kafka-protocol broker the tests need
 	@scripts/test.sh
+
+e2e: build ## the images and a real one-node Kubernetes (root): e2e checks, ends with `e2e: N passed, M failed`
+	@scripts/e2e.sh
+
+images: deps ## build the worker and operator images with Docker (local base stand-ins where no registry answers)
+	@scripts/images.sh
 
 bench: build ## offline and live benchmarks against tshark and tcpdump (see BENCHMARKS.md)
 	@scripts/bench.sh

@@ -38,7 +38,7 @@ class Cluster:
         self.worker_pod = None
 
     def up(self):
-        self.dir = tempfile.mkdtemp(prefix="interceptor-cluster-")
+        self.dir = os.environ.get("INTERCEPTOR_E2E_CLUSTER_DIR") or tempfile.mkdtemp(prefix="interceptor-cluster-")
         out = sh([os.path.join(ROOT, "scripts/cluster.sh"), "up", self.dir], timeout=300)
         for line in out.splitlines():
             m = re.match(r"export (\w+)=(.*)", line)
@@ -48,7 +48,6 @@ class Cluster:
     def down(self):
         if self.dir:
             sh([os.path.join(ROOT, "scripts/cluster.sh"), "down", self.dir], timeout=180, check=False)
-            sh(["rm", "-rf", self.dir], check=False)
             self.dir = None
 
     # --- what to print when a check fails ------------------------------------------------------------

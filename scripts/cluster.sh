@@ -269,6 +269,10 @@ down() {
   for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_component "$dir" "$c"; done
   # What the kubelet mounted (secrets as tmpfs, the pods' volumes), deepest first.
   grep -F " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  # The kubelet keeps container logs under /var/log/pods (a fixed path in 1.20): remove this cluster's.
+  local uid link
+  for uid in $(ls "$dir/kubelet/pods" 2>/dev/null); do rm -rf /var/log/pods/*_"$uid"; done
+  for link in /var/log/containers/*.log; do if [ -L "$link" ] && [ ! -e "$link" ]; then rm -f "$link"; fi; done
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
   # The bridge plugin turns on IP forwarding for its gateway; put back what was there before.
   if [ -f "$dir/ip_forward.before" ]; then cat "$dir/ip_forward.before" >/proc/sys/net/ipv4/ip_forward; fi

@@ -126,10 +126,17 @@ class Handler(BaseHTTPRequestHandler):
 ThreadingHTTPServer((HOST, PORT), Handler).serve_forever()
 PY
 # A fake service-mesh sidecar: a process named `envoy` in the mesh pod makes the worker tap its loopback.
+# It runs as Istio's proxy does, as uid 1337.
 cp "$(command -v sleep)" "$OUT/bin/envoy"
+# Each pod's `pause` process, as in Kubernetes (uid 65535): it holds the pod's network namespace, so the
+# worker finds every pod in /proc (as a DaemonSet's worker does; it does not see the host's /run/netns).
+cp "$(command -v sleep)" "$OUT/bin/pause"
+chmod 755 "$OUT" "$OUT/bin"
 # Started in the pods, not as jobs of this shell: cleanup ends them with the namespace (ip netns pids).
 in_pod() { local ns=$PREFIX$1; shift; ip netns exec "$ns" "$@" >>"$OUT/services.log" 2>&1 & disown; }
-in_pod mesh "$OUT/bin/envoy" 600
+as_user() { echo setpriv --reuid="$1" --regid="$1" --clear-groups; }
+for pod in web api shop mesh; do in_pod "$pod" $(as_user 65535) "$OUT/bin/pause" 600; done
+in_pod mesh $(as_user 1337) "$OUT/bin/envoy" 600
 in_pod api python3 "$OUT/bin/service.py" api "${ADDR[api]}" 8080
 in_pod shop python3 "$OUT/bin/service.py" shop "${ADDR[shop]}" 8080
 in_pod mesh python3 "$OUT/bin/service.py" orders 127.0.0.1 8080
@@ -189,8 +196,10 @@ worker_pid=
 # --- what it captured -------------------------------------------------------------------------
 declare -A INODE
 for pod in web api shop mesh; do INODE[$pod]=$(stat -L -c %i "/run/netns/$PREFIX$pod"); done
-NAMES="web=${ADDR[web]}=${INODE[web]} api=${ADDR[api]}=${INODE[api]} shop=${ADDR[shop]}=${INODE[shop]} mesh=${ADDR[mesh]}=${INODE[mesh]}" \
-python3 - "$OUT/pairs.jsonl" "$OUT/stats.json" <<'PY'
+# The pods as name=address=netns inode (also kept in $OUT/pods.txt for tests that read the pairs).
+NAMES="web=${ADDR[web]}=${INODE[web]} api=${ADDR[api]}=${INODE[api]} shop=${ADDR[shop]}=${INODE[shop]} mesh=${ADDR[mesh]}=${INODE[mesh]}"
+echo "$NAMES" >"$OUT/pods.txt"
+NAMES=$NAMES python3 - "$OUT/pairs.jsonl" "$OUT/stats.json" <<'PY'
 import base64, json, os, sys
 pods, by_ip, by_ino = {}, {}, {}
 for entry in os.environ["NAMES"].split():

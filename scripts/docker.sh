@@ -59,7 +59,7 @@ answers() { DOCKER_HOST="unix://$1/docker.sock" "$(client)" version >/dev/null 2
 write_runtime_wrapper() {
   local wrapper=$1
   cat >"$wrapper" <<'EOF'
-#!/usr/bin/env python3
+#!/usr/bin/python3
 # dockerd's default runtime here: runc, after raising process.oomScoreAdj in the bundle's config.json to
 # this process's own value (this machine cannot lower it; the kubelet asks for -998 for pod sandboxes).
 import json, os, sys

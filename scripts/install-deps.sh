@@ -3,7 +3,10 @@
 set -euo pipefail
 
 packages=(libpcap-dev pkg-config cmake build-essential libssl-dev libsasl2-dev zlib1g-dev
-          iproute2 tcpdump tshark python3 curl procps)
+          iproute2 tcpdump tshark python3 curl procps
+          # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node, reading Kafka
+          docker.io debootstrap busybox-static etcd-server containernetworking-plugins openssl
+          python3-yaml kcat golang-1.19-go dpkg-dev rsync golang-github-modern-go-reflect2-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

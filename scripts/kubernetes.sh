@@ -76,6 +76,7 @@ install_kubernetes() {
   rm -rf "$work/tree"
   # dpkg-source applies Debian's patches (security fixes of the bookworm update) on the upstream tree.
   (cd "$work/src" && dpkg-source --no-check -x "$DSC" "$work/tree" >/dev/null)
+  rm -f "$work"/*.orig.tar.*  # dpkg-source links the upstream tarball next to the tree
   # The one patch of ours: vendored reflect2 v1.0.1 crashes under Go >= 1.18 (SIGSEGV in map iteration
   # as soon as the API server encodes JSON). Debian's v1.0.2 source replaces it; vendor/modules.txt is
   # left as it is (the package path is the same).

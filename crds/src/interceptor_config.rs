@@ -124,7 +124,7 @@ pub struct InterceptorConfigSpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: String,
     /// Run the worker container fully privileged instead of with only the capabilities capture needs
-    /// (NET_RAW, NET_ADMIN, SYS_ADMIN, SYS_PTRACE, DAC_READ_SEARCH). Only for nodes whose security profiles
+    /// (NET_RAW, SYS_ADMIN, SYS_PTRACE). Only for nodes whose security profiles
     /// (AppArmor, SELinux) refuse those to a non-privileged container. Default: false.
     pub privileged: bool,
     /// Where pairs go.

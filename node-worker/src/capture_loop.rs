@@ -117,6 +117,8 @@ pub struct CaptureLoop {
     control: LoopControl,
     scans: u64,
     scan_failures: u64,
+    /// Whether the last scan met processes whose namespace it may not read (warned once per episode).
+    unreadable_warned: bool,
     last_snapshot: Option<HostSnapshot>,
     failed: Vec<(InterfaceInfo, String)>,
 }
@@ -152,6 +154,7 @@ impl CaptureLoop {
             control: LoopControl::default(),
             scans: 0,
             scan_failures: 0,
+            unreadable_warned: false,
             last_snapshot: None,
             failed: Vec::new(),
             selection,
@@ -229,6 +232,7 @@ impl CaptureLoop {
         self.scans += 1;
         match self.scanner.scan() {
             Ok(snapshot) => {
+                self.warn_unreadable(snapshot.unreadable_processes);
                 let specs = plan(&snapshot, &self.policy, &self.overrides);
                 let report = self.taps.apply(&specs);
                 for info in &report.opened {
@@ -258,6 +262,20 @@ impl CaptureLoop {
             }
         }
         self.next_scan = Instant::now() + self.rescan_every;
+    }
+
+    /// Processes whose `/proc/<pid>/ns/net` may not be read hide their pods without any other sign: say
+    /// so once when it starts (not at every rescan), and once more when it stops.
+    fn warn_unreadable(&mut self, unreadable: usize) {
+        if unreadable > 0 && !self.unreadable_warned {
+            tracing::warn!(
+                processes = unreadable,
+                "cannot read the network namespace of some processes (permission denied): pods they hold stay unseen; the worker needs CAP_SYS_PTRACE"
+            );
+        } else if unreadable == 0 && self.unreadable_warned {
+            tracing::info!("every process's network namespace is readable again");
+        }
+        self.unreadable_warned = unreadable > 0;
     }
 
     /// Runs until stopped. `each_round` is called after every poll round (status, metrics, watchdogs).

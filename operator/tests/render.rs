@@ -4,14 +4,23 @@
 
 mod common;
 
-use common::{assert_snapshot, sample};
+use common::{assert_appliable, assert_snapshot, sample};
 use interceptor_crds::config::WorkerConfig;
 use interceptor_crds::worker_env as env;
 use k8s_openapi::api::core::v1::Container;
 use operator::render::{pod_template_of, render, to_yaml, RenderSettings, Rendered};
 
 fn rendered(file: &str) -> Rendered {
-    render(&sample(file), &RenderSettings::default()).unwrap()
+    let r = render(&sample(file), &RenderSettings::default()).unwrap();
+    assert_appliable(
+        &format!("the ConfigMap of {file}"),
+        &serde_json::to_value(&r.config_map).unwrap(),
+    );
+    assert_appliable(
+        &format!("the DaemonSet of {file}"),
+        &serde_json::to_value(&r.daemon_set).unwrap(),
+    );
+    r
 }
 
 fn worker(r: &Rendered) -> &Container {
@@ -151,9 +160,7 @@ fn the_worker_pod_has_the_contracted_environment_probes_and_privileges() {
     let caps = sc.capabilities.as_ref().unwrap();
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
     let added = caps.add.as_ref().unwrap();
-    for cap in ["NET_RAW", "NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"] {
-        assert!(added.iter().any(|a| a == cap), "{cap} missing");
-    }
+    assert_eq!(added, &["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]);
     let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
     assert_eq!(requests["cpu"].0, "50m");
     // Owned by the InterceptorConfig, as the controller.

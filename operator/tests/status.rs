@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::assert_snapshot;
+use common::{assert_appliable, assert_snapshot};
 use interceptor_crds::interceptor_status::{KafkaState, NodeCounters, NodePhase, OwnerConfig};
 use interceptor_crds::{InterceptorConfigStatus, InterceptorStatus, NodeReport};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
@@ -102,6 +102,7 @@ fn observe(
 }
 
 fn yaml(status: &InterceptorConfigStatus) -> String {
+    assert_appliable("the status", &serde_json::to_value(status).unwrap());
     serde_yaml_ng::to_string(status).unwrap()
 }
 

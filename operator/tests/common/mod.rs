@@ -37,6 +37,35 @@ pub fn assert_snapshot(name: &str, text: &str) {
     }
 }
 
+/// Server-side apply turns an empty string or an empty object into `null`, which the schema then refuses
+/// (seen on a real API server: `status.conditions.message: Invalid value: "null"`). Nothing the operator
+/// applies may hold one: this walks `value` and names every such field.
+pub fn assert_appliable(what: &str, value: &serde_json::Value) {
+    fn walk(path: String, value: &serde_json::Value, found: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(s) if s.is_empty() => found.push(format!("{path}: \"\"")),
+            serde_json::Value::Object(map) if map.is_empty() => found.push(format!("{path}: {{}}")),
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    walk(format!("{path}.{k}"), v, found);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(format!("{path}[{i}]"), v, found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(String::new(), value, &mut found);
+    assert!(
+        found.is_empty(),
+        "{what} holds empty values that server-side apply would turn into null: {found:?}"
+    );
+}
+
 /// A sample from `config/samples`, admitted, with the uid a cluster would give it.
 pub fn sample(file: &str) -> InterceptorConfig {
     let text = std::fs::read_to_string(repo().join("config/samples").join(file)).unwrap();
