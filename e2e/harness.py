@@ -131,11 +131,16 @@ def kubectl_exists(*args):
     return kubectl("get", *args, "--ignore-not-found", "-o", "name").strip() != ""
 
 
-def consume(brokers, topic, timeout=30):
-    """Every message of `topic` from the beginning, each as parsed JSON (kcat, librdkafka's own CLI)."""
-    out = sh(
-        ["kcat", "-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-u", "-D", "\x1e",
-         "-X", "fetch.message.max.bytes=16777216"],
-        timeout=timeout,
-    )
-    return [json.loads(m) for m in out.split("\x1e") if m.strip()]
+_read_topic = None
+
+
+def consume(brokers, topic, timeout=60):
+    """Every message of `topic` from the beginning, each as parsed JSON (node-worker's example
+    `read_topic`, built on first use: librdkafka, as the worker produces with)."""
+    global _read_topic
+    if _read_topic is None:
+        sh(["cargo", "build", "-q", "--locked", "-p", "node-worker", "--example", "read_topic"], timeout=900)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        _read_topic = os.path.join(target, "debug/examples/read_topic")
+    out = sh([_read_topic, brokers, topic], timeout=timeout)
+    return [json.loads(line) for line in out.splitlines() if line.strip()]

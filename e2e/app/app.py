@@ -87,7 +87,8 @@ class Control(BaseHTTPRequestHandler):
 
 
 def run(target, n, path):
-    """N calls on one keep-alive connection, alternating GET and POST; returns (request id, status)."""
+    """N calls to `path` (GET with a query string, POST with a JSON body, alternately) on one keep-alive
+    connection; returns (request id, status) of each."""
     conn = http.client.HTTPConnection(*target, timeout=10)
     done = []
     try:
@@ -95,7 +96,7 @@ def run(target, n, path):
             rid = str(uuid.uuid4())
             headers = {"X-Request-Id": rid, "User-Agent": "interceptor-e2e/1"}
             if i % 2 == 0:
-                conn.request("GET", f"{path}/{i}", headers=headers)
+                conn.request("GET", f"{path}?item={i}", headers=headers)
             else:
                 body = json.dumps({"id": rid, "item": i, "email": f"user{i}@example.com"})
                 headers["Content-Type"] = "application/json"
