@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{predicates, watcher, Controller, WatchStreamExt};
+use kube::runtime::{controller, predicates, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use operator::controller::{error_policy, reconcile, Context, Settings, FIELD_MANAGER};
 use operator::http::{serve, Health};
@@ -267,6 +267,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                // A child's event for an InterceptorConfig deleted meanwhile: nothing to do (its children
+                // go with it, by garbage collection).
+                Err(controller::Error::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "reconcile of a deleted InterceptorConfig skipped")
+                }
                 Err(e) => warn!(error = %e, "controller"),
             }
         })
