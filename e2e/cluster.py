@@ -18,7 +18,7 @@ import uuid
 import k8s120
 import yaml
 from harness import ROOT, CheckFailed, consume, expect, host_binary, kubectl, kubectl_exists, kubectl_json, log, sh, wait_for
-from images import OPERATOR_IMAGE, WORKER_IMAGE
+from images import APP_IMAGE, OPERATOR_IMAGE, WORKER_IMAGE, docker
 
 NS = "interceptor-system"
 CONFIG = "e2e"
@@ -149,6 +149,11 @@ def register(suite):
 
     @suite.check("cluster: kubectl apply --server-side -k of config/default (1.20 variant)", needs=[started], diagnostics=diag)
     def install():
+        # The kubelet runs the images from its engine (no registry): they must be there, under the names
+        # config/default and the operator use.
+        for image in (OPERATOR_IMAGE, WORKER_IMAGE, APP_IMAGE):
+            expect(sh([docker(), "image", "inspect", image], check=False).returncode == 0,
+                   f"{image} is not in the engine: scripts/images.sh --app builds it")
         rendered = kubectl("kustomize", os.path.join(ROOT, "config/default"))
         directory = os.path.join(c.dir, "config-1.20")
         removed = k8s120.write_kustomization(rendered, directory)
@@ -164,7 +169,8 @@ def register(suite):
     def worker_api():
         # The #[ignore]d test written for a real cluster: ConfigMap watch and reload, InterceptorStatus
         # create, status writes and the final Stopping phase, garbage collection of its owner's report.
-        out = sh(["cargo", "test", "--locked", "-q", "-p", "node-worker", "--test", "cluster_real", "--",
+        # --workspace: the features `make test` built with, so nothing is compiled again.
+        out = sh(["cargo", "test", "--locked", "-q", "--workspace", "--test", "cluster_real", "--",
                   "--ignored", "--exact", "config_watch_and_status_writes_against_a_real_api_server"],
                  timeout=900, env={"INTERCEPTOR_E2E_NAMESPACE": "default"})
         expect("1 passed" in out, f"cluster_real: {out[-2000:]}")
@@ -332,17 +338,13 @@ def register(suite):
             granted = _granted(sa) - _granted("interceptor-e2e-nobody")
             log(f"{sa}: " + "; ".join(f"{r} [{v}]" for r, v in sorted(granted)))
             expect(granted == documented[sa], f"{sa}: granted {sorted(granted)}\ndocumented {sorted(documented[sa])}")
-        for selector in ("app.kubernetes.io/name=interceptor-operator", "app.kubernetes.io/name=interceptor-worker"):
-            logs = kubectl("logs", "-n", NS, "-l", selector, "--all-containers", "--tail=-1")
-            refused = [l for l in logs.splitlines() if re.search(r"[Ff]orbidden|code: 403|\"code\":403", l)]
-            expect(not refused, f"{selector}: refused requests in the log: {refused[:5]}")
+        for component, refused in _log_lines(r"[Ff]orbidden|code: 403|\"code\":403").items():
+            expect(not refused, f"{component}: refused requests in the log: {refused[:5]}")
 
     @suite.check("cluster: no warning or error in the operator's and the worker's logs", needs=[pairs_ok], diagnostics=diag)
     def quiet_logs():
-        for selector in ("app.kubernetes.io/name=interceptor-operator", "app.kubernetes.io/name=interceptor-worker"):
-            logs = kubectl("logs", "-n", NS, "-l", selector, "--all-containers", "--tail=-1")
-            bad = [l for l in logs.splitlines() if re.search(r'"level":"(WARN|ERROR)"', l)]
-            expect(not bad, f"{selector}: {len(bad)} warnings or errors, the first: {bad[:5]}")
+        for component, bad in _log_lines(r'"level":"(WARN|ERROR)"').items():
+            expect(not bad, f"{component}: {len(bad)} warnings or errors, the first: {bad[:5]}")
 
     @suite.check("cluster: kubectl delete icfg garbage-collects DaemonSet, ConfigMap and InterceptorStatus", needs=[pairs_ok], diagnostics=diag)
     def deletion():
@@ -391,6 +393,16 @@ def _tapped(c):
         app = i["pod"].split("/", 1)[1].split("-", 1)[0]
         seen.add((app, i["interface"], i["mode"]))
     return seen
+
+
+def _log_lines(pattern):
+    """The lines of the operator's and the worker's logs (every container, from the start) matching
+    `pattern`, by component."""
+    found = {}
+    for component in ("interceptor-operator", "interceptor-worker"):
+        logs = kubectl("logs", "-n", NS, "-l", f"app.kubernetes.io/name={component}", "--all-containers", "--tail=-1")
+        found[component] = [line for line in logs.splitlines() if re.search(pattern, line)]
+    return found
 
 
 def _drops(c):

@@ -139,7 +139,8 @@ def consume(brokers, topic, timeout=60):
     `read_topic`, built on first use: librdkafka, as the worker produces with)."""
     global _read_topic
     if _read_topic is None:
-        sh(["cargo", "build", "-q", "--locked", "-p", "node-worker", "--example", "read_topic"], timeout=900)
+        # --workspace: the features `cargo test --workspace` built it with (no second build).
+        sh(["cargo", "build", "-q", "--locked", "--workspace", "--example", "read_topic"], timeout=900)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         _read_topic = os.path.join(target, "debug/examples/read_topic")
     out = sh([_read_topic, brokers, topic], timeout=timeout)

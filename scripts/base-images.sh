@@ -62,10 +62,7 @@ in_root() {
 minbase() {
   local tarball="$WORK/bookworm-minbase.tar" root="$WORK/minbase"
   [ -f "$tarball" ] && return 0
-  command -v debootstrap >/dev/null || {
-    [ "$(id -u)" -eq 0 ] || die "debootstrap is missing: install it (as root)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
-  }
+  scripts/install-deps.sh debootstrap
   rm -rf "$root"
   log "debootstrap bookworm (minbase) from $MIRROR"
   debootstrap --variant=minbase bookworm "$root" "$MIRROR" >"$root.log" 2>&1 \

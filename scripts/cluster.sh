@@ -155,7 +155,7 @@ pause_image() {
   local docker dir=$1
   docker=$(scripts/docker.sh client)
   "$docker" image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return 0
-  [ -x /bin/busybox ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
+  scripts/install-deps.sh busybox-static
   local root="$dir/pause-root"
   mkdir -p "$root/bin"
   cp /bin/busybox "$root/bin/busybox"
@@ -173,8 +173,7 @@ up() {
   [ -n "${DOCKER_HOST:-}" ] || die "DOCKER_HOST is not set: start the engine first (eval \"\$(scripts/docker.sh start)\")"
   local bin dir created=0
   bin=$(scripts/kubernetes.sh path) || die "the Kubernetes binaries are not built: scripts/kubernetes.sh install"
-  command -v etcd >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
-  [ -x /usr/lib/cni/bridge ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends containernetworking-plugins >/dev/null
+  scripts/install-deps.sh etcd-server containernetworking-plugins openssl
   command -v kubectl >/dev/null || die "kubectl is missing"
   if [ -n "${1:-}" ]; then dir=$1; mkdir -p "$dir"; else dir=$(mktemp -d "${TMPDIR:-/tmp}/interceptor-cluster.XXXXXX"); created=1; fi
   dir=$(cd "$dir" && pwd)
@@ -217,6 +216,12 @@ up() {
     --leader-elect=false --bind-address 127.0.0.1 --port 0 --secure-port 0 --profiling=false --v 1
 
   mkdir -p "$dir/kubelet" "$dir/dockershim" "$dir/kubelet-plugins"
+  # Paths the 1.20 kubelet uses whatever its flags say (device plugins' socket, container logs): noted
+  # when they do not exist yet, so that `down` removes exactly what this cluster made.
+  local fixed
+  for fixed in /var/lib/kubelet /var/log/pods /var/log/containers; do
+    [ -e "$fixed" ] || echo "$fixed" >>"$dir/made-outside"
+  done
   spawn "$dir" kubelet "$bin/kubelet" \
     --kubeconfig "$(kubeconfig_file "$dir" "system:node:$NODE")" \
     --hostname-override "$NODE" --node-ip "$NODE_IP" --address "$NODE_IP" --read-only-port 0 \
@@ -224,6 +229,7 @@ up() {
     --root-dir "$dir/kubelet" --cert-dir "$dir/kubelet/pki" \
     --experimental-dockershim-root-directory "$dir/dockershim" --volume-plugin-dir "$dir/kubelet-plugins" \
     --container-runtime docker --docker-endpoint "$DOCKER_HOST" --pod-infra-container-image "$PAUSE_IMAGE" \
+    --container-runtime-endpoint "unix://$dir/dockershim.sock" --image-service-endpoint "unix://$dir/dockershim.sock" \
     --network-plugin cni --cni-bin-dir /usr/lib/cni --cni-conf-dir "$dir/cni" --cni-cache-dir "$dir/cni-cache" \
     --fail-swap-on=false --cgroup-driver cgroupfs --cgroups-per-qos=false --enforce-node-allocatable "" \
     --image-gc-high-threshold 100 --image-gc-low-threshold 99 --eviction-hard "" \
@@ -273,6 +279,10 @@ down() {
   local uid link
   for uid in $(ls "$dir/kubelet/pods" 2>/dev/null); do rm -rf /var/log/pods/*_"$uid"; done
   for link in /var/log/containers/*.log; do if [ -L "$link" ] && [ ! -e "$link" ]; then rm -f "$link"; fi; done
+  local made
+  while read -r made; do
+    case "$made" in /var/lib/kubelet | /var/log/pods | /var/log/containers) rm -rf "$made" ;; esac
+  done < <(cat "$dir/made-outside" 2>/dev/null)
   if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
   # The bridge plugin turns on IP forwarding for its gateway; put back what was there before.
   if [ -f "$dir/ip_forward.before" ]; then cat "$dir/ip_forward.before" >/proc/sys/net/ipv4/ip_forward; fi

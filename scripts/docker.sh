@@ -35,10 +35,7 @@ client() {
 
 install_engine() {
   command -v dockerd >/dev/null && command -v runc >/dev/null && return 0
-  [ "$(id -u)" -eq 0 ] || die "dockerd is missing: install docker.io (as root)"
-  echo "docker.sh: installing docker.io" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io >/dev/null; }
+  "$(dirname "$0")/install-deps.sh" docker.io
 }
 
 state_dir() {

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build, the tests and the demo need, when they are missing.
+#   scripts/install-deps.sh              everything `make demo`, `make test` and `make e2e` use
+#   scripts/install-deps.sh PACKAGE...   only these (the other scripts call it for what they need)
 set -euo pipefail
 
-packages=(libpcap-dev pkg-config cmake build-essential libssl-dev libsasl2-dev zlib1g-dev
-          iproute2 tcpdump tshark python3 curl procps
-          # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node, reading Kafka
-          docker.io debootstrap busybox-static etcd-server containernetworking-plugins openssl
-          python3-yaml kcat golang-1.19-go dpkg-dev rsync golang-github-modern-go-reflect2-dev)
+if [ $# -gt 0 ]; then
+  packages=("$@")
+else
+  packages=(libpcap-dev pkg-config cmake build-essential libssl-dev libsasl2-dev zlib1g-dev
+            iproute2 tcpdump tshark python3 curl procps
+            # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node (kubernetes.sh
+            # builds it with Go 1.19 from Debian's source package), Python's YAML for the checks
+            docker.io debootstrap busybox-static etcd-server containernetworking-plugins openssl
+            python3-yaml golang-1.19-go dpkg-dev rsync golang-github-modern-go-reflect2-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,4 +30,4 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }
+[ $# -gt 0 ] || command -v cargo >/dev/null || { echo "cargo not found: install Rust with rustup" >&2; exit 1; }

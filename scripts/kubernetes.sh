@@ -39,15 +39,7 @@ built() {
 }
 
 install_packages() {
-  local p missing=()
-  for p in golang-1.19-go dpkg-dev rsync golang-github-modern-go-reflect2-dev curl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  [ "$(id -u)" -eq 0 ] || die "missing packages: ${missing[*]}; run as root or install them"
-  echo "kubernetes.sh: installing ${missing[*]}" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+  "$(dirname "$0")/install-deps.sh" golang-1.19-go dpkg-dev rsync golang-github-modern-go-reflect2-dev curl
 }
 
 download() {
