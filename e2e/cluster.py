@@ -193,7 +193,7 @@ def register(suite):
 
     @suite.check("cluster: an InterceptorConfig gets its ConfigMap and DaemonSet, owned by it", needs=[operator_ok], diagnostics=diag)
     def config_applied():
-        kubectl("apply", "-f", "-", input=c.config_yaml())
+        kubectl("apply", "--server-side", "--field-manager=e2e-gitops", "-f", "-", input=c.config_yaml())
         uid = c.icfg()["metadata"]["uid"]
         for kind, name in (("configmap", f"{CONFIG}-config"), ("daemonset", CONFIG)):
             obj = wait_for(f"{kind} {name}", lambda: kubectl_exists(kind, name, "-n", NS) and kubectl_json(
@@ -231,6 +231,14 @@ def register(suite):
         kubectl("wait", "--for=condition=Ready", f"icfg/{CONFIG}", "-n", NS, "--timeout=180s", timeout=200)
 
     ready_ok = "cluster: kubectl wait --for=condition=Ready icfg"
+
+    @suite.check("cluster: no drift: kubectl diff --server-side of the applied InterceptorConfig is empty",
+                 needs=[ready_ok], diagnostics=diag)
+    def no_drift():
+        # What Argo CD's self-heal and Flux's drift detection compute: the operator never writes the spec
+        # or the metadata of what a user (or GitOps) applied.
+        done = kubectl("diff", "--server-side", "--field-manager=e2e-gitops", "-f", "-", input=c.config_yaml(), check=False)
+        expect(done.returncode == 0, f"kubectl diff exited {done.returncode}:\n{done.stdout}{done.stderr}")
 
     @suite.check("cluster: application pods start and the worker taps them", needs=[ready_ok], diagnostics=diag)
     def apps():
