@@ -232,6 +232,12 @@ def register(suite):
 
     ready_ok = "cluster: kubectl wait --for=condition=Ready icfg"
 
+    @suite.check("cluster: kubectl wait --for=condition=Stalled=false icfg (kstatus: nothing stalls it)",
+                 needs=[ready_ok], diagnostics=diag)
+    def not_stalled():
+        kubectl("wait", "--for=condition=Stalled=false", f"icfg/{CONFIG}", "-n", NS, "--timeout=60s", timeout=70)
+        kubectl("wait", "--for=condition=Reconciling=false", f"icfg/{CONFIG}", "-n", NS, "--timeout=60s", timeout=70)
+
     @suite.check("cluster: no drift: kubectl diff --server-side of the applied InterceptorConfig is empty",
                  needs=[ready_ok], diagnostics=diag)
     def no_drift():
@@ -304,6 +310,21 @@ def register(suite):
                  lambda: _drops(c).get("excluded_path", 0) >= drops_before + 6, 60)
         after = _worker(c)
         expect(after == before, f"the worker pod changed or restarted: before {before}, after {after}")
+
+    @suite.check("cluster: a spec the operator refuses stalls the config; the next good one resumes it",
+                 needs=[pairs_ok], diagnostics=diag)
+    def stalled_and_resumed():
+        # 1.20 has no CEL rules (e2e/k8s120.py), so this reaches the operator, which refuses to render it:
+        # the workers keep their last good config. With CEL (1.25+) admission refuses it first.
+        bad = c.config_yaml("  limits: {maxFlowBufferBytes: 67108864, maxTotalBufferBytes: 33554432}\n")
+        kubectl("apply", "--server-side", "--field-manager=e2e-gitops", "-f", "-", input=bad)
+        kubectl("wait", "--for=condition=Stalled=true", f"icfg/{CONFIG}", "-n", NS, "--timeout=60s", timeout=70)
+        stalled = c.condition("Stalled")
+        expect(stalled["reason"] == "InvalidSpec" and "maxTotalBufferBytes" in stalled["message"], f"Stalled: {stalled}")
+        expect(c.condition("Reconciling")["status"] == "False", f"Reconciling: {c.condition('Reconciling')}")
+        kubectl("apply", "--server-side", "--field-manager=e2e-gitops", "-f", "-", input=c.config_yaml())
+        kubectl("wait", "--for=condition=Stalled=false", f"icfg/{CONFIG}", "-n", NS, "--timeout=60s", timeout=70)
+        kubectl("wait", "--for=condition=Ready", f"icfg/{CONFIG}", "-n", NS, "--timeout=120s", timeout=130)
 
     @suite.check("cluster: a pod replaced under traffic: old interface released, new one tapped", needs=[pairs_ok], diagnostics=diag)
     def pod_replaced():

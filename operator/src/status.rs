@@ -18,6 +18,11 @@ use crate::selection::Overlap;
 pub const READY: &str = "Ready";
 pub const RECONCILED: &str = "Reconciled";
 pub const DEGRADED: &str = "Degraded";
+/// kstatus's abnormal-true conditions (sigs.k8s.io/cli-utils/pkg/kstatus), read by Flux's health checks,
+/// kpt and cli-utils: `Reconciling` True means in progress, `Stalled` True means it cannot progress
+/// without a change. Never both True. With both False, kstatus goes by `Ready`.
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
 
 /// How applying the children went.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -260,12 +265,40 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
         )
     };
 
+    let stalled = match (o.outcome, degraded.reason) {
+        (Outcome::InvalidSpec(_) | Outcome::ApplyFailed(_), reason)
+        | (_, reason @ "DoubleCapture") => cond(true, reason, degraded.message.clone()),
+        _ => cond(
+            false,
+            "AsExpected",
+            "the spec is valid and applied, and no node is captured twice",
+        ),
+    };
+    let reconciling = match ready_cond.reason {
+        _ if stalled.status => cond(
+            false,
+            "Stalled",
+            "nothing progresses until the Stalled condition is resolved",
+        ),
+        "DaemonSetPending" | "RolloutInProgress" | "AwaitingReports" => {
+            cond(true, ready_cond.reason, ready_cond.message.clone())
+        }
+        "NoNodesSelected" => cond(false, "NoNodesSelected", ready_cond.message.clone()),
+        _ => cond(
+            false,
+            "Complete",
+            "no rollout in progress; every selected worker reports",
+        ),
+    };
+
     InterceptorConfigStatus {
         observed_generation: o.generation,
         conditions: vec![
             condition(READY, ready_cond, o),
             condition(RECONCILED, reconciled, o),
             condition(DEGRADED, degraded, o),
+            condition(RECONCILING, reconciling, o),
+            condition(STALLED, stalled, o),
         ],
         desired_nodes: desired,
         updated_nodes: updated,
@@ -282,7 +315,7 @@ pub struct Transition {
     pub status: String,
     pub reason: String,
     pub message: String,
-    /// Whether the new state is a bad one (Ready/Reconciled False, Degraded True).
+    /// Whether the new state is a bad one (Ready/Reconciled False, Degraded/Stalled True).
     pub warning: bool,
 }
 
@@ -304,7 +337,7 @@ pub fn transitions(
             first
         })
         .filter_map(|c| {
-            let warning = (c.type_ == DEGRADED) == (c.status == "True");
+            let warning = is_bad(c);
             let changed =
                 match previous.and_then(|p| p.conditions.iter().find(|x| x.type_ == c.type_)) {
                     Some(p) => p.status != c.status || p.reason != c.reason,
@@ -319,6 +352,16 @@ pub fn transitions(
             })
         })
         .collect()
+}
+
+/// Whether a condition reports trouble: Ready or Reconciled False, Degraded or Stalled True. Reconciling
+/// True is progress, not trouble.
+fn is_bad(c: &Condition) -> bool {
+    match c.type_.as_str() {
+        DEGRADED | STALLED => c.status == "True",
+        RECONCILING => false,
+        _ => c.status == "False",
+    }
 }
 
 /// Whether two statuses differ in anything but the timestamps of unchanged conditions (so that an

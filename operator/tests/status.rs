@@ -4,102 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use common::scenarios::{self, at, ds, nodes, observe, report, NOW};
 use common::{assert_appliable, assert_snapshot};
-use interceptor_crds::interceptor_status::{KafkaState, NodeCounters, NodePhase, OwnerConfig};
-use interceptor_crds::{InterceptorConfigStatus, InterceptorStatus, NodeReport};
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
+use interceptor_crds::interceptor_status::NodePhase;
+use interceptor_crds::InterceptorConfigStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use operator::selection::Overlap;
-use operator::status::{aggregate, stale_reports, transitions, Observed, Outcome};
-
-const NOW: i64 = 1_800_000_000;
-
-fn at(second: i64) -> Timestamp {
-    Timestamp::from_second(second).unwrap()
-}
-
-fn ds(desired: i32, ready: i32, updated: i32, caught_up: bool) -> DaemonSet {
-    let mut ds = DaemonSet::default();
-    ds.metadata.generation = Some(3);
-    ds.status = Some(DaemonSetStatus {
-        desired_number_scheduled: desired,
-        number_ready: ready,
-        updated_number_scheduled: Some(updated),
-        observed_generation: Some(if caught_up { 3 } else { 2 }),
-        ..DaemonSetStatus::default()
-    });
-    ds
-}
-
-fn report(
-    node: &str,
-    beat: i64,
-    pairs: u64,
-    drops: &[(&str, u64)],
-    connected: bool,
-    phase: NodePhase,
-) -> InterceptorStatus {
-    let owner = OwnerConfig {
-        namespace: "ns".into(),
-        name: "cfg".into(),
-        uid: "u".into(),
-    };
-    let mut r = InterceptorStatus::for_node(&owner, node);
-    let mut status = NodeReport {
-        last_heartbeat: Some(Time(at(beat))),
-        phase: Some(phase),
-        pods_tapped: 3,
-        counters: NodeCounters {
-            packets: 1000,
-            bytes: 100_000,
-            pairs_emitted: pairs,
-            kernel_drops: 1,
-            ..NodeCounters::default()
-        },
-        kafka: KafkaState {
-            connected,
-            ..KafkaState::default()
-        },
-        ..NodeReport::default()
-    };
-    status.set_drops(
-        drops
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect::<BTreeMap<_, _>>(),
-    );
-    r.status = Some(status);
-    r
-}
-
-fn nodes(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|n| n.to_string()).collect()
-}
-
-fn observe(
-    outcome: &Outcome,
-    daemon_set: Option<&DaemonSet>,
-    selected: &BTreeSet<String>,
-    reports: &[InterceptorStatus],
-    overlap: Option<&Overlap>,
-    previous: Option<&InterceptorConfigStatus>,
-) -> InterceptorConfigStatus {
-    aggregate(&Observed {
-        generation: Some(7),
-        previous,
-        outcome,
-        daemon_set,
-        selected_nodes: selected,
-        reports,
-        overlap,
-        now: at(NOW),
-        heartbeat_timeout: Duration::from_secs(60),
-    })
-}
+use operator::status::{stale_reports, transitions, Outcome};
 
 fn yaml(status: &InterceptorConfigStatus) -> String {
     assert_appliable("the status", &serde_json::to_value(status).unwrap());
@@ -108,33 +20,7 @@ fn yaml(status: &InterceptorConfigStatus) -> String {
 
 #[test]
 fn all_ready_and_reporting() {
-    let selected = nodes(&["a", "b"]);
-    let reports = vec![
-        report(
-            "a",
-            NOW - 10,
-            40,
-            &[("content_type", 5), ("response_timeout", 2)],
-            true,
-            NodePhase::Running,
-        ),
-        report(
-            "b",
-            NOW - 59,
-            2,
-            &[("content_type", 1)],
-            true,
-            NodePhase::Running,
-        ),
-    ];
-    let status = observe(
-        &Outcome::Applied,
-        Some(&ds(2, 2, 2, true)),
-        &selected,
-        &reports,
-        None,
-        None,
-    );
+    let status = scenarios::ready();
     assert_eq!(status.conditions[0].status, "True");
     assert_eq!(status.totals.pairs_emitted, 42);
     assert_eq!(status.totals.drops, 8);
@@ -143,45 +29,9 @@ fn all_ready_and_reporting() {
 
 #[test]
 fn stale_heartbeats_and_rollout_and_kafka_down() {
-    let selected = nodes(&["a", "b", "c"]);
-    let reports = vec![
-        report("a", NOW - 10, 40, &[], false, NodePhase::Degraded),
-        // Older than the heartbeat timeout: not reporting, not summed.
-        report(
-            "b",
-            NOW - 61,
-            1000,
-            &[("content_type", 100)],
-            true,
-            NodePhase::Running,
-        ),
-        // Fresh, but its node is no longer selected: not counted.
-        report("z", NOW - 1, 1000, &[], true, NodePhase::Running),
-    ];
-    let rolling = observe(
-        &Outcome::Applied,
-        Some(&ds(3, 2, 1, true)),
-        &selected,
-        &reports,
-        None,
-        None,
-    );
-    let awaiting = observe(
-        &Outcome::Applied,
-        Some(&ds(3, 3, 3, true)),
-        &selected,
-        &reports,
-        None,
-        None,
-    );
-    let pending = observe(
-        &Outcome::Applied,
-        Some(&ds(3, 3, 3, false)),
-        &selected,
-        &reports,
-        None,
-        None,
-    );
+    let rolling = scenarios::rollout();
+    let awaiting = scenarios::awaiting_reports();
+    let pending = scenarios::daemon_set_pending();
     assert_eq!(rolling.reporting_nodes, 1);
     assert_eq!(rolling.totals.pairs_emitted, 40);
     assert_eq!(rolling.conditions[0].reason, "RolloutInProgress");
@@ -201,46 +51,10 @@ fn stale_heartbeats_and_rollout_and_kafka_down() {
 
 #[test]
 fn invalid_spec_apply_failure_double_capture_and_no_nodes() {
-    let selected = nodes(&["a"]);
-    let reports = vec![report("a", NOW, 1, &[], true, NodePhase::Running)];
-    let invalid = observe(
-        &Outcome::InvalidSpec(
-            "invalid spec: kafka.brokers: at least one broker is required".into(),
-        ),
-        Some(&ds(1, 1, 1, true)),
-        &selected,
-        &reports,
-        None,
-        None,
-    );
-    let refused = observe(
-        &Outcome::ApplyFailed("DaemonSet cfg: forbidden".into()),
-        None,
-        &selected,
-        &reports,
-        None,
-        None,
-    );
-    let overlap = Overlap {
-        configs: vec!["ns/older".into()],
-        nodes: 1,
-    };
-    let double = observe(
-        &Outcome::Applied,
-        Some(&ds(1, 1, 1, true)),
-        &selected,
-        &reports,
-        Some(&overlap),
-        None,
-    );
-    let none = observe(
-        &Outcome::Applied,
-        Some(&ds(0, 0, 0, true)),
-        &BTreeSet::new(),
-        &[],
-        None,
-        None,
-    );
+    let invalid = scenarios::invalid_spec();
+    let refused = scenarios::apply_refused();
+    let double = scenarios::double_capture();
+    let none = scenarios::no_nodes();
     assert_eq!(invalid.conditions[1].status, "False");
     assert_eq!(
         double.conditions[0].status, "True",

@@ -1,6 +1,8 @@
 //! Helpers shared by the operator's integration tests.
 #![allow(dead_code)]
 
+pub mod scenarios;
+
 use std::path::PathBuf;
 
 use interceptor_crds::InterceptorConfig;
