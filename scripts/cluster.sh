@@ -274,7 +274,7 @@ down() {
   local c
   for c in kube-scheduler kube-controller-manager kube-apiserver etcd; do stop_component "$dir" "$c"; done
   # What the kubelet mounted (secrets as tmpfs, the pods' volumes), deepest first.
-  grep -F " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -F " $dir/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   # The kubelet keeps container logs under /var/log/pods (a fixed path in 1.20): remove this cluster's.
   local uid link
   for uid in $(ls "$dir/kubelet/pods" 2>/dev/null); do rm -rf /var/log/pods/*_"$uid"; done

@@ -149,7 +149,7 @@ stop() {
   fi
   # containerd-shims of containers that were still running, and the mounts of the engine's state.
   pkill -f -- "containerd-shim.*$dir/exec" 2>/dev/null || true
-  grep -F " $dir/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -F " $dir/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -f "$dir/dockerd.pid"
   if [ -f "$DATA/.owner" ] && [ "$(cat "$DATA/.owner")" = "$dir" ]; then rm -f "$DATA/.owner"; fi
   if [ -f "$dir/.created-by-start" ]; then rm -rf "$dir"; fi
