@@ -157,25 +157,42 @@ pub struct KafkaConfig {
     pub topic_replication_factor: i32,
 }
 
+/// What makes a librdkafka property's value a secret, on its name in lower case: one of these words in it,
+/// one of these prefixes, or one of these names. The CRD's CEL rule on `kafka.properties` is generated
+/// from the same lists (`interceptor_config`), so admission and [`is_secret_kafka_property`] agree.
+pub(crate) const SECRET_KEY_WORDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "credential",
+    "sasl.oauthbearer.config",
+    "sasl.jaas.config",
+];
+pub(crate) const SECRET_KEY_PREFIXES: &[&str] = &["ssl.key.", "ssl_key"];
+pub(crate) const SECRET_KEYS: &[&str] = &["sasl.username"];
+
 /// Whether the value of a librdkafka property is a secret that must never appear in logs or status
 /// (SASL user names and passwords, private keys and their passwords, OAuth configuration and tokens).
-/// It covers every key [`crate::interceptor_config::is_secret_property`] keeps out of ConfigMaps.
+/// The operator keeps these keys out of ConfigMaps.
 pub fn is_secret_kafka_property(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "sasl.oauthbearer.config",
-        "sasl.jaas.config",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-        || key.starts_with("ssl.key.")
-        || key.starts_with("ssl_key")
-        || key == "sasl.username"
+    SECRET_KEY_WORDS.iter().any(|word| key.contains(word))
+        || SECRET_KEY_PREFIXES
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+        || SECRET_KEYS.contains(&key.as_str())
 }
+
+/// librdkafka properties `kafka.properties` may not set: the worker counts every pair by its delivery
+/// report (delivered, purged, failed), and these switch reports off or leave successes unreported, so
+/// pairs would stay counted as buffered for ever. Refused by [`KafkaConfig::validate`] and by the CRD's
+/// CEL rule on `kafka.properties`, with [`WORKER_OWNED_KAFKA_PROPERTY_REASON`].
+pub const WORKER_OWNED_KAFKA_PROPERTIES: &[&str] =
+    &["delivery.report.only.error", "enable.delivery.reports"];
+
+/// Why a property of [`WORKER_OWNED_KAFKA_PROPERTIES`] is refused (the CEL rule's message ends the same).
+pub const WORKER_OWNED_KAFKA_PROPERTY_REASON: &str =
+    "cannot be set: the worker needs every delivery report";
 
 impl KafkaConfig {
     /// `properties` with secret values replaced by `[redacted]`: safe to log.
@@ -262,6 +279,9 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
+/// The largest size limit (`limits.maxMessageBytes`, `limits.maxPairBytes`); other bounds go to 4 times it.
+const MAX_LIMIT: u64 = 1 << 30;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -346,7 +366,6 @@ impl WorkerConfig {
     /// Refuse what must never reach a worker. The same rules are CEL validations on the CRD.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let l = &self.limits;
-        const MAX_LIMIT: u64 = 1 << 30;
         for (field, value) in [
             ("limits.maxMessageBytes", l.max_message_bytes),
             ("limits.maxPairBytes", l.max_pair_bytes),
@@ -422,72 +441,7 @@ impl WorkerConfig {
                 ));
             }
         }
-        let k = &self.kafka;
-        if k.brokers.is_empty() {
-            return Err(invalid("kafka.brokers", "at least one broker is required"));
-        }
-        if let Some(bad) = k.brokers.iter().find(|b| !is_host_port(b)) {
-            return Err(invalid(
-                "kafka.brokers",
-                format!("{bad:?} is not host:port"),
-            ));
-        }
-        if !is_topic_name(&k.topic) {
-            return Err(invalid(
-                "kafka.topic",
-                format!(
-                    "{:?} is not a legal topic name (1-249 of [a-zA-Z0-9._-])",
-                    k.topic
-                ),
-            ));
-        }
-        if k.buffer_bytes < 1024 * 1024 || k.buffer_bytes > MAX_LIMIT * 4 {
-            return Err(invalid(
-                "kafka.bufferBytes",
-                "must be between 1 MiB and 4 GiB",
-            ));
-        }
-        if k.purge_after_seconds == 0 {
-            return Err(invalid("kafka.purgeAfterSeconds", "must be positive"));
-        }
-        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&k.compression.as_str()) {
-            return Err(invalid(
-                "kafka.compression",
-                format!(
-                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
-                    k.compression
-                ),
-            ));
-        }
-        if !["all", "-1", "0", "1"].contains(&k.acks.as_str()) {
-            return Err(invalid(
-                "kafka.acks",
-                format!("{:?} is not one of all, -1, 0, 1", k.acks),
-            ));
-        }
-        if let Some(id) = &k.client_id {
-            if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(
-                    "kafka.clientId",
-                    "must be 1-255 printable ASCII characters",
-                ));
-            }
-        }
-        if !(1..=10_000).contains(&k.topic_partitions) {
-            return Err(invalid(
-                "kafka.topicPartitions",
-                "must be between 1 and 10000",
-            ));
-        }
-        if k.topic_replication_factor == 0
-            || k.topic_replication_factor < -1
-            || k.topic_replication_factor > 32
-        {
-            return Err(invalid(
-                "kafka.topicReplicationFactor",
-                "must be -1 (broker default) or 1-32",
-            ));
-        }
+        self.kafka.validate()?;
         let c = &self.capture;
         if !(64..=262_144).contains(&c.snaplen) {
             return Err(invalid("capture.snaplen", "must be between 64 and 262144"));
@@ -499,6 +453,90 @@ impl WorkerConfig {
             return Err(invalid(
                 "capture.bufferBytes",
                 "must be between 64 KiB and 1 GiB",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl KafkaConfig {
+    /// Refuse what must never reach a producer: the `kafka` part of [`WorkerConfig::validate`], and the
+    /// only place brokers, topic and properties are checked (the sink builds its producer from a config
+    /// that passed it). The same rules are CEL validations on the CRD.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.is_empty() {
+            return Err(invalid("kafka.brokers", "at least one broker is required"));
+        }
+        if let Some(bad) = self.brokers.iter().find(|b| !is_host_port(b)) {
+            return Err(invalid(
+                "kafka.brokers",
+                format!("{bad:?} is not host:port"),
+            ));
+        }
+        if !is_topic_name(&self.topic) {
+            return Err(invalid(
+                "kafka.topic",
+                format!(
+                    "{:?} is not a legal topic name (1-249 of [a-zA-Z0-9._-])",
+                    self.topic
+                ),
+            ));
+        }
+        if self.buffer_bytes < 1024 * 1024 || self.buffer_bytes > MAX_LIMIT * 4 {
+            return Err(invalid(
+                "kafka.bufferBytes",
+                "must be between 1 MiB and 4 GiB",
+            ));
+        }
+        if self.purge_after_seconds == 0 {
+            return Err(invalid("kafka.purgeAfterSeconds", "must be positive"));
+        }
+        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
+            return Err(invalid(
+                "kafka.compression",
+                format!(
+                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                    self.compression
+                ),
+            ));
+        }
+        if !["all", "-1", "0", "1"].contains(&self.acks.as_str()) {
+            return Err(invalid(
+                "kafka.acks",
+                format!("{:?} is not one of all, -1, 0, 1", self.acks),
+            ));
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "kafka.clientId",
+                    "must be 1-255 printable ASCII characters",
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.topic_partitions) {
+            return Err(invalid(
+                "kafka.topicPartitions",
+                "must be between 1 and 10000",
+            ));
+        }
+        if self.topic_replication_factor == 0
+            || self.topic_replication_factor < -1
+            || self.topic_replication_factor > 32
+        {
+            return Err(invalid(
+                "kafka.topicReplicationFactor",
+                "must be -1 (broker default) or 1-32",
+            ));
+        }
+        if let Some(key) = self
+            .properties
+            .keys()
+            .find(|key| WORKER_OWNED_KAFKA_PROPERTIES.contains(&key.as_str()))
+        {
+            return Err(invalid(
+                "kafka.properties",
+                format!("{key:?} {WORKER_OWNED_KAFKA_PROPERTY_REASON}"),
             ));
         }
         Ok(())
@@ -600,6 +638,14 @@ capture:  {meshDetection: true, skipInterfaces: [], snaplen: 262144, rescanSecon
             ("kafka: {clientId: \"has space\"}", "kafka.clientId"),
             ("kafka: {topicPartitions: 0}", "kafka.topicPartitions"),
             (
+                "kafka: {properties: {delivery.report.only.error: \"true\"}}",
+                "kafka.properties",
+            ),
+            (
+                "kafka: {properties: {enable.delivery.reports: \"false\"}}",
+                "kafka.properties",
+            ),
+            (
                 "kafka: {topicReplicationFactor: 0}",
                 "kafka.topicReplicationFactor",
             ),
@@ -627,6 +673,25 @@ capture:  {meshDetection: true, skipInterfaces: [], snaplen: 262144, rescanSecon
             WorkerConfig::from_yaml("limits: {maxMessageBytes: -1}"),
             Err(ConfigError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn properties_the_worker_owns_are_refused_and_credentials_are_not() {
+        for key in WORKER_OWNED_KAFKA_PROPERTIES {
+            let yaml = format!("kafka: {{properties: {{{key}: \"true\"}}}}");
+            let error = WorkerConfig::from_yaml(&yaml).unwrap_err().to_string();
+            assert_eq!(
+                error,
+                format!("kafka.properties: {key:?} {WORKER_OWNED_KAFKA_PROPERTY_REASON}")
+            );
+        }
+        // Outside Kubernetes, `--config` may carry SASL credentials (in-cluster the operator keeps them
+        // out of the ConfigMap: they come from the Secret as environment variables).
+        let loaded = WorkerConfig::from_yaml(
+            "kafka: {properties: {sasl.username: svc, sasl.password: pw, linger.ms: \"5\"}}",
+        )
+        .unwrap();
+        assert_eq!(loaded.config.kafka.properties.len(), 3);
     }
 
     #[test]
@@ -686,7 +751,6 @@ capture:  {meshDetection: true, skipInterfaces: [], snaplen: 262144, rescanSecon
             "acks",
         ] {
             assert!(!is_secret_kafka_property(key), "{key}");
-            assert!(!crate::interceptor_config::is_secret_property(key), "{key}");
         }
     }
 

@@ -17,7 +17,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    CaptureConfig, ConfigError, Filters, KafkaConfig, Limits, Redaction, WorkerConfig,
+    is_secret_kafka_property, CaptureConfig, ConfigError, Filters, KafkaConfig, Limits, Redaction,
+    WorkerConfig, SECRET_KEYS, SECRET_KEY_PREFIXES, SECRET_KEY_WORDS,
+    WORKER_OWNED_KAFKA_PROPERTIES, WORKER_OWNED_KAFKA_PROPERTY_REASON,
 };
 
 /// The API group of every interceptor resource.
@@ -198,12 +200,10 @@ pub struct KafkaSpec {
     ]))]
     pub topic: String,
     /// librdkafka properties passed through as they are (TLS, SASL mechanism, compression, acks, ...).
-    /// Secrets (passwords, keys) are refused here: they come from `credentials`.
+    /// Secrets (passwords, keys) are refused here: they come from `credentials`. So are the properties
+    /// that would switch off the delivery reports the worker counts pairs by.
     #[schemars(extend("maxProperties" = 64))]
-    #[schemars(extend("x-kubernetes-validations" = [
-        {"rule": "self.all(k, !(k.lowerAscii().contains('password') || k.lowerAscii().contains('secret') || k.lowerAscii().contains('token') || k.lowerAscii().contains('credential') || k.lowerAscii().contains('sasl.oauthbearer.config') || k.lowerAscii().contains('sasl.jaas.config') || k.lowerAscii().startsWith('ssl.key.') || k.lowerAscii().startsWith('ssl_key') || k == 'sasl.username'))",
-         "message": "credentials must come from kafka.credentials (a Secret), never from kafka.properties"}
-    ]))]
+    #[schemars(extend("x-kubernetes-validations" = kafka_properties_rules()))]
     pub properties: BTreeMap<String, String>,
     /// Credentials from a Secret in the InterceptorConfig's namespace, given to the workers as
     /// environment variables (never written into the ConfigMap).
@@ -624,12 +624,14 @@ impl InterceptorConfigSpec {
                 buffer_bytes: c.buffer_bytes,
             },
         };
-        if let Some(key) = k.properties.keys().find(|key| is_secret_property(key)) {
+        if let Some(key) = k
+            .properties
+            .keys()
+            .find(|key| is_secret_kafka_property(key))
+        {
             return Err(ConfigError::Invalid {
                 field: "kafka.properties",
-                reason: format!(
-                    "{key:?} is a credential: give it through kafka.credentials (a Secret)"
-                ),
+                reason: format!("{CREDENTIALS_IN_PROPERTIES} ({key:?})"),
             });
         }
         config.validate()?;
@@ -637,10 +639,39 @@ impl InterceptorConfigSpec {
     }
 }
 
-/// librdkafka properties that hold secrets and so must never be written into a ConfigMap. The CRD's CEL
-/// rule on `kafka.properties` refuses the same keys.
-pub fn is_secret_property(key: &str) -> bool {
-    crate::config::is_secret_kafka_property(key) || key == "sasl.username"
+/// Why a credential in `kafka.properties` is refused: the CEL rule's message, and the start of
+/// [`InterceptorConfigSpec::worker_config`]'s.
+const CREDENTIALS_IN_PROPERTIES: &str =
+    "credentials must come from kafka.credentials (a Secret), never from kafka.properties";
+
+/// The CEL rules on `kafka.properties`, generated from the lists the Rust checks use so that admission
+/// and the operator refuse the same keys: no credential ([`is_secret_kafka_property`]: they would be
+/// written into the ConfigMap), and none of [`WORKER_OWNED_KAFKA_PROPERTIES`] (as
+/// [`KafkaConfig::validate`]).
+fn kafka_properties_rules() -> serde_json::Value {
+    // A CEL list literal: ['a', 'b'] (none of the items holds a quote).
+    let list = |items: &[&str]| format!("['{}']", items.join("', '"));
+    let secret = format!(
+        "self.all(k, !({}.exists(w, k.lowerAscii().contains(w)) || \
+         {}.exists(p, k.lowerAscii().startsWith(p)) || k.lowerAscii() in {}))",
+        list(SECRET_KEY_WORDS),
+        list(SECRET_KEY_PREFIXES),
+        list(SECRET_KEYS),
+    );
+    // A lookup per key rather than a scan of the map: cheap in the API server's cost estimate.
+    let owned = WORKER_OWNED_KAFKA_PROPERTIES
+        .iter()
+        .map(|key| format!("!('{key}' in self)"))
+        .collect::<Vec<_>>()
+        .join(" && ");
+    let owned_message = format!(
+        "{} {WORKER_OWNED_KAFKA_PROPERTY_REASON}",
+        WORKER_OWNED_KAFKA_PROPERTIES.join(" and ")
+    );
+    serde_json::json!([
+        {"rule": secret, "message": CREDENTIALS_IN_PROPERTIES},
+        {"rule": owned, "message": owned_message},
+    ])
 }
 
 #[cfg(test)]
@@ -696,10 +727,20 @@ mod tests {
         spec.kafka
             .properties
             .insert("sasl.password".into(), "hunter2".into());
-        match spec.worker_config() {
-            Err(ConfigError::Invalid { field, .. }) => assert_eq!(field, "kafka.properties"),
-            other => panic!("expected a refusal, got {other:?}"),
-        }
+        let error = spec.worker_config().unwrap_err().to_string();
+        assert_eq!(
+            error,
+            format!("kafka.properties: {CREDENTIALS_IN_PROPERTIES} (\"sasl.password\")")
+        );
+        let mut spec = InterceptorConfigSpec::default();
+        spec.kafka
+            .properties
+            .insert("delivery.report.only.error".into(), "true".into());
+        let error = spec.worker_config().unwrap_err().to_string();
+        assert!(
+            error.starts_with("kafka.properties: \"delivery.report.only.error\" cannot be set"),
+            "{error}"
+        );
         let mut spec = InterceptorConfigSpec::default();
         spec.kafka.brokers.clear();
         assert!(spec.worker_config().is_err());

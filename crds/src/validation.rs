@@ -126,6 +126,14 @@ mod tests {
                 "credentials must come from",
             ),
             (
+                json!({"kafka": {"properties": {"delivery.report.only.error": "true"}}}),
+                "cannot be set: the worker needs every delivery report",
+            ),
+            (
+                json!({"kafka": {"properties": {"enable.delivery.reports": "false"}}}),
+                "cannot be set: the worker needs every delivery report",
+            ),
+            (
                 json!({"kafka": {"compression": "brotli"}}),
                 "compression must be",
             ),
@@ -200,6 +208,72 @@ mod tests {
                     e.to_string().contains(expect),
                     "{spec}: {e} lacks {expect:?}"
                 ),
+            }
+        }
+    }
+
+    /// Admission (the CEL rules on `kafka.properties`), the operator (`worker_config`, as `operator
+    /// render` and the reconciler use it) and the worker (`WorkerConfig::validate` at load and reload)
+    /// refuse the same properties, and say so in the same words.
+    #[test]
+    fn kafka_property_rules_agree_with_the_operator_and_the_worker() {
+        use crate::config::{WorkerConfig, WORKER_OWNED_KAFKA_PROPERTY_REASON};
+        const CREDENTIAL: &str =
+            "credentials must come from kafka.credentials (a Secret), never from kafka.properties";
+        // (key, why admission and the operator refuse it, whether the worker refuses it too).
+        for (key, refusal, worker_refuses) in [
+            ("security.protocol", None, false),
+            ("sasl.mechanism", None, false),
+            ("ssl.ca.pem", None, false),
+            ("linger.ms", None, false),
+            ("metadata.broker.list", None, false),
+            ("sasl.username", Some(CREDENTIAL), false),
+            ("SASL.Username", Some(CREDENTIAL), false),
+            ("sasl.password", Some(CREDENTIAL), false),
+            ("ssl.key.pem", Some(CREDENTIAL), false),
+            ("ssl_key.location", Some(CREDENTIAL), false),
+            ("ssl.keystore.password", Some(CREDENTIAL), false),
+            ("sasl.oauthbearer.client.secret", Some(CREDENTIAL), false),
+            ("sasl.oauthbearer.config", Some(CREDENTIAL), false),
+            ("sasl.jaas.config", Some(CREDENTIAL), false),
+            (
+                "delivery.report.only.error",
+                Some(WORKER_OWNED_KAFKA_PROPERTY_REASON),
+                true,
+            ),
+            (
+                "enable.delivery.reports",
+                Some(WORKER_OWNED_KAFKA_PROPERTY_REASON),
+                true,
+            ),
+        ] {
+            let spec = json!({"kafka": {"properties": {key: "x"}}});
+            let admitted = check(spec.clone());
+            let typed: crate::InterceptorConfigSpec = serde_json::from_value(spec).unwrap();
+            let rendered = typed.worker_config();
+            match refusal {
+                None => {
+                    assert!(admitted.is_ok(), "{key}: {admitted:?}");
+                    assert!(rendered.is_ok(), "{key}: {rendered:?}");
+                }
+                Some(reason) => {
+                    let at_admission = admitted.unwrap_err().to_string();
+                    assert!(at_admission.contains(reason), "{key}: {at_admission}");
+                    let at_render = rendered.unwrap_err().to_string();
+                    assert!(
+                        at_render.starts_with("kafka.properties: ") && at_render.contains(reason),
+                        "{key}: {at_render}"
+                    );
+                }
+            }
+            let at_load = WorkerConfig::from_yaml(&format!("kafka: {{properties: {{{key}: x}}}}"));
+            match at_load {
+                Err(e) if worker_refuses => assert!(
+                    e.to_string().contains(WORKER_OWNED_KAFKA_PROPERTY_REASON),
+                    "{key}: {e}"
+                ),
+                Ok(_) if !worker_refuses => {}
+                other => panic!("{key}: the worker's answer is {other:?}"),
             }
         }
     }

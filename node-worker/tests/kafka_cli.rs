@@ -1,6 +1,7 @@
 //! `node-worker capture --read FILE --sink kafka` against the real test broker: the pairs the file
 //! sink writes are the pairs that land in the topic (the same JSON, line for message), and a missing
-//! topic fails the run with a one-line reason naming it.
+//! topic fails the run with a one-line reason naming it. A config with a librdkafka property the worker
+//! owns is refused at load, before any broker is asked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -108,4 +109,38 @@ fn a_missing_topic_fails_the_run_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.lines().last().unwrap().contains(&topic), "{stderr}");
+}
+
+#[test]
+fn a_property_the_worker_owns_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["delivery.report.only.error", "enable.delivery.reports"] {
+        let path = dir.path().join("owned.yaml");
+        std::fs::write(
+            &path,
+            format!("kafka: {{brokers: [\"127.0.0.1:9\"], properties: {{{key}: \"false\"}}}}\n"),
+        )
+        .unwrap();
+        // Refused whatever the sink: it is the config that is wrong.
+        for sink in ["kafka", "stdout"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_node-worker"))
+                .args(["capture", "--read"])
+                .arg(capture())
+                .arg("--config")
+                .arg(&path)
+                .args(["--sink", sink])
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{key}, {sink}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "kafka.properties: \"{key}\" cannot be set: the worker needs every delivery report"
+                )),
+                "{stderr}"
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
 }

@@ -77,6 +77,15 @@ mod tests {
             Err(InputError::Refused(m)) => assert!(m.contains("at least one broker"), "{m}"),
             other => panic!("{other:?}"),
         }
+        let owned = format!(
+            "{head}metadata: {{name: a}}\nspec: {{kafka: {{properties: {{enable.delivery.reports: \"false\"}}}}}}\n"
+        );
+        match parse_config(&owned) {
+            Err(InputError::Refused(m)) => {
+                assert!(m.contains("the worker needs every delivery report"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
         let wrong_type =
             format!("{head}metadata: {{name: a}}\nspec: {{capture: {{snaplen: many}}}}\n");
         assert!(parse_config(&wrong_type).is_err());

@@ -231,3 +231,26 @@ fn an_invalid_spec_is_not_rendered() {
     let err = render(&icfg, &RenderSettings::default()).unwrap_err();
     assert!(err.to_string().contains("kafka.brokers"), "{err}");
 }
+
+#[test]
+fn a_spec_with_a_property_the_worker_owns_is_not_rendered() {
+    // The worker would refuse this config.yaml (WorkerConfig::validate): the operator refuses the spec
+    // with the same reason instead of writing a ConfigMap no worker applies.
+    let mut icfg = sample("interceptorconfig-minimal.yaml");
+    icfg.spec
+        .kafka
+        .properties
+        .insert("delivery.report.only.error".into(), "true".into());
+    let err = render(&icfg, &RenderSettings::default())
+        .unwrap_err()
+        .to_string();
+    let worker =
+        WorkerConfig::from_yaml("kafka: {properties: {delivery.report.only.error: \"true\"}}")
+            .unwrap_err()
+            .to_string();
+    assert!(err.ends_with(&worker), "{err} / {worker}");
+    assert!(
+        worker.starts_with("kafka.properties: \"delivery.report.only.error\" cannot be set"),
+        "{worker}"
+    );
+}

@@ -299,6 +299,10 @@ mod tests {
             ("limits: [", "expected"),
             ("kafka: {brokers: []}", "kafka.brokers"),
             ("limits: {maxMessageBytes: -1}", "maxMessageBytes"),
+            (
+                "kafka: {properties: {enable.delivery.reports: 'false'}}",
+                "kafka.properties: \"enable.delivery.reports\" cannot be set",
+            ),
         ] {
             match tracker.decide(present("2", text)) {
                 Decision::Refuse { version, reason } => {
