@@ -29,7 +29,7 @@ pub enum Selection {
 }
 
 /// Why the loop could not start.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum LoopError {
     #[error("cannot capture on {interface}: {reason}")]
     Open { interface: String, reason: String },

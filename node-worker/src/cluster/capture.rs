@@ -14,9 +14,11 @@ use tokio::sync::oneshot;
 use super::pods::SharedPods;
 use super::sink::{SinkSwitch, SwitchableSink};
 use super::state::{LoopSnapshot, NetnsView, Shared};
-use crate::capture_loop::{CaptureLoop, LoopControl, Selection};
+use crate::capture_loop::{CaptureLoop, LoopControl, LoopError, Selection};
 use crate::message::PodRef;
 use crate::pipeline::{Identity, Pipeline, PodLookup};
+use crate::sink::SinkError;
+use crate::source::live::LiveError;
 
 /// What the capture thread needs.
 pub struct CaptureParams {
@@ -57,10 +59,21 @@ impl PodLookup for NodePods {
 /// How the capture thread ended.
 #[derive(Debug)]
 pub struct CaptureOutcome {
-    /// The loop failed (`Some(reason)`) rather than being stopped.
-    pub failure: Option<String>,
-    /// The final flush did not deliver everything (`Some(reason)`).
-    pub flush_error: Option<String>,
+    /// The loop failed rather than being stopped.
+    pub failure: Option<CaptureError>,
+    /// The final flush did not deliver everything.
+    pub flush_error: Option<SinkError>,
+}
+
+/// Why capturing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The loop could not open its taps.
+    #[error(transparent)]
+    Open(#[from] LoopError),
+    /// The running loop failed.
+    #[error(transparent)]
+    Loop(#[from] LiveError),
 }
 
 /// Why the capture thread could not start.
@@ -68,9 +81,14 @@ pub struct CaptureOutcome {
 pub enum StartError {
     #[error("cannot start the capture thread: {0}")]
     Thread(#[from] std::io::Error),
-    #[error("{0}")]
-    Loop(String),
+    #[error(transparent)]
+    Open(#[from] LoopError),
+    #[error("the capture thread ended before starting")]
+    Ended,
 }
+
+/// What the capture thread tells [`start`] once it has opened its taps, or failed to.
+type Started = Result<LoopControl, LoopError>;
 
 /// The running capture thread.
 pub struct CaptureThread {
@@ -123,7 +141,7 @@ impl Publisher {
 
 /// Starts capturing every pod namespace of the host with `params.config`.
 pub fn start(params: CaptureParams) -> Result<CaptureThread, StartError> {
-    let (control_tx, control_rx) = mpsc::channel::<Result<LoopControl, String>>();
+    let (control_tx, control_rx) = mpsc::channel::<Started>();
     let (done_tx, finished) = oneshot::channel();
     let handle = thread::Builder::new()
         .name("capture".into())
@@ -137,17 +155,12 @@ pub fn start(params: CaptureParams) -> Result<CaptureThread, StartError> {
             finished,
             handle,
         }),
-        Ok(Err(reason)) => Err(StartError::Loop(reason)),
-        Err(_) => Err(StartError::Loop(
-            "the capture thread ended before starting".into(),
-        )),
+        Ok(Err(e)) => Err(StartError::Open(e)),
+        Err(_) => Err(StartError::Ended),
     }
 }
 
-fn capture_thread(
-    params: CaptureParams,
-    control_tx: &mpsc::Sender<Result<LoopControl, String>>,
-) -> CaptureOutcome {
+fn capture_thread(params: CaptureParams, control_tx: &mpsc::Sender<Started>) -> CaptureOutcome {
     let CaptureParams {
         config,
         identity,
@@ -161,9 +174,9 @@ fn capture_thread(
     let mut capture = match CaptureLoop::new(&config, Selection::Discover) {
         Ok(capture) => capture,
         Err(e) => {
-            let _ = control_tx.send(Err(e.to_string()));
+            let _ = control_tx.send(Err(e.clone()));
             return CaptureOutcome {
-                failure: Some(e.to_string()),
+                failure: Some(e.into()),
                 flush_error: None,
             };
         }
@@ -188,12 +201,12 @@ fn capture_thread(
         publisher.round(capture, pipeline)
     });
     shared.set_capture_running(false);
-    let failure = result.err().map(|e| e.to_string());
+    let failure = result.err().map(CaptureError::from);
     if let Some(reason) = &failure {
         tracing::error!(%reason, "the capture loop failed");
     }
     capture.close();
-    let flush_error = pipeline.finish(flush_timeout).err().map(|e| e.to_string());
+    let flush_error = pipeline.finish(flush_timeout).err();
     publisher.publish(&mut capture, &pipeline);
     let sink = pipeline.sink_stats();
     tracing::info!(

@@ -18,6 +18,17 @@ use tokio::sync::watch;
 
 use super::sink::{SinkFactory, SinkSwitch};
 use super::state::{ConfigState, Shared};
+use crate::sink::SinkError;
+
+/// Why no producer could be built for a config (which is then refused).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The factory refused the `kafka` section, or librdkafka did.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("building the sink panicked: {0}")]
+    Panicked(#[from] tokio::task::JoinError),
+}
 
 /// What the watch saw of the ConfigMap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,13 +233,10 @@ impl ConfigWatch {
 
     /// Build the producer for `config` (it may block briefly: off the async threads) and hand it to the
     /// capture thread.
-    async fn build_sink(&self, config: &WorkerConfig) -> Result<(), String> {
+    async fn build_sink(&self, config: &WorkerConfig) -> Result<(), BuildError> {
         let factory = Arc::clone(&self.factory);
         let kafka = config.kafka.clone();
-        let built = tokio::task::spawn_blocking(move || factory.build(&kafka))
-            .await
-            .map_err(|e| format!("building the sink panicked: {e}"))?;
-        let sink = built.map_err(|e| e.to_string())?;
+        let sink = tokio::task::spawn_blocking(move || factory.build(&kafka)).await??;
         self.switch.install(sink);
         Ok(())
     }

@@ -16,7 +16,7 @@ use kube::{Api, Client};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::capture::{self, CaptureOutcome, CaptureParams};
+use super::capture::{self, CaptureError, CaptureOutcome, CaptureParams, StartError};
 use super::config::{ConfigTracker, ConfigWatch};
 use super::http::{serve, Health};
 use super::metrics::Metrics;
@@ -26,6 +26,7 @@ use super::sink::{SinkFactory, SinkSwitch};
 use super::state::Shared;
 use super::status::{Pacing, StatusWriter};
 use crate::pipeline::Identity;
+use crate::sink::SinkError;
 
 /// Who this worker is and how it behaves.
 #[derive(Clone, Debug)]
@@ -80,9 +81,11 @@ impl WorkerSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum RunFailure {
     #[error("capture: {0}")]
-    Capture(String),
+    Start(#[from] StartError),
+    #[error("capture: {0}")]
+    Capture(#[from] CaptureError),
     #[error("flushing pairs at shutdown: {0}")]
-    Flush(String),
+    Flush(#[from] SinkError),
 }
 
 /// How long the last status write may take at shutdown.
@@ -189,7 +192,7 @@ pub async fn run(
                 control_tx.send_replace(Some(Arc::new(started.control.clone())));
                 thread = Some(started);
             }
-            Err(e) => failure = Some(RunFailure::Capture(e.to_string())),
+            Err(e) => failure = Some(RunFailure::Start(e)),
         }
     }
 

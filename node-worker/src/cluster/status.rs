@@ -114,6 +114,15 @@ pub struct StatusWriter {
     pub clock: fn() -> Timestamp,
 }
 
+/// Why a write of the InterceptorStatus failed (it is retried with a backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Api(kube::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Kernel drops within this window mark the node Degraded.
 const KERNEL_DROP_WINDOW: Duration = Duration::from_secs(60);
 
@@ -186,11 +195,15 @@ impl StatusWriter {
         })
     }
 
-    async fn write(&self, report: &NodeReport, object_applied: &mut bool) -> Result<(), String> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.write_once(report, object_applied)).await {
-            Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!("no answer within {WRITE_TIMEOUT:?}")),
-        }
+    async fn write(
+        &self,
+        report: &NodeReport,
+        object_applied: &mut bool,
+    ) -> Result<(), WriteError> {
+        tokio::time::timeout(WRITE_TIMEOUT, self.write_once(report, object_applied))
+            .await
+            .map_err(|_| WriteError::Timeout(WRITE_TIMEOUT))?
+            .map_err(WriteError::Api)
     }
 
     async fn write_once(
