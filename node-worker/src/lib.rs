@@ -14,6 +14,7 @@ pub mod http;
 pub mod json;
 pub mod memory;
 pub mod message;
+pub mod pair_id;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

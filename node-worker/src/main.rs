@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use interceptor_crds::config::WorkerConfig;
 use node_worker::capture_loop::{CaptureLoop, LoopReport, Selection};
+use node_worker::pair_id::IdPrefix;
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::{LinesSink, Sink};
 use node_worker::source::file::{FileEnd, FileSource};
@@ -80,6 +81,11 @@ struct CaptureArgs {
         default_value = "standalone/interceptor"
     )]
     interceptor: String,
+
+    /// Start every pair id with PREFIX (1 to 32 of 0-9, a-z, '-') instead of a random prefix per run,
+    /// so that the same input gives the same output (to compare runs or builds).
+    #[arg(long, value_name = "PREFIX")]
+    id_prefix: Option<String>,
 
     /// Also write the final counters as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -214,10 +220,19 @@ fn identity(args: &CaptureArgs) -> Identity {
 }
 
 fn capture(args: CaptureArgs) -> Result<(), Failure> {
+    let id_prefix = args
+        .id_prefix
+        .as_deref()
+        .map(IdPrefix::parse)
+        .transpose()
+        .map_err(|e| Failure::Usage(format!("invalid --id-prefix: {e}")))?;
     let config = load_config(args.config.as_deref())?;
     let identity = identity(&args);
     let sink = build_sink(&args.sink, &config, &identity, args.read.is_some())?;
     let mut pipeline = Pipeline::new(&config, identity, sink);
+    if let Some(prefix) = id_prefix {
+        pipeline.set_id_prefix(prefix);
+    }
     let (outcome, live) = if let Some(path) = &args.read {
         (read_file(&mut pipeline, path)?, None)
     } else {

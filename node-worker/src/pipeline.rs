@@ -14,6 +14,7 @@ use crate::exchange::{CompletedPair, Connection, Env};
 use crate::filters::Rules;
 use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
 use crate::message::{encode_pair, Endpoint, Ipv4Text, Origin, PodRef};
+use crate::pair_id::{write_pair_id, IdPrefix};
 use crate::sink::{PairRef, Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
@@ -137,7 +138,7 @@ pub struct Pipeline {
     last_sweep_us: i64,
     completed: Vec<CompletedPair>,
     encoded: Vec<u8>,
-    id_prefix: String,
+    id_prefix: IdPrefix,
     next_id: u64,
     /// The id of the pair being encoded (a buffer reused for every pair).
     id: String,
@@ -147,16 +148,6 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(config: &WorkerConfig, identity: Identity, sink: Box<dyn Sink>) -> Self {
-        let mut random = [0u8; 6];
-        // Uniqueness across restarts; fall back to the clock if the OS has no randomness to give.
-        if getrandom::fill(&mut random).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default();
-            random.copy_from_slice(&nanos.to_le_bytes()[..6]);
-        }
-        let id_prefix = random.iter().map(|b| format!("{b:02x}")).collect();
         Pipeline {
             rules: Rules::from_config(config),
             limits: TableLimits::from_config(config),
@@ -176,7 +167,7 @@ impl Pipeline {
             last_sweep_us: i64::MIN,
             completed: Vec::new(),
             encoded: Vec::with_capacity(ENCODED_INITIAL_BYTES),
-            id_prefix,
+            id_prefix: IdPrefix::random(),
             next_id: 0,
             id: String::new(),
             partition_key: String::new(),
@@ -187,6 +178,12 @@ impl Pipeline {
     pub fn reconfigure(&mut self, config: &WorkerConfig) {
         self.rules = Rules::from_config(config);
         self.limits = TableLimits::from_config(config);
+    }
+
+    /// Ids from now on start with `prefix` instead of a random one: the same input then gives the same
+    /// output (e.g. to compare two builds).
+    pub fn set_id_prefix(&mut self, prefix: IdPrefix) {
+        self.id_prefix = prefix;
     }
 
     pub fn set_pod_lookup(&mut self, pods: Box<dyn PodLookup>) {
@@ -637,19 +634,6 @@ impl Pipeline {
     }
 }
 
-/// Writes a pair's id into `id`: the worker's random prefix, a dash, a counter in hex
-/// (`3f9a...-1c`). Once per pair, so into a reused buffer and without the formatting machinery.
-fn write_pair_id(id: &mut String, prefix: &str, counter: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    id.clear();
-    id.push_str(prefix);
-    id.push('-');
-    let digits = (64 - counter.leading_zeros()).div_ceil(4).max(1);
-    for shift in (0..digits).rev() {
-        id.push(char::from(HEX[((counter >> (4 * shift)) & 0xf) as usize]));
-    }
-}
-
 /// Writes the partition key of pairs sent to `destination` into `key` (a buffer reused for every
 /// pair): its pod as `namespace/name`, or, for no known pod, its address as `Display` writes it
 /// (`10.0.0.7:8080`, `[::1]:8080`), IPv4 without the formatting machinery.
@@ -710,15 +694,6 @@ fn count_flow_kind(counters: &mut Counters, conn: &Connection) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pair_ids_count_in_hex_after_the_prefix() {
-        for counter in [0u64, 1, 15, 16, 255, 0x1c, 0xdead_beef, u64::MAX] {
-            let mut id = "left over".to_string();
-            write_pair_id(&mut id, "ab12", counter);
-            assert_eq!(id, format!("ab12-{counter:x}"));
-        }
-    }
 
     #[test]
     fn partition_keys_name_the_pod_or_read_as_display_does() {

@@ -45,6 +45,7 @@ fn help_explains_the_commands_and_exit_codes() {
         "--discover",
         "--config",
         "--sink",
+        "--id-prefix",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
@@ -86,6 +87,49 @@ fn a_capture_file_gives_json_lines_and_a_summary() {
         serde_json::from_str(&std::fs::read_to_string(stats).unwrap()).unwrap();
     assert_eq!(stats["counters"]["pairs_emitted"], 5);
     assert_eq!(stats["sink"]["delivered"], 5);
+}
+
+#[test]
+fn an_id_prefix_makes_the_output_the_same_for_the_same_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = open_config(dir.path());
+    let capture = corpus("zeek__http-pipelining.pcap");
+    let with_prefix = |prefix: Option<&str>| {
+        let mut args = vec![
+            "capture",
+            "--read",
+            capture.to_str().unwrap(),
+            "--config",
+            &config,
+            "--node-name",
+            "n",
+        ];
+        if let Some(prefix) = prefix {
+            args.extend(["--id-prefix", prefix]);
+        }
+        let out = run(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let first = with_prefix(Some("run-1"));
+    assert_eq!(first.lines().count(), 5);
+    assert_eq!(first, with_prefix(Some("run-1")), "byte for byte");
+    let ids: Vec<String> = first
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "\"run-1-0\"",
+            "\"run-1-1\"",
+            "\"run-1-2\"",
+            "\"run-1-3\"",
+            "\"run-1-4\""
+        ]
+    );
+    // Without it, every run has its own random prefix.
+    assert_ne!(with_prefix(None), with_prefix(None));
 }
 
 #[test]
@@ -193,6 +237,16 @@ fn bad_usage_and_bad_config_exit_2_with_one_line() {
                 "nowhere".into(),
             ],
             "unknown --sink",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--read".into(),
+                capture.display().to_string(),
+                "--id-prefix".into(),
+                "Not_A_Token".into(),
+            ],
+            "invalid --id-prefix",
         ),
         (vec!["capture".into()], "required"),
     ];
