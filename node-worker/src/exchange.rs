@@ -14,9 +14,9 @@
 use std::collections::VecDeque;
 
 use crate::filters::Rules;
-use crate::http::framing::{request_framing, response_framing, Framing};
-use crate::http::head::MessageHead;
-use crate::http::parser::{BodyPlan, HalfParser, MessageHandler, MessageStart, Role};
+use crate::http1::framing::{request_framing, response_framing, Framing};
+use crate::http1::head::MessageHead;
+use crate::http1::parser::{BodyPlan, HalfParser, MessageHandler, MessageStart, Role};
 use crate::memory::Allowance;
 use crate::stats::{Counters, DropReason};
 use crate::tcp::reassembly::{seq_diff, Chunk, StreamConsumer};

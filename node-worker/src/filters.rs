@@ -5,7 +5,7 @@
 
 use interceptor_crds::config::{StatusMatcher, WorkerConfig};
 
-use crate::http::head::MessageHead;
+use crate::http1::head::MessageHead;
 use crate::stats::DropReason;
 
 #[derive(Clone, Debug)]

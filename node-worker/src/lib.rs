@@ -10,7 +10,7 @@ pub mod decode;
 pub mod discovery;
 pub mod exchange;
 pub mod filters;
-pub mod http;
+pub mod http1;
 pub mod json;
 pub mod memory;
 pub mod message;
