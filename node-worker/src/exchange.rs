@@ -13,9 +13,9 @@
 
 use std::collections::VecDeque;
 
+use crate::app::head::MessageHead;
 use crate::filters::Rules;
 use crate::http1::framing::{request_framing, response_framing, Framing};
-use crate::http1::head::MessageHead;
 use crate::http1::parser::{BodyPlan, HalfParser, MessageHandler, MessageStart, Role};
 use crate::memory::Allowance;
 use crate::stats::{Counters, DropReason};

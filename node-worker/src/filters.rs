@@ -5,7 +5,7 @@
 
 use interceptor_crds::config::{StatusMatcher, WorkerConfig};
 
-use crate::http1::head::MessageHead;
+use crate::app::head::MessageHead;
 use crate::stats::DropReason;
 
 #[derive(Clone, Debug)]
@@ -178,21 +178,19 @@ fn origin_path(path: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::head::{parse_request, parse_response};
 
     fn rules() -> Rules {
         Rules::from_config(&WorkerConfig::default())
     }
 
     fn req(extra: &str, target: &str) -> MessageHead {
-        MessageHead::parse_request(
-            format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}\r\n").into_bytes(),
-        )
-        .unwrap()
+        parse_request(format!("GET {target} HTTP/1.1\r\nHost: a\r\n{extra}\r\n").into_bytes())
+            .unwrap()
     }
 
     fn res(status: u16, extra: &str) -> MessageHead {
-        MessageHead::parse_response(format!("HTTP/1.1 {status} X\r\n{extra}\r\n").into_bytes())
-            .unwrap()
+        parse_response(format!("HTTP/1.1 {status} X\r\n{extra}\r\n").into_bytes()).unwrap()
     }
 
     #[test]

@@ -62,14 +62,6 @@ impl Origin {
     }
 }
 
-fn version(minor: u8) -> &'static str {
-    if minor == 0 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
-    }
-}
-
 /// A timestamp as RFC 3339 text, on the stack.
 #[derive(Clone, Copy)]
 pub struct Rfc3339([u8; 27]);
@@ -238,7 +230,7 @@ fn write_message(
         o.num("status", head.status().unwrap_or(0));
         json::lossy(o.key("reason"), head.reason());
     }
-    json::token(o.key("version"), version(head.minor_version).as_bytes());
+    json::token(o.key("version"), head.version.as_str().as_bytes());
     let headers = o.key("headers");
     let start = headers.len();
     for (name, value) in head.headers() {

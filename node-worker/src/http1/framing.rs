@@ -1,6 +1,6 @@
 //! How a message's body is delimited (RFC 9112 section 6), decided from its head.
 
-use super::head::MessageHead;
+use crate::app::head::MessageHead;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Framing {
@@ -104,13 +104,14 @@ fn content_length(head: &MessageHead) -> Result<Option<u64>, FramingError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::head::{parse_request, parse_response};
 
     fn req(text: &str) -> MessageHead {
-        MessageHead::parse_request(text.as_bytes().to_vec()).unwrap()
+        parse_request(text.as_bytes().to_vec()).unwrap()
     }
 
     fn res(text: &str) -> MessageHead {
-        MessageHead::parse_response(text.as_bytes().to_vec()).unwrap()
+        parse_response(text.as_bytes().to_vec()).unwrap()
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use memchr::{memchr, memmem};
 
 use super::framing::Framing;
-use super::head::MessageHead;
+use super::head::{parse_request, parse_response};
+use crate::app::head::MessageHead;
 use crate::memory::Allowance;
 use crate::stats::DropReason;
 use crate::tcp::reassembly::Chunk;
@@ -431,8 +432,8 @@ impl HalfParser {
         allowance.release(self.reserved);
         self.reserved = 0;
         let parsed = match role {
-            Role::Request => MessageHead::parse_request(raw),
-            Role::Response => MessageHead::parse_response(raw),
+            Role::Request => parse_request(raw),
+            Role::Response => parse_response(raw),
         };
         let head = match parsed {
             Ok(head) => head,

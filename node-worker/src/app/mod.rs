@@ -1,0 +1,3 @@
+//! The application layer: what the TCP layer's reassembled streams carry, protocol by protocol.
+
+pub mod head;
