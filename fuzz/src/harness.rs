@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use interceptor_crds::config::WorkerConfig;
-use node_worker::exchange::{CompletedPair, Connection, Env};
+use node_worker::app::{CompletedPair, Connection, Env};
 use node_worker::filters::Rules;
 use node_worker::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
 use node_worker::message::{encode_pair, Endpoint, Origin};

@@ -9,7 +9,6 @@ pub mod capture_loop;
 pub mod cluster;
 pub mod decode;
 pub mod discovery;
-pub mod exchange;
 pub mod filters;
 pub mod http1;
 pub mod json;

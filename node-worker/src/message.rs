@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use base64::Engine as _;
 use serde::Serialize;
 
+use crate::app::{CompletedPair, HttpMessage};
 use crate::body;
-use crate::exchange::{CompletedPair, HttpMessage};
 use crate::filters::Rules;
 use crate::json;
 use crate::source::InterfaceInfo;

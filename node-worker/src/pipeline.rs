@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use interceptor_crds::config::WorkerConfig;
 
+use crate::app::{CompletedPair, Connection, Env, Opaque};
 use crate::decode::{self, Skip};
-use crate::exchange::{CompletedPair, Connection, Env};
 use crate::filters::Rules;
 use crate::memory::{release_flow, Allowance, FlowBudget, TotalBudget};
 use crate::message::{encode_pair, Endpoint, Ipv4Text, Origin, PodRef};
@@ -384,7 +384,7 @@ impl Pipeline {
             );
         }
         let done = flow_is_done(flow);
-        let not_http = flow.conn.was_not_http();
+        let not_http = flow.conn.opaque().is_some_and(Opaque::is_not_http);
         self.emit_completed(&key);
         if done {
             self.close_flow(&key, Close::Ended);
@@ -684,10 +684,10 @@ fn flow_is_done(flow: &Flow) -> bool {
 }
 
 fn count_flow_kind(counters: &mut Counters, conn: &Connection) {
-    if conn.was_not_http() {
-        counters.flows_not_http += 1;
-    } else if conn.switched_protocol() {
-        counters.flows_tunneled += 1;
+    match conn.opaque() {
+        Some(why) if why.is_not_http() => counters.flows_not_http += 1,
+        Some(Opaque::Tunnel) => counters.flows_tunneled += 1,
+        _ => {}
     }
 }
 

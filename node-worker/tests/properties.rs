@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use interceptor_crds::config::WorkerConfig;
-use node_worker::exchange::{Connection, Env};
+use node_worker::app::{Connection, Env};
 use node_worker::filters::Rules;
 use node_worker::memory::{Allowance, FlowBudget, TotalBudget};
 use node_worker::pipeline::{Identity, Pipeline};

@@ -1,3 +1,332 @@
-//! The application layer: what the TCP layer's reassembled streams carry, protocol by protocol.
+//! The application layer: what a TCP connection's two reassembled streams carry, and the protocol that
+//! reads them.
+//!
+//! Each direction seen from its first byte is detected ([`detect`]): the first verdict picks the
+//! protocol, and a direction whose first bytes are not what the connection speaks makes it opaque.
+//! A [`Connection`] dispatches every call to its protocol by matching on [`Protocol`]: HTTP/1
+//! ([`crate::http1`]) today, HTTP/2 beside it later, or nothing for an opaque connection (not HTTP,
+//! TLS, a tunnel), whose bytes are skipped cheaply. Whatever the protocol, requests and responses meet
+//! in the same pairing slots ([`exchange`]) and are judged by the same rules, on the same
+//! [`head::MessageHead`].
 
+pub mod detect;
+pub mod exchange;
+pub mod first_bytes;
 pub mod head;
+pub mod streams;
+
+pub use exchange::{CompletedPair, Env, HttpMessage};
+
+use detect::Detected;
+use exchange::Queue;
+use first_bytes::{FirstBytes, Offer};
+use streams::Streams;
+
+use crate::http1;
+use crate::memory::Allowance;
+use crate::tcp::reassembly::{Chunk, StreamConsumer};
+use crate::tcp::Direction;
+
+/// Why a connection's bytes are not read (any more).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opaque {
+    /// Its first bytes are not HTTP, or no HTTP/1 message start was found in a long search.
+    NotHttp,
+    /// TLS: encrypted.
+    Tls,
+    /// HTTP/2 with prior knowledge (its connection preface): recognised, not decoded yet.
+    Http2,
+    /// It switched protocol after an HTTP/1 exchange (CONNECT, Upgrade).
+    Tunnel,
+    /// Far too many requests pipelined to keep in step.
+    GaveUp,
+}
+
+impl Opaque {
+    /// Whether the connection never carried HTTP/1.x (what `flows_not_http` counts).
+    pub fn is_not_http(self) -> bool {
+        matches!(self, Opaque::NotHttp | Opaque::Tls | Opaque::Http2)
+    }
+
+    fn of(detected: Detected) -> Opaque {
+        match detected {
+            Detected::Http2 => Opaque::Http2,
+            Detected::Tls => Opaque::Tls,
+            Detected::Http1 | Detected::Other | Detected::NeedMore => Opaque::NotHttp,
+        }
+    }
+}
+
+/// The protocol reading a connection: one value inline in its flow, matched on every call. Not boxed:
+/// nearly every connection is read by the largest variant, so a box would only add an allocation per
+/// connection and an indirection per packet.
+#[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
+enum Protocol {
+    /// No direction has said what it carries yet.
+    Detecting,
+    Http1(http1::Connection),
+    /// Not read: why, and what still waited for a response when reading stopped (it times out or
+    /// ends with the connection, as it would have).
+    Opaque(Opaque, Queue<()>),
+}
+
+/// One TCP connection at the application level.
+#[derive(Debug)]
+pub struct Connection {
+    protocol: Protocol,
+    streams: Streams,
+    first: [FirstBytes; 2],
+    /// The largest message head HTTP/1 collects (bytes held for detection stay within it too).
+    max_header_bytes: usize,
+}
+
+const DIRECTIONS: [Direction; 2] = [Direction::LowToHigh, Direction::HighToLow];
+
+impl Connection {
+    /// `client`: the direction of the SYN, when the handshake was seen. A direction seen from its first
+    /// byte (`from_start`) is detected, and not HTTP at once means not HTTP at all; otherwise HTTP/1
+    /// searches it for the next message start.
+    pub fn new(client: Option<Direction>, from_start: [bool; 2], max_header_bytes: usize) -> Self {
+        let streams = Streams::new(client);
+        Connection {
+            protocol: Protocol::Detecting,
+            first: DIRECTIONS.map(|d| FirstBytes::new(from_start[d.index()], streams.role(d))),
+            streams,
+            max_header_bytes,
+        }
+    }
+
+    /// A direction's stream starts at `next_seq` (its SYN was seen): positions are known from then on,
+    /// before any payload.
+    pub fn stream_started(&mut self, dir: Direction, next_seq: u32) {
+        self.streams.started(dir, next_seq);
+    }
+
+    /// The direction that carries requests, once known.
+    pub fn client(&self) -> Option<Direction> {
+        self.streams.client
+    }
+
+    /// Why the connection is not read, once it is not.
+    pub fn opaque(&self) -> Option<Opaque> {
+        match self.protocol {
+            Protocol::Opaque(why, _) => Some(why),
+            Protocol::Detecting | Protocol::Http1(_) => None,
+        }
+    }
+
+    /// Whether nothing more of this connection will be parsed (opaque, or both streams ended).
+    pub fn is_ignored(&self) -> bool {
+        match &self.protocol {
+            Protocol::Detecting => false,
+            Protocol::Http1(h) => h.is_ignored(),
+            Protocol::Opaque(..) => true,
+        }
+    }
+
+    /// Requests waiting for responses.
+    pub fn pending(&self) -> usize {
+        match &self.protocol {
+            Protocol::Detecting => 0,
+            Protocol::Http1(h) => h.pending(),
+            Protocol::Opaque(_, waiting) => waiting.len(),
+        }
+    }
+
+    /// Bytes held by parsing itself (first bytes awaiting detection, heads being collected).
+    pub fn parser_reserved(&self) -> usize {
+        let held: usize = self.first.iter().map(FirstBytes::held_len).sum();
+        match &self.protocol {
+            Protocol::Http1(h) => held + h.parser_reserved(),
+            Protocol::Detecting | Protocol::Opaque(..) => held,
+        }
+    }
+
+    /// Feeding one direction: implements the reassembler's consumer.
+    pub fn side<'c, 'e, 'a>(
+        &'c mut self,
+        dir: Direction,
+        env: &'e mut Env<'a>,
+    ) -> Side<'c, 'e, 'a> {
+        Side {
+            conn: self,
+            dir,
+            env,
+        }
+    }
+
+    /// Applies the response timeout: called periodically with the current time.
+    pub fn expire(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        match &mut self.protocol {
+            Protocol::Detecting => {}
+            Protocol::Http1(h) => h.expire(env, allowance),
+            Protocol::Opaque(_, waiting) => {
+                exchange::expire(waiting, env, allowance);
+            }
+        }
+    }
+
+    /// The connection is being forgotten: end both streams and give up on what waits.
+    pub fn close(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        for dir in DIRECTIONS {
+            if self.first[dir.index()].held_len() > 0 {
+                self.hand_over(dir, env, allowance);
+            }
+            if let Protocol::Http1(h) = &mut self.protocol {
+                h.end(dir, &mut self.streams, env, allowance);
+            }
+        }
+        match &mut self.protocol {
+            Protocol::Detecting => {}
+            Protocol::Http1(h) => h.close(env, allowance),
+            Protocol::Opaque(_, waiting) => exchange::close(waiting, env, allowance),
+        }
+    }
+
+    #[inline]
+    fn data(
+        &mut self,
+        dir: Direction,
+        chunk: Chunk<'_>,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        self.streams.delivered(dir, chunk.seq, chunk.bytes.len());
+        if self.first[dir.index()].is_pending() && !self.first_bytes(dir, &chunk, env, allowance) {
+            return;
+        }
+        if let (Some(h), streams) = self.http1() {
+            h.data(dir, chunk, streams, env, allowance);
+            self.after_http1(allowance);
+        }
+    }
+
+    /// A chunk of a direction whose first bytes are pending: whether it goes on to the protocol now.
+    fn first_bytes(
+        &mut self,
+        dir: Direction,
+        chunk: &Chunk<'_>,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> bool {
+        match self.first[dir.index()].offer(chunk, self.max_header_bytes, allowance) {
+            Offer::Held => false,
+            Offer::Told(Detected::Http1) | Offer::CannotHold => {
+                self.hand_over(dir, env, allowance);
+                true
+            }
+            Offer::Told(other) => {
+                self.make_opaque(Opaque::of(other), allowance);
+                false
+            }
+        }
+    }
+
+    fn gap(
+        &mut self,
+        dir: Direction,
+        missing: u64,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        self.streams.skipped(dir, missing);
+        if self.first[dir.index()].is_pending() {
+            // Detection cannot look past a hole: HTTP/1 searches for a message start after it.
+            self.hand_over(dir, env, allowance);
+        }
+        if let (Some(h), streams) = self.http1() {
+            h.gap(dir, missing, streams, env, allowance);
+            self.after_http1(allowance);
+        }
+    }
+
+    fn end(&mut self, dir: Direction, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        if self.first[dir.index()].is_pending() {
+            self.hand_over(dir, env, allowance);
+        }
+        if let (Some(h), streams) = self.http1() {
+            h.end(dir, streams, env, allowance);
+            self.after_http1(allowance);
+        }
+    }
+
+    /// HTTP/1, started now if no protocol was picked yet (it is the default: a stream caught mid-way,
+    /// or whose first bytes could not be told, is searched for HTTP/1 messages); `None` when opaque.
+    /// Borrows only the protocol, so that the streams can be handed to it.
+    #[inline]
+    fn http1(&mut self) -> (Option<&mut http1::Connection>, &mut Streams) {
+        if let Protocol::Detecting = self.protocol {
+            self.start_http1();
+        }
+        let h = match &mut self.protocol {
+            Protocol::Http1(h) => Some(h),
+            Protocol::Detecting | Protocol::Opaque(..) => None,
+        };
+        (h, &mut self.streams)
+    }
+
+    #[cold]
+    fn start_http1(&mut self) {
+        let from_start = self.first.map(|f| f.from_start());
+        self.protocol = Protocol::Http1(http1::Connection::new(
+            &self.streams,
+            from_start,
+            self.max_header_bytes,
+        ));
+    }
+
+    /// `dir`'s first bytes go to HTTP/1: what was held first, in one piece.
+    fn hand_over(&mut self, dir: Direction, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        let held = self.first[dir.index()].take(allowance);
+        if let (Some(held), (Some(h), streams)) = (held, self.http1()) {
+            h.data(dir, held.chunk(), streams, env, allowance);
+        }
+    }
+
+    /// HTTP/1 found the connection is no longer HTTP/1 (a tunnel, given up): it becomes opaque.
+    #[inline]
+    fn after_http1(&mut self, allowance: &mut Allowance<'_>) {
+        if let Protocol::Http1(h) = &self.protocol {
+            if let Some(why) = h.stopped() {
+                self.make_opaque(why, allowance);
+            }
+        }
+    }
+
+    /// Nothing more is read: buffers are freed, and only what waits for a response is kept.
+    #[cold]
+    fn make_opaque(&mut self, why: Opaque, allowance: &mut Allowance<'_>) {
+        for first in &mut self.first {
+            first.take(allowance);
+        }
+        let waiting = match std::mem::replace(&mut self.protocol, Protocol::Detecting) {
+            Protocol::Http1(h) => h.into_waiting(allowance),
+            Protocol::Opaque(_, waiting) => waiting,
+            Protocol::Detecting => Queue::new(),
+        };
+        self.protocol = Protocol::Opaque(why, waiting);
+    }
+}
+
+/// One direction of a connection, as the reassembler's consumer.
+pub struct Side<'c, 'e, 'a> {
+    conn: &'c mut Connection,
+    dir: Direction,
+    env: &'e mut Env<'a>,
+}
+
+impl StreamConsumer for Side<'_, '_, '_> {
+    #[inline]
+    fn data(&mut self, chunk: Chunk<'_>, allowance: &mut Allowance<'_>) {
+        self.conn.data(self.dir, chunk, self.env, allowance);
+    }
+
+    fn gap(&mut self, missing: u64, allowance: &mut Allowance<'_>) {
+        self.conn.gap(self.dir, missing, self.env, allowance);
+    }
+
+    fn end(&mut self, allowance: &mut Allowance<'_>) {
+        self.conn.end(self.dir, self.env, allowance);
+    }
+}

@@ -11,19 +11,12 @@ use memchr::{memchr, memmem};
 
 use super::framing::Framing;
 use super::head::{parse_request, parse_response};
+use super::start::{classify_start, is_tchar, Start};
 use crate::app::head::MessageHead;
+use crate::app::streams::Role;
 use crate::memory::Allowance;
 use crate::stats::DropReason;
 use crate::tcp::reassembly::Chunk;
-
-/// Which kind of messages a direction carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// The client's direction: requests.
-    Request,
-    /// The server's direction: responses.
-    Response,
-}
 
 /// Where a message starts in its stream.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -73,7 +66,7 @@ pub trait MessageHandler {
     );
     /// The parser lost track of message boundaries: whole messages may have been missed.
     fn on_desync(&mut self, role: Role, allowance: &mut Allowance<'_>);
-    /// The first bytes of the stream are not HTTP/1.x.
+    /// The stream never carried an HTTP/1.x message start, however far it was searched.
     fn on_not_http(&mut self, allowance: &mut Allowance<'_>);
 }
 
@@ -87,8 +80,6 @@ enum Chunked {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
-    /// The very start of a stream: its first bytes decide whether it is HTTP at all.
-    Detect,
     /// Between messages, or collecting a head in `buf`.
     Head,
     /// Searching for the next message start after losing track.
@@ -131,12 +122,13 @@ pub struct HalfParser {
 }
 
 impl HalfParser {
-    /// A parser for a stream seen from its first byte (`from_start`), or caught mid-way.
+    /// A parser for a stream seen from its first byte (`from_start`: a message starts there), or
+    /// caught mid-way (searching for the next message start).
     pub fn new(from_start: bool, max_header_bytes: usize) -> Self {
         HalfParser {
             role: None,
             phase: if from_start {
-                Phase::Detect
+                Phase::Head
             } else {
                 Phase::Resync
             },
@@ -192,9 +184,7 @@ impl HalfParser {
         while !bytes.is_empty() {
             let mut used = match self.phase {
                 Phase::Ignored => bytes.len(),
-                Phase::Detect | Phase::Head => {
-                    self.head_bytes(bytes, seq, chunk.ack, handler, allowance)
-                }
+                Phase::Head => self.head_bytes(bytes, seq, chunk.ack, handler, allowance),
                 Phase::Resync => self.resync_bytes(bytes, seq, chunk.ack, handler, allowance),
                 Phase::Length(_) | Phase::Chunked(_) | Phase::UntilClose => {
                     self.body_bytes(bytes, seq, handler, allowance)
@@ -274,18 +264,55 @@ impl HalfParser {
         self.role.unwrap_or(Role::Request)
     }
 
+    /// A gap where message boundaries cannot be kept: the message in progress (if any) is lost to it.
     fn lose_track<H: MessageHandler>(&mut self, handler: &mut H, allowance: &mut Allowance<'_>) {
         let role = self.role_or_request();
-        if self.in_message || (self.phase == Phase::Head && !self.buf.is_empty()) {
-            self.abort_with(role, DropReason::StreamGap, handler, allowance);
-        }
-        self.clear_buf(allowance);
-        self.in_message = false;
-        self.phase = Phase::Resync;
-        self.line_start_known = false;
+        let lost = self.in_message || (self.phase == Phase::Head && !self.buf.is_empty());
+        self.search_next_start(
+            role,
+            lost.then_some(DropReason::StreamGap),
+            handler,
+            allowance,
+        );
+        // Before any message said which side this is, nothing was paired that could be out of step.
         if self.role.is_some() {
             handler.on_desync(role, allowance);
         }
+    }
+
+    /// Gives up on the message in progress and searches for the next message start; the handler is
+    /// told that messages may have been missed. `reason`: why the message is dropped, `None` when the
+    /// handler has already accounted for it.
+    fn resync<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        reason: Option<DropReason>,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
+        self.search_next_start(role, reason, handler, allowance);
+        handler.on_desync(role, allowance);
+    }
+
+    /// [`HalfParser::resync`] without telling the handler about the desynchronisation.
+    fn search_next_start<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        reason: Option<DropReason>,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
+        match reason {
+            Some(reason) => self.abort_with(role, reason, handler, allowance),
+            None => {
+                self.in_message = false;
+                self.had_head = false;
+            }
+        }
+        self.clear_buf(allowance);
+        self.phase = Phase::Resync;
+        // What follows continues a line already begun, until a newline says otherwise.
+        self.line_start_known = false;
     }
 
     /// Drops the current message but keeps walking its body.
@@ -404,27 +431,16 @@ impl HalfParser {
         };
         let Some(head_len) = end else {
             if self.buf.len() + used > self.max_header_bytes {
-                self.abort_with(role, DropReason::HeaderTooLarge, handler, allowance);
-                self.clear_buf(allowance);
-                self.phase = Phase::Resync;
-                self.line_start_known = false;
-                handler.on_desync(role, allowance);
+                self.resync(role, Some(DropReason::HeaderTooLarge), handler, allowance);
                 return used;
             }
             if let Err(reason) = self.buffer(&bytes[..used], allowance) {
-                self.abort_with(role, reason, handler, allowance);
-                self.clear_buf(allowance);
-                self.phase = Phase::Resync;
-                handler.on_desync(role, allowance);
+                self.resync(role, Some(reason), handler, allowance);
             }
             return used;
         };
         if head_len > self.max_header_bytes {
-            self.abort_with(role, DropReason::HeaderTooLarge, handler, allowance);
-            self.clear_buf(allowance);
-            self.phase = Phase::Resync;
-            self.line_start_known = false;
-            handler.on_desync(role, allowance);
+            self.resync(role, Some(DropReason::HeaderTooLarge), handler, allowance);
             return used;
         }
         let mut raw = std::mem::take(&mut self.buf);
@@ -438,10 +454,7 @@ impl HalfParser {
         let head = match parsed {
             Ok(head) => head,
             Err(_) => {
-                self.abort_with(role, DropReason::HttpParse, handler, allowance);
-                self.phase = Phase::Resync;
-                self.line_start_known = false;
-                handler.on_desync(role, allowance);
+                self.resync(role, Some(DropReason::HttpParse), handler, allowance);
                 return used;
             }
         };
@@ -451,13 +464,8 @@ impl HalfParser {
         self.wire = head.wire_len() as u64;
         let end_seq = seq.wrapping_add(used as u32);
         match handler.on_head(role, head, self.start, allowance) {
-            None => {
-                self.in_message = false;
-                self.had_head = false;
-                self.phase = Phase::Resync;
-                self.line_start_known = false;
-                handler.on_desync(role, allowance);
-            }
+            // The handler refused the head and counted why.
+            None => self.resync(role, None, handler, allowance),
             Some(plan) => {
                 self.collect = plan.collect;
                 match plan.framing {
@@ -484,18 +492,8 @@ impl HalfParser {
         handler: &mut H,
         allowance: &mut Allowance<'_>,
     ) -> usize {
-        self.clear_buf(allowance);
-        if self.phase == Phase::Detect && !self.seen_http {
-            self.in_message = false;
-            handler.on_not_http(allowance);
-            self.phase = Phase::Ignored;
-            return 0;
-        }
         let role = self.role_or_request();
-        self.abort_with(role, DropReason::HttpParse, handler, allowance);
-        self.phase = Phase::Resync;
-        self.line_start_known = false;
-        handler.on_desync(role, allowance);
+        self.resync(role, Some(DropReason::HttpParse), handler, allowance);
         0
     }
 
@@ -653,11 +651,7 @@ impl HalfParser {
         handler: &mut H,
         allowance: &mut Allowance<'_>,
     ) -> usize {
-        self.abort_with(role, DropReason::HttpParse, handler, allowance);
-        self.clear_buf(allowance);
-        self.phase = Phase::Resync;
-        self.line_start_known = false;
-        handler.on_desync(role, allowance);
+        self.resync(role, Some(DropReason::HttpParse), handler, allowance);
         0
     }
 
@@ -727,54 +721,6 @@ impl HalfParser {
             self.line_start_known = false;
         }
         bytes.len()
-    }
-}
-
-/// What the first bytes of a message look like.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Start {
-    Request,
-    Response,
-    Not,
-    Unknown,
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Classifies the beginning of a message cheaply: `METHOD SP` or `HTTP/`.
-fn classify_start(bytes: &[u8]) -> Start {
-    const HTTP: &[u8] = b"HTTP/";
-    let n = bytes.len().min(HTTP.len());
-    if bytes[..n].eq_ignore_ascii_case(&HTTP[..n]) {
-        return if n == HTTP.len() {
-            Start::Response
-        } else {
-            Start::Unknown
-        };
-    }
-    for (i, &b) in bytes.iter().take(33).enumerate() {
-        if b == b' ' {
-            if i == 0 {
-                return Start::Not;
-            }
-            // The target: origin form, asterisk, absolute form; anything for CONNECT (authority form).
-            return match bytes.get(i + 1) {
-                None => Start::Unknown,
-                Some(b'/' | b'*' | b'h' | b'H') => Start::Request,
-                Some(_) if bytes[..i].eq_ignore_ascii_case(b"CONNECT") => Start::Request,
-                Some(_) => Start::Not,
-            };
-        }
-        if !is_tchar(b) {
-            return Start::Not;
-        }
-    }
-    if bytes.len() > 32 {
-        Start::Not
-    } else {
-        Start::Unknown
     }
 }
 
@@ -906,23 +852,6 @@ mod tests {
             find_message_start(buf, None, false),
             Some((3, Role::Request))
         );
-    }
-
-    #[test]
-    fn starts() {
-        assert_eq!(classify_start(b"GET / HTTP/1.1"), Start::Request);
-        assert_eq!(classify_start(b"CONNECT host:443 HTTP/1.1"), Start::Request);
-        assert_eq!(classify_start(b"GET http://a/ HTTP/1.1"), Start::Request);
-        assert_eq!(classify_start(b"http/1.1 200 OK"), Start::Response);
-        assert_eq!(classify_start(b"220 smtp.example.com ESMTP"), Start::Not);
-        assert_eq!(classify_start(b"EHLO example.com"), Start::Not);
-        assert_eq!(classify_start(b"GET "), Start::Unknown);
-        assert_eq!(classify_start(b"HTTP/1.1 200"), Start::Response);
-        assert_eq!(classify_start(b"HTT"), Start::Unknown);
-        assert_eq!(classify_start(b"GE"), Start::Unknown);
-        assert_eq!(classify_start(b"\x16\x03\x01"), Start::Not);
-        assert_eq!(classify_start(b" GET"), Start::Not);
-        assert_eq!(classify_start(&[b'A'; 40]), Start::Not);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub fn seq_diff(a: u32, b: u32) -> i64 {
 }
 
 /// A run of in-order stream bytes.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Chunk<'a> {
     /// Sequence number of `bytes[0]`.
     pub seq: u32,

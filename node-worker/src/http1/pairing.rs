@@ -1,0 +1,621 @@
+//! HTTP/1 pairing: which response answers which request on one connection.
+//!
+//! Requests queue in order (pipelining); each response completes the oldest request still waiting. The
+//! product's rules are applied as soon as the information exists: a request's head decides user agent,
+//! headers and path; a response's head decides status and content type; sizes are checked as bytes
+//! arrive. Once a pair is known to be dropped its slot stays in the queue (to keep later responses in
+//! step) but no more of its bytes are buffered.
+//!
+//! Pairing across lost data: a response pairs with a request only if the server had received the whole
+//! request when it sent the response (the response's ACK covers the request's end). After the parser
+//! loses track of message boundaries, waiting requests are dropped, and a later request is only trusted
+//! if the client had received everything the server sent before the loss when it sent the request.
+
+use super::framing::{request_framing, response_framing, Framing};
+use super::parser::{BodyPlan, MessageStart};
+use super::trust::Trust;
+use crate::app::exchange::{self, Env, Exchange, Half, HttpMessage, Queue};
+use crate::app::head::MessageHead;
+use crate::app::streams::{Role, Streams};
+use crate::app::Opaque;
+use crate::memory::Allowance;
+use crate::stats::DropReason;
+use crate::tcp::reassembly::seq_diff;
+
+/// What a response's framing needs to know of its request's method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MethodKind {
+    Head,
+    Connect,
+    Other,
+}
+
+impl MethodKind {
+    fn of(head: &MessageHead) -> MethodKind {
+        if head.method().eq_ignore_ascii_case(b"HEAD") {
+            MethodKind::Head
+        } else if head.method().eq_ignore_ascii_case(b"CONNECT") {
+            MethodKind::Connect
+        } else {
+            MethodKind::Other
+        }
+    }
+
+    fn name(self) -> &'static [u8] {
+        match self {
+            MethodKind::Head => b"HEAD",
+            MethodKind::Connect => b"CONNECT",
+            MethodKind::Other => b"GET",
+        }
+    }
+}
+
+/// What HTTP/1 keeps of each request beside its slot: its method (for its response's framing) and
+/// where it lies in the client's stream (pairing across lost data compares TCP positions).
+#[derive(Debug)]
+pub struct Http1Request {
+    method: MethodKind,
+    /// Where the request started: its sequence number, and how much of the response stream the client
+    /// had received when it sent it (the ack of its first segment).
+    start: MessageStart,
+    end_seq: u32,
+}
+
+type Slot = Exchange<Http1Request>;
+
+/// How to read a body that is walked but not kept.
+fn skip(framing: Framing) -> Option<BodyPlan> {
+    Some(BodyPlan {
+        framing,
+        collect: false,
+    })
+}
+
+/// Pairing state of a connection.
+#[derive(Debug, Default)]
+pub(super) struct Pairing {
+    queue: Queue<Http1Request>,
+    next_id: u64,
+    /// The exchange whose request is being parsed.
+    current_request: Option<u64>,
+    /// The exchange whose response is being parsed (`None` for an interim or unmatched response).
+    current_response: Option<u64>,
+    /// After losing track: requests are trusted only if they acknowledge this much of the response stream.
+    barrier: Option<u32>,
+    /// A response came that the server sent after receiving client bytes we never saw (lost, or not
+    /// captured yet): it answered a request we cannot know. A request starting before this point of the
+    /// client stream, seen later, was already answered: it is dropped instead of waiting for (and
+    /// taking) the next response.
+    answered_up_to: Option<u32>,
+    /// The ack of the latest request: how much of the response stream its client had received.
+    last_request_ack: Option<u32>,
+    /// Where the latest response seen ended in the response stream: acknowledgments up to here are
+    /// explained by responses the capture saw.
+    responses_seen_to: Option<u32>,
+    /// Whether requests are trusted after request bytes were lost (see [`Trust`]).
+    trust: Trust,
+    /// Why the connection is no longer read as HTTP/1, once it is not.
+    stopped: Option<Opaque>,
+}
+
+impl Pairing {
+    pub(super) fn stopped(&self) -> Option<Opaque> {
+        self.stopped
+    }
+
+    /// The connection stops being read as HTTP/1 (after the call in progress). The first reason stays.
+    pub(super) fn stop(&mut self, why: Opaque) {
+        self.stopped.get_or_insert(why);
+    }
+
+    /// Requests waiting for responses.
+    pub(super) fn pending(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// What still waits, for a connection that is no longer parsed.
+    pub(super) fn into_waiting(self) -> Queue<()> {
+        self.queue
+            .into_iter()
+            .map(Exchange::without_protocol)
+            .collect()
+    }
+
+    fn find(&mut self, id: Option<u64>) -> Option<&mut Slot> {
+        let id = id?;
+        self.queue.iter_mut().rev().find(|e| e.id == id)
+    }
+
+    fn doom(
+        &mut self,
+        id: Option<u64>,
+        reason: DropReason,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        if let Some(ex) = self.find(id) {
+            ex.doom(reason, env.counters, allowance);
+        }
+    }
+
+    /// Queues a new exchange for a request whose head just came; it becomes the current request.
+    fn push(&mut self, request: Half, protocol: Http1Request, now_us: i64) -> &mut Slot {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.current_request = Some(id);
+        self.queue.push_back(Exchange {
+            id,
+            request,
+            request_done_us: now_us,
+            request_content_type_ok: false,
+            response: None,
+            dropped: None,
+            reserved: 0,
+            protocol,
+        });
+        let last = self.queue.len() - 1;
+        &mut self.queue[last]
+    }
+
+    /// Everything waiting is lost; later requests must prove they were sent after the loss.
+    pub(super) fn desync(
+        &mut self,
+        role: Role,
+        streams: &Streams,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        if role == Role::Request {
+            self.trust = Trust::after_loss(self.last_request_ack);
+        }
+        exchange::abandon(
+            &mut self.queue,
+            0,
+            |_| DropReason::StreamGap,
+            env.counters,
+            allowance,
+        );
+        self.current_request = None;
+        self.current_response = None;
+        if let Some(client) = streams.client {
+            self.barrier = streams.next_seq[client.reverse().index()];
+        }
+    }
+
+    pub(super) fn on_request_head(
+        &mut self,
+        head: MessageHead,
+        start: MessageStart,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> Option<BodyPlan> {
+        env.counters.requests += 1;
+        let framing = match request_framing(&head) {
+            Ok(f) => f,
+            Err(_) => {
+                env.counters.count_drop(DropReason::HttpParse);
+                return None;
+            }
+        };
+        if self.stopped == Some(Opaque::GaveUp) {
+            // The rest of the packet that gave up, still being parsed.
+            env.counters.count_drop(DropReason::TooManyPending);
+            return skip(framing);
+        }
+        if !self.trust.admit(start.ack) {
+            env.counters.count_drop(DropReason::PairingUncertain);
+            self.current_request = None;
+            return skip(framing);
+        }
+        self.last_request_ack = Some(start.ack);
+        if self.queue.len() >= env.rules.max_pending_requests {
+            return self.too_many_pending(&head, start, framing, env, allowance);
+        }
+        let head_len = head.wire_len() as u64;
+        let declared = match framing {
+            Framing::Length(n) => head_len.saturating_add(n),
+            _ => head_len,
+        };
+        if let Some(answered) = self.answered_up_to {
+            if seq_diff(start.seq, answered) < 0 {
+                env.counters.count_drop(DropReason::PairingUncertain);
+                self.current_request = None;
+                return skip(framing);
+            }
+            self.answered_up_to = None;
+        }
+        let mut dropped = None;
+        if let Some(barrier) = self.barrier {
+            if seq_diff(start.ack, barrier) < 0 {
+                dropped = Some(DropReason::StreamGap);
+            } else {
+                self.barrier = None;
+            }
+        }
+        let dropped = dropped
+            .or_else(|| env.rules.check_request(&head).err())
+            .or_else(|| env.rules.check_sizes(declared, declared).err());
+        let content_type_ok = env.rules.content_type_allowed(&head);
+        let mut reserved = 0;
+        let dropped = dropped.or_else(|| match allowance.reserve(head.memory_size()) {
+            Ok(()) => {
+                reserved = head.memory_size();
+                None
+            }
+            Err(reason) => Some(reason),
+        });
+        if let Some(reason) = dropped {
+            env.counters.count_drop(reason);
+        }
+        let collect = dropped.is_none();
+        let protocol = Http1Request {
+            method: MethodKind::of(&head),
+            start,
+            end_seq: start.seq,
+        };
+        let request = Half {
+            done: false,
+            wire: head_len,
+            message: collect.then(|| HttpMessage::started(head, env.now_us)),
+        };
+        let ex = self.push(request, protocol, env.now_us);
+        ex.request_content_type_ok = content_type_ok;
+        ex.dropped = dropped;
+        ex.reserved = reserved;
+        Some(BodyPlan { framing, collect })
+    }
+
+    /// A request beyond `maxPendingRequests`: dropped, but it keeps its place so that later responses
+    /// stay in step (a place costs no buffer). A connection far deeper than that is given up on.
+    fn too_many_pending(
+        &mut self,
+        head: &MessageHead,
+        start: MessageStart,
+        framing: Framing,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> Option<BodyPlan> {
+        env.counters.count_drop(DropReason::TooManyPending);
+        if self.queue.len() >= env.rules.max_pending_requests.saturating_mul(4) {
+            exchange::abandon(
+                &mut self.queue,
+                0,
+                |_| DropReason::TooManyPending,
+                env.counters,
+                allowance,
+            );
+            self.current_request = None;
+            self.current_response = None;
+            self.stop(Opaque::GaveUp);
+            return skip(framing);
+        }
+        let request = Half {
+            message: None,
+            done: false,
+            wire: head.wire_len() as u64,
+        };
+        let protocol = Http1Request {
+            method: MethodKind::Other,
+            start,
+            end_seq: start.seq,
+        };
+        self.push(request, protocol, env.now_us).dropped = Some(DropReason::TooManyPending);
+        skip(framing)
+    }
+
+    /// Whether the server had received client bytes that were not captured (yet) when it sent the
+    /// response starting at `start`.
+    fn response_follows_unseen_request_bytes(
+        &self,
+        start: MessageStart,
+        streams: &Streams,
+    ) -> bool {
+        let Some(client) = streams.client else {
+            return false;
+        };
+        match streams.next_seq[client.index()] {
+            Some(seen) => seq_diff(start.ack, seen) > 0,
+            None => false,
+        }
+    }
+
+    /// Gives up on waiting requests whose responses must have been lost: a request whose client had
+    /// received more of the response stream when it sent the next request, while the response now
+    /// starting begins after that point, was answered by something the capture missed. (A client that
+    /// pipelines sends the next request without receiving anything in between: untouched.)
+    fn skip_lost_responses(
+        &mut self,
+        start: MessageStart,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        loop {
+            let Some(i) = self.queue.iter().position(|e| e.response.is_none()) else {
+                return;
+            };
+            let Some(next) = self.queue.get(i + 1) else {
+                return;
+            };
+            let (front, next) = (&self.queue[i].protocol, &next.protocol);
+            // The client had received more between the two requests, and more than the responses we
+            // saw: a retransmitted request carries the ack of its retransmission, which responses seen
+            // since the original explain (pipelined requests under loss).
+            let acked_more = seq_diff(next.start.ack, front.start.ack) > 0;
+            let explained = self
+                .responses_seen_to
+                .is_some_and(|end| seq_diff(next.start.ack, end) <= 0);
+            let client_saw_a_response = acked_more && !explained;
+            let this_came_later = seq_diff(start.seq, next.start.ack) >= 0;
+            if !(client_saw_a_response && this_came_later) {
+                return;
+            }
+            let ex = &mut self.queue[i];
+            ex.doom(DropReason::StreamGap, env.counters, allowance);
+            ex.response = Some(Half {
+                message: None,
+                done: true,
+                wire: 0,
+            });
+            exchange::emit_ready(&mut self.queue, env, allowance);
+        }
+    }
+
+    pub(super) fn on_response_head(
+        &mut self,
+        head: MessageHead,
+        start: MessageStart,
+        streams: &Streams,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> Option<BodyPlan> {
+        env.counters.responses += 1;
+        self.current_response = None;
+        let status = head.status().unwrap_or(0);
+        if (100..200).contains(&status) && status != 101 {
+            // Interim (100 Continue, 103 Early Hints): the final response follows.
+            return skip(Framing::None);
+        }
+        self.skip_lost_responses(start, env, allowance);
+        if self.response_follows_unseen_request_bytes(start, streams) {
+            return self.answers_an_unseen_request(&head, start, env, allowance);
+        }
+        // The oldest request without a response, if the server had received all of it.
+        let target = self.queue.iter_mut().find(|e| e.response.is_none());
+        let target = match target {
+            Some(ex) if !ex.request.done || seq_diff(start.ack, ex.protocol.end_seq) >= 0 => {
+                Some(ex)
+            }
+            _ => None,
+        };
+        let Some(ex) = target else {
+            env.counters.count_drop(DropReason::UnmatchedResponse);
+            return response_framing(&head, None).ok().and_then(skip);
+        };
+        let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
+            Ok(f) => f,
+            Err(_) => {
+                ex.doom(DropReason::HttpParse, env.counters, allowance);
+                return None;
+            }
+        };
+        if framing == Framing::Tunnel {
+            self.stopped.get_or_insert(Opaque::Tunnel);
+        }
+        let head_len = head.wire_len() as u64;
+        let declared = match framing {
+            Framing::Length(n) => head_len.saturating_add(n),
+            _ => head_len,
+        };
+        let mut response = Half {
+            message: None,
+            done: false,
+            wire: head_len,
+        };
+        if ex.dropped.is_none() {
+            let verdict = env
+                .rules
+                .check_response(&head)
+                .and_then(|()| {
+                    if ex.request_content_type_ok || env.rules.content_type_allowed(&head) {
+                        Ok(())
+                    } else {
+                        Err(DropReason::ContentType)
+                    }
+                })
+                .and_then(|()| {
+                    env.rules
+                        .check_sizes(declared, ex.request.wire.saturating_add(declared))
+                })
+                .and_then(|()| allowance.reserve(head.memory_size()));
+            match verdict {
+                Ok(()) => {
+                    ex.reserved += head.memory_size();
+                    response.message = Some(HttpMessage::started(head, env.now_us));
+                }
+                Err(reason) => ex.doom(reason, env.counters, allowance),
+            }
+        }
+        let collect = ex.dropped.is_none();
+        ex.response = Some(response);
+        self.current_response = Some(ex.id);
+        Some(BodyPlan { framing, collect })
+    }
+
+    /// A response the server sent after receiving client bytes the capture never saw. Which request
+    /// it answers cannot be known: it takes the oldest waiting one's place, and both are dropped;
+    /// requests seen later that it may have answered are dropped as they come, and, as after lost
+    /// request bytes, later ones are trusted again only once their client has received new response
+    /// data (the unseen bytes may hold several pipelined requests).
+    fn answers_an_unseen_request(
+        &mut self,
+        head: &MessageHead,
+        start: MessageStart,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> Option<BodyPlan> {
+        self.answered_up_to = Some(match self.answered_up_to {
+            Some(a) if seq_diff(a, start.ack) > 0 => a,
+            _ => start.ack,
+        });
+        if self.trust == Trust::Trusted {
+            self.trust = Trust::after_loss(self.last_request_ack);
+        }
+        let framing = response_framing(head, None).ok();
+        match self.queue.iter_mut().find(|e| e.response.is_none()) {
+            Some(ex) => {
+                ex.doom(DropReason::PairingUncertain, env.counters, allowance);
+                ex.response = Some(Half {
+                    message: None,
+                    done: false,
+                    wire: head.wire_len() as u64,
+                });
+                self.current_response = Some(ex.id);
+            }
+            None => env.counters.count_drop(DropReason::UnmatchedResponse),
+        }
+        framing.and_then(skip)
+    }
+
+    pub(super) fn on_body(
+        &mut self,
+        role: Role,
+        bytes: &[u8],
+        wire_so_far: u64,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> bool {
+        let id = match role {
+            Role::Request => self.current_request,
+            Role::Response => self.current_response,
+        };
+        let Some(ex) = self.find(id) else {
+            return false;
+        };
+        if ex.dropped.is_some() {
+            return false;
+        }
+        let (half, other_wire) = match role {
+            Role::Request => (Some(&mut ex.request), 0),
+            Role::Response => (ex.response.as_mut(), ex.request.wire),
+        };
+        let Some(half) = half else { return false };
+        half.wire = wire_so_far;
+        let verdict = env
+            .rules
+            .check_sizes(wire_so_far, wire_so_far.saturating_add(other_wire))
+            .and_then(|()| allowance.reserve(bytes.len()));
+        match (verdict, half.message.as_mut()) {
+            (Ok(()), Some(message)) => {
+                message.body.extend_from_slice(bytes);
+                message.wire_bytes = wire_so_far;
+                message.last_us = env.now_us;
+                ex.reserved += bytes.len();
+                true
+            }
+            (Ok(()), None) => {
+                allowance.release(bytes.len());
+                false
+            }
+            (Err(reason), _) => {
+                ex.doom(reason, env.counters, allowance);
+                false
+            }
+        }
+    }
+
+    pub(super) fn on_end(
+        &mut self,
+        role: Role,
+        wire: u64,
+        end_seq: u32,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        match role {
+            Role::Request => {
+                let id = self.current_request.take();
+                if let Some(ex) = self.find(id) {
+                    ex.request.done = true;
+                    ex.request.wire = wire;
+                    ex.protocol.end_seq = end_seq;
+                    ex.request_done_us = env.now_us;
+                    if let Some(m) = ex.request.message.as_mut() {
+                        m.wire_bytes = wire;
+                        m.last_us = env.now_us;
+                    }
+                    if ex.dropped.is_none() {
+                        if let Err(reason) = env.rules.check_sizes(wire, wire) {
+                            ex.doom(reason, env.counters, allowance);
+                        }
+                    }
+                }
+            }
+            Role::Response => {
+                if self
+                    .responses_seen_to
+                    .is_none_or(|seen| seq_diff(seen, end_seq) < 0)
+                {
+                    self.responses_seen_to = Some(end_seq);
+                }
+                let id = self.current_response.take();
+                if let Some(ex) = self.find(id) {
+                    let request_wire = ex.request.wire;
+                    if let Some(r) = ex.response.as_mut() {
+                        r.done = true;
+                        r.wire = wire;
+                        if let Some(m) = r.message.as_mut() {
+                            m.wire_bytes = wire;
+                            m.last_us = env.now_us;
+                        }
+                    }
+                    if ex.dropped.is_none() {
+                        if let Err(reason) = env
+                            .rules
+                            .check_sizes(wire, wire.saturating_add(request_wire))
+                        {
+                            ex.doom(reason, env.counters, allowance);
+                        }
+                    }
+                }
+            }
+        }
+        exchange::emit_ready(&mut self.queue, env, allowance);
+    }
+
+    pub(super) fn on_abort(
+        &mut self,
+        role: Role,
+        reason: DropReason,
+        had_head: bool,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        if !had_head {
+            env.counters.count_drop(reason);
+            return;
+        }
+        let id = match role {
+            Role::Request => self.current_request,
+            Role::Response => self.current_response,
+        };
+        self.doom(id, reason, env, allowance);
+    }
+
+    /// Applies the response timeout: called periodically with the current time.
+    pub(super) fn expire(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        if exchange::expire(&mut self.queue, env, allowance)
+            && self
+                .current_request
+                .is_some_and(|id| !self.queue.iter().any(|e| e.id == id))
+        {
+            self.current_request = None;
+        }
+    }
+
+    /// The connection is over: whatever still waits is unanswered.
+    pub(super) fn close(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+        exchange::close(&mut self.queue, env, allowance);
+        self.current_request = None;
+        self.current_response = None;
+    }
+}
