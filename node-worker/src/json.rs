@@ -62,11 +62,12 @@ pub fn token(out: &mut Vec<u8>, text: &[u8]) {
     out.push(b'"');
 }
 
-/// Whether `text` may be written by [`token`]: printable ASCII without `"` or `\`. For debug
-/// assertions; the hot paths know it from where the text comes from.
+/// Whether `text` may be written by [`token`]: ASCII that JSON takes as it is, i.e. no control
+/// character below 0x20, `"` or `\` (DEL, 0x7f, needs no escape: [`is_plain`] lets it through, as
+/// serde_json does). For debug assertions; the hot paths know it from where the text comes from.
 pub fn is_token(text: &[u8]) -> bool {
     text.iter()
-        .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
 /// `out.extend_from_slice(bytes)` in moves of eight (or four) bytes, for the short pieces a pair
