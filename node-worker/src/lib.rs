@@ -1,5 +1,6 @@
-//! interceptor's node worker: capture -> decode -> TCP reassembly -> HTTP parsing -> pairing -> filters
-//! -> pair message -> sink. Each stage is a module with pure logic; I/O (capture, sinks) sits at the edges.
+//! interceptor's node worker: capture -> decode -> TCP reassembly -> application layer (detection, then
+//! HTTP/1 parsing and pairing) -> filters -> pair message -> sink. Each stage is a module with pure
+//! logic; I/O (capture, sinks) sits at the edges. docs/DESIGN.md has the module map.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 

@@ -83,7 +83,8 @@ pub struct Counters {
     pub flows: u64,
     /// Second views of connections already tracked (through NAT): not parsed again.
     pub flows_mirrored: u64,
-    /// Connections whose bytes were not HTTP/1.x: ignored after their first bytes.
+    /// Connections whose bytes were not HTTP/1.x (another protocol, TLS, HTTP/2 with prior knowledge):
+    /// ignored after their first bytes.
     pub flows_not_http: u64,
     /// Connections that switched protocol (CONNECT tunnel, Upgrade): ignored after the switch.
     pub flows_tunneled: u64,
