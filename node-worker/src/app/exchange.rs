@@ -215,9 +215,13 @@ pub fn expire<P>(queue: &mut Queue<P>, env: &mut Env<'_>, allowance: &mut Allowa
 
 /// The connection is over: whatever still waits is unanswered (or, with its response begun, lost).
 pub fn close<P>(queue: &mut Queue<P>, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
-    let reason = |ex: &Exchange<P>| match ex.response {
+    abandon(queue, 0, close_reason, env.counters, allowance);
+}
+
+/// Why an exchange still waiting when its connection ends is dropped.
+pub fn close_reason<P>(ex: &Exchange<P>) -> DropReason {
+    match ex.response {
         Some(_) => DropReason::StreamGap,
         None => DropReason::Unanswered,
-    };
-    abandon(queue, 0, reason, env.counters, allowance);
+    }
 }

@@ -166,79 +166,71 @@ mod tests {
         Chunk { seq, ack, bytes }
     }
 
-    #[test]
-    fn short_starts_are_held_and_reserved_until_told() {
+    /// Runs `test` with a connection budget of `flow_limit` bytes.
+    fn with_budget(flow_limit: usize, test: impl FnOnce(&mut Allowance<'_>)) {
         let (mut flow, mut total) = (FlowBudget::default(), TotalBudget::new(1000));
-        let mut a = Allowance {
+        test(&mut Allowance {
             flow: &mut flow,
             total: &mut total,
-            flow_limit: 1000,
-        };
-        let mut f = FirstBytes::new(true, Some(Role::Request));
-        assert_eq!(f.offer(&chunk(10, 7, b"\r\n"), 256, &mut a), Offer::Held);
-        assert_eq!(a.flow.used(), 0, "empty lines are skipped, not held");
-        assert_eq!(f.offer(&chunk(12, 8, b"\r\nPO"), 256, &mut a), Offer::Held);
-        assert_eq!(f.offer(&chunk(16, 9, b"ST"), 256, &mut a), Offer::Held);
-        assert_eq!((f.held_len(), a.flow.used()), (4, 4));
-        assert_eq!(
-            f.offer(&chunk(18, 9, b" /x HTTP/1.1\r\n\r\n"), 256, &mut a),
-            Offer::Told(Detected::Http1)
-        );
-        assert_eq!(f.held_len(), 4, "the told chunk is not taken");
-        let held = f.take(&mut a).unwrap();
-        assert_eq!(
-            held.chunk(),
-            chunk(14, 8, b"POST"),
-            "where the first byte after the empty lines lies"
-        );
-        assert_eq!(a.flow.used(), 0);
-        assert!(!f.is_pending() && f.from_start());
-        assert!(f.take(&mut a).is_none());
+            flow_limit,
+        });
+    }
+
+    #[test]
+    fn short_starts_are_held_and_reserved_until_told() {
+        with_budget(1000, |a| {
+            let mut f = FirstBytes::new(true, Some(Role::Request));
+            assert_eq!(f.offer(&chunk(10, 7, b"\r\n"), 256, a), Offer::Held);
+            assert_eq!(a.flow.used(), 0, "empty lines are skipped, not held");
+            assert_eq!(f.offer(&chunk(12, 8, b"\r\nPO"), 256, a), Offer::Held);
+            assert_eq!(f.offer(&chunk(16, 9, b"ST"), 256, a), Offer::Held);
+            assert_eq!((f.held_len(), a.flow.used()), (4, 4));
+            assert_eq!(
+                f.offer(&chunk(18, 9, b" /x HTTP/1.1\r\n\r\n"), 256, a),
+                Offer::Told(Detected::Http1)
+            );
+            assert_eq!(f.held_len(), 4, "the told chunk is not taken");
+            let held = f.take(a).unwrap();
+            assert_eq!(
+                held.chunk(),
+                chunk(14, 8, b"POST"),
+                "where the first byte after the empty lines lies"
+            );
+            assert_eq!(a.flow.used(), 0);
+            assert!(!f.is_pending() && f.from_start());
+            assert!(f.take(a).is_none());
+        });
     }
 
     #[test]
     fn what_cannot_be_held_goes_on() {
-        let (mut flow, mut total) = (FlowBudget::default(), TotalBudget::new(1000));
-        let mut a = Allowance {
-            flow: &mut flow,
-            total: &mut total,
-            flow_limit: 3,
-        };
-        let mut f = FirstBytes::new(true, None);
-        assert_eq!(f.offer(&chunk(0, 0, b"GE"), 256, &mut a), Offer::Held);
-        assert_eq!(f.offer(&chunk(2, 0, b"TT"), 256, &mut a), Offer::CannotHold);
-        assert_eq!(a.flow.used(), 2, "refused: nothing more reserved");
-        assert_eq!(f.offer(&chunk(2, 0, b"T"), 2, &mut a), Offer::CannotHold);
-        assert_eq!(f.take(&mut a).unwrap().chunk().bytes, b"GE");
-        let mut mid = FirstBytes::new(false, None);
-        assert!(!mid.is_pending() && !mid.from_start());
-        assert_eq!(
-            mid.offer(&chunk(0, 0, b"GET"), 256, &mut a),
-            Offer::CannotHold
-        );
+        with_budget(3, |a| {
+            let mut f = FirstBytes::new(true, None);
+            assert_eq!(f.offer(&chunk(0, 0, b"GE"), 256, a), Offer::Held);
+            assert_eq!(f.offer(&chunk(2, 0, b"TT"), 256, a), Offer::CannotHold);
+            assert_eq!(a.flow.used(), 2, "refused: nothing more reserved");
+            assert_eq!(f.offer(&chunk(2, 0, b"T"), 2, a), Offer::CannotHold);
+            assert_eq!(f.take(a).unwrap().chunk().bytes, b"GE");
+            let mut mid = FirstBytes::new(false, None);
+            assert!(!mid.is_pending() && !mid.from_start());
+            assert_eq!(mid.offer(&chunk(0, 0, b"GET"), 256, a), Offer::CannotHold);
+        });
     }
 
     #[test]
     fn verdicts() {
-        let (mut flow, mut total) = (FlowBudget::default(), TotalBudget::new(1000));
-        let mut a = Allowance {
-            flow: &mut flow,
-            total: &mut total,
-            flow_limit: 1000,
-        };
-        let mut f = FirstBytes::new(true, Some(Role::Request));
-        assert_eq!(
-            f.offer(&chunk(0, 0, b"PRI * HTTP/2"), 256, &mut a),
-            Offer::Held
-        );
-        assert_eq!(
-            f.offer(&chunk(12, 0, b".0\r\n\r\nSM\r\n\r\n"), 256, &mut a),
-            Offer::Told(Detected::Http2)
-        );
-        let mut f = FirstBytes::new(true, Some(Role::Response));
-        assert_eq!(
-            f.offer(&chunk(0, 0, b"\x00\x00\x12\x04"), 256, &mut a),
-            Offer::Told(Detected::Other)
-        );
+        with_budget(1000, |a| {
+            let mut f = FirstBytes::new(true, Some(Role::Request));
+            assert_eq!(f.offer(&chunk(0, 0, b"PRI * HTTP/2"), 256, a), Offer::Held);
+            assert_eq!(
+                f.offer(&chunk(12, 0, b".0\r\n\r\nSM\r\n\r\n"), 256, a),
+                Offer::Told(Detected::Http2)
+            );
+            let mut f = FirstBytes::new(true, Some(Role::Response));
+            assert_eq!(
+                f.offer(&chunk(0, 0, b"\x00\x00\x12\x04"), 256, a),
+                Offer::Told(Detected::Other)
+            );
+        });
     }
 }

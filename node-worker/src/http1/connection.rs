@@ -146,6 +146,22 @@ impl Connection {
         self.parsers.iter().map(HalfParser::reserved).sum()
     }
 
+    /// `dir`'s parser, and the handler that pairs what it finds, for one call.
+    fn parser<'e, 'a>(
+        &'e mut self,
+        dir: Direction,
+        streams: &'e mut Streams,
+        env: &'e mut Env<'a>,
+    ) -> (&'e mut HalfParser, Handler<'e, 'a>) {
+        let handler = Handler {
+            pairing: &mut self.pairing,
+            streams,
+            dir,
+            env,
+        };
+        (&mut self.parsers[dir.index()], handler)
+    }
+
     /// Bytes of `dir`'s stream (`streams` already counts them delivered).
     pub fn data(
         &mut self,
@@ -155,13 +171,8 @@ impl Connection {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
-        let mut handler = Handler {
-            pairing: &mut self.pairing,
-            streams,
-            dir,
-            env,
-        };
-        self.parsers[dir.index()].data(chunk, &mut handler, allowance);
+        let (parser, mut handler) = self.parser(dir, streams, env);
+        parser.data(chunk, &mut handler, allowance);
     }
 
     /// `missing` bytes of `dir`'s stream are lost (`streams` already skipped them).
@@ -174,13 +185,8 @@ impl Connection {
         allowance: &mut Allowance<'_>,
     ) {
         let resume = streams.position(dir);
-        let mut handler = Handler {
-            pairing: &mut self.pairing,
-            streams,
-            dir,
-            env,
-        };
-        self.parsers[dir.index()].gap(missing, resume, &mut handler, allowance);
+        let (parser, mut handler) = self.parser(dir, streams, env);
+        parser.gap(missing, resume, &mut handler, allowance);
     }
 
     /// `dir`'s stream ended.
@@ -192,13 +198,8 @@ impl Connection {
         allowance: &mut Allowance<'_>,
     ) {
         let end = streams.position(dir);
-        let mut handler = Handler {
-            pairing: &mut self.pairing,
-            streams,
-            dir,
-            env,
-        };
-        self.parsers[dir.index()].end(end, &mut handler, allowance);
+        let (parser, mut handler) = self.parser(dir, streams, env);
+        parser.end(end, &mut handler, allowance);
     }
 
     pub fn expire(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {

@@ -168,15 +168,7 @@ impl Pairing {
         if role == Role::Request {
             self.trust = Trust::after_loss(self.last_request_ack);
         }
-        exchange::abandon(
-            &mut self.queue,
-            0,
-            |_| DropReason::StreamGap,
-            env.counters,
-            allowance,
-        );
-        self.current_request = None;
-        self.current_response = None;
+        self.abandon_all(|_| DropReason::StreamGap, env, allowance);
         if let Some(client) = streams.client {
             self.barrier = streams.next_seq[client.reverse().index()];
         }
@@ -277,15 +269,7 @@ impl Pairing {
     ) -> Option<BodyPlan> {
         env.counters.count_drop(DropReason::TooManyPending);
         if self.queue.len() >= env.rules.max_pending_requests.saturating_mul(4) {
-            exchange::abandon(
-                &mut self.queue,
-                0,
-                |_| DropReason::TooManyPending,
-                env.counters,
-                allowance,
-            );
-            self.current_request = None;
-            self.current_response = None;
+            self.abandon_all(|_| DropReason::TooManyPending, env, allowance);
             self.stop(Opaque::GaveUp);
             return skip(framing);
         }
@@ -614,7 +598,17 @@ impl Pairing {
 
     /// The connection is over: whatever still waits is unanswered.
     pub(super) fn close(&mut self, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
-        exchange::close(&mut self.queue, env, allowance);
+        self.abandon_all(exchange::close_reason, env, allowance);
+    }
+
+    /// Gives up on every exchange waiting, each dropped for `reason(exchange)`; no message is current.
+    fn abandon_all(
+        &mut self,
+        reason: impl Fn(&Slot) -> DropReason,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        exchange::abandon(&mut self.queue, 0, reason, env.counters, allowance);
         self.current_request = None;
         self.current_response = None;
     }
