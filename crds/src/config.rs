@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::status_cadence::StatusCadence;
+
 /// One MiB, the product description's size limit for a message and for a pair.
 pub const MIB: u64 = 1024 * 1024;
 
@@ -22,6 +24,9 @@ pub struct WorkerConfig {
     pub redaction: Redaction,
     pub kafka: KafkaConfig,
     pub capture: CaptureConfig,
+    /// How often the worker writes its InterceptorStatus. Not part of the InterceptorConfig: the
+    /// operator chooses it from the number of nodes (see [`crate::status_cadence`]).
+    pub status: StatusCadence,
 }
 
 /// Size limits and timeouts. The first three are product rules; the rest are safety bounds that keep the
@@ -455,6 +460,9 @@ impl WorkerConfig {
                 "must be between 64 KiB and 1 GiB",
             ));
         }
+        self.status
+            .check()
+            .map_err(|(field, reason)| invalid(field, reason))?;
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ use crate::config::{
     WorkerConfig, SECRET_KEYS, SECRET_KEY_PREFIXES, SECRET_KEY_WORDS,
     WORKER_OWNED_KAFKA_PROPERTIES, WORKER_OWNED_KAFKA_PROPERTY_REASON,
 };
+use crate::status_cadence::StatusCadence;
 
 /// The API group of every interceptor resource.
 pub const GROUP: &str = "interceptor.dev";
@@ -523,6 +524,10 @@ pub struct InterceptorConfigStatus {
     pub reporting_nodes: i32,
     /// Counters summed over the reporting nodes.
     pub totals: Totals,
+    /// How often the workers were told to write their InterceptorStatus (chosen from the number of
+    /// selected nodes); a heartbeat older than three of these does not count as reporting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_cadence: Option<StatusCadence>,
 }
 
 /// Counters summed over the nodes that report.
@@ -623,6 +628,8 @@ impl InterceptorConfigSpec {
                 rescan_seconds: whole_seconds("capture.rescanInterval", &c.rescan_interval)?,
                 buffer_bytes: c.buffer_bytes,
             },
+            // Not in the spec: the operator sets it from the number of nodes when it renders.
+            status: StatusCadence::default(),
         };
         if let Some(key) = k
             .properties

@@ -26,7 +26,7 @@ use node_worker::cluster::config::{ConfigTracker, ConfigWatch};
 use node_worker::cluster::pods::SharedPods;
 use node_worker::cluster::sink::{ClusterSink, SinkFactory, SinkSwitch};
 use node_worker::cluster::state::{ConfigState, Shared};
-use node_worker::cluster::status::{Pacing, StatusWriter};
+use node_worker::cluster::status::{Pacing, PacingOverride, StatusWriter};
 use node_worker::sink::{MemorySink, SinkError};
 use serde_json::json;
 use tokio::sync::watch;
@@ -156,11 +156,11 @@ async fn config_watch_and_status_writes_against_a_real_api_server() {
             node: "e2e-node".into(),
             shared: Arc::clone(&shared),
             pods: SharedPods::default(),
-            pacing: Pacing {
+            pacing: PacingOverride::fixed(Pacing {
                 period: Duration::from_secs(2),
                 min_gap: Duration::from_secs(1),
                 check_every: Duration::from_millis(200),
-            },
+            }),
             stall_after: Duration::from_secs(30),
             clock: k8s_openapi::jiff::Timestamp::now,
         }

@@ -18,7 +18,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use node_worker::cluster::pods::{pod_info, PodIndex, SharedPods};
 use node_worker::cluster::state::{ConfigState, LoopSnapshot, NetnsView, Shared};
-use node_worker::cluster::status::{Pacing, StatusWriter};
+use node_worker::cluster::status::{PacingOverride, StatusWriter};
 use node_worker::discovery::NetnsId;
 use node_worker::sink::SinkStats;
 use node_worker::source::{CaptureMode, InterfaceInfo};
@@ -106,7 +106,7 @@ fn start(shared: &Arc<Shared>, pods: &SharedPods) -> (Handle, watch::Sender<bool
         node: NODE.into(),
         shared: Arc::clone(shared),
         pods: pods.clone(),
-        pacing: Pacing::default(),
+        pacing: PacingOverride::default(),
         stall_after: Duration::from_secs(30),
         clock,
     };

@@ -26,7 +26,7 @@ use interceptor_crds::config::KafkaConfig;
 use netns::{http_exchange, post_json, serve_http, veth, Netns};
 use node_worker::cluster::run;
 use node_worker::cluster::sink::{ClusterSink, KafkaFactory, LinesFactory, SinkFactory};
-use node_worker::cluster::status::Pacing;
+use node_worker::cluster::status::{Pacing, PacingOverride};
 use node_worker::cluster::WorkerSettings;
 use node_worker::sink::{PairRef, Sink, SinkError, SinkStats};
 use serde_json::{json, Value};
@@ -220,11 +220,11 @@ async fn the_worker_captures_pod_traffic_names_both_ends_and_reports_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let health = listener.local_addr().unwrap();
     let mut settings = WorkerSettings::new(NODE, NAMESPACE, CONFIG, UID, CONFIG_MAP);
-    settings.pacing = Pacing {
+    settings.pacing = PacingOverride::fixed(Pacing {
         period: Duration::from_secs(2),
         min_gap: Duration::from_secs(1),
         check_every: Duration::from_millis(200),
-    };
+    });
     settings.publish_every = Duration::from_millis(200);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = tokio::spawn(run(settings, client, factory, listener, async {

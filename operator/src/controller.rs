@@ -22,7 +22,9 @@ use tracing::{info, warn};
 use crate::metrics::Metrics;
 use crate::render::{render, RenderSettings};
 use crate::selection::{double_capture, selected_nodes};
-use crate::status::{aggregate, differs, stale_reports, transitions, Observed, Outcome};
+use crate::status::{
+    aggregate, differs, stale_reports, transitions, worker_cadence, Observed, Outcome,
+};
 
 /// The one field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "interceptor-operator";
@@ -31,7 +33,8 @@ pub const FIELD_MANAGER: &str = "interceptor-operator";
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub render: RenderSettings,
-    /// A worker whose last heartbeat is older than this does not count as reporting.
+    /// A worker whose last heartbeat is older than this does not count as reporting (the least: larger
+    /// clusters get a longer heartbeat, and its [`StatusCadence::heartbeat_timeout`]).
     pub heartbeat_timeout: Duration,
     /// Reconcile each config at least this often (heartbeats and counters are read then).
     pub resync: Duration,
@@ -143,8 +146,21 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let daemon_sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
 
+    let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
+    let existing: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
+    let selected = selected_nodes(icfg, &nodes);
+    let (cadence, heartbeat_timeout) = worker_cadence(
+        selected.len(),
+        icfg.status.as_ref(),
+        ctx.settings.heartbeat_timeout,
+    );
+    let settings = RenderSettings {
+        status_cadence: cadence,
+        ..ctx.settings.render.clone()
+    };
+
     let mut apply_error = None;
-    let (outcome, daemon_set) = match render(icfg, &ctx.settings.render) {
+    let (outcome, daemon_set) = match render(icfg, &settings) {
         Err(e) => {
             let current =
                 daemon_sets
@@ -188,9 +204,6 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         }
     };
 
-    let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
-    let existing: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
-    let selected = selected_nodes(icfg, &nodes);
     let mut reports: Vec<InterceptorStatus> = ctx
         .reports
         .state()
@@ -205,13 +218,7 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
 
     // An empty node cache means it is not filled yet, never that every node is gone.
     if !existing.is_empty() {
-        let stale = stale_reports(
-            &reports,
-            &existing,
-            &selected,
-            now,
-            ctx.settings.heartbeat_timeout,
-        );
+        let stale = stale_reports(&reports, &existing, &selected, now, heartbeat_timeout);
         if !stale.is_empty() {
             let api: Api<InterceptorStatus> = Api::namespaced(ctx.client.clone(), &namespace);
             for report in &stale {
@@ -245,7 +252,8 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         reports: &reports,
         overlap: overlap.as_ref(),
         now,
-        heartbeat_timeout: ctx.settings.heartbeat_timeout,
+        heartbeat_timeout,
+        cadence: matches!(outcome, Outcome::Applied).then_some(cadence),
     });
 
     if differs(icfg.status.as_ref(), &status) {

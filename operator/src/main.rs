@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use interceptor_crds::manifests;
+use interceptor_crds::status_cadence::StatusCadence;
 use operator::input::parse_config;
 use operator::render::{render, to_yaml, RenderSettings, DEFAULT_WORKER_IMAGE};
 
@@ -41,6 +42,10 @@ enum Command {
         /// Worker image for specs that name none.
         #[arg(long, env = "OPERATOR_WORKER_IMAGE", default_value = DEFAULT_WORKER_IMAGE)]
         worker_image: String,
+        /// Render as for this many selected nodes: the workers' status cadence (`status` in
+        /// config.yaml) grows with the cluster, as in `operator run`.
+        #[arg(long, default_value_t = 0)]
+        nodes: usize,
     },
 }
 
@@ -114,7 +119,17 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Crds { out_dir } => crds(out_dir),
-        Command::Render { file, worker_image } => render_file(&file, worker_image),
+        Command::Render {
+            file,
+            worker_image,
+            nodes,
+        } => render_file(
+            &file,
+            RenderSettings {
+                worker_image,
+                status_cadence: StatusCadence::for_nodes(nodes, None),
+            },
+        ),
         Command::Run(args) => run::main(args),
     };
     match result {
@@ -144,7 +159,7 @@ fn crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn render_file(file: &PathBuf, worker_image: String) -> anyhow::Result<()> {
+fn render_file(file: &PathBuf, settings: RenderSettings) -> anyhow::Result<()> {
     let text = if file.as_os_str() == "-" {
         let mut text = String::new();
         std::io::stdin()
@@ -157,7 +172,7 @@ fn render_file(file: &PathBuf, worker_image: String) -> anyhow::Result<()> {
     };
     let icfg =
         parse_config(&text).map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?;
-    let rendered = render(&icfg, &RenderSettings { worker_image })
+    let rendered = render(&icfg, &settings)
         .map_err(|e| anyhow!(BadInput(format!("{}: {e}", file.display()))))?;
     print!("{}", to_yaml(&rendered)?);
     Ok(())

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use interceptor_crds::config::ConfigError;
 use interceptor_crds::interceptor_status::LABEL_CONFIG;
+use interceptor_crds::status_cadence::StatusCadence;
 use interceptor_crds::worker_env as env;
 use interceptor_crds::InterceptorConfig;
 use k8s_openapi::api::apps::v1::{
@@ -43,12 +44,16 @@ pub const CAPABILITIES: [&str; 3] = ["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"];
 pub struct RenderSettings {
     /// Image for specs that name none.
     pub worker_image: String,
+    /// How often the workers write their InterceptorStatus: chosen per reconcile from the number of
+    /// selected nodes ([`StatusCadence::for_nodes`]); the base cadence for `operator render`.
+    pub status_cadence: StatusCadence,
 }
 
 impl Default for RenderSettings {
     fn default() -> Self {
         RenderSettings {
             worker_image: DEFAULT_WORKER_IMAGE.to_string(),
+            status_cadence: StatusCadence::default(),
         }
     }
 }
@@ -103,7 +108,8 @@ pub fn render(
     icfg: &InterceptorConfig,
     settings: &RenderSettings,
 ) -> Result<Rendered, RenderError> {
-    let config = icfg.spec.worker_config()?;
+    let mut config = icfg.spec.worker_config()?;
+    config.status = settings.status_cadence;
     let namespace = icfg.namespace().ok_or(RenderError::NoNamespace)?;
     let name = icfg.name_any();
     let config_map = ConfigMap {

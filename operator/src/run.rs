@@ -246,6 +246,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings: Settings {
             render: RenderSettings {
                 worker_image: args.worker_image.clone(),
+                ..RenderSettings::default()
             },
             heartbeat_timeout: Duration::from_secs(args.heartbeat_timeout_seconds),
             resync: Duration::from_secs(args.resync_seconds.max(1)),

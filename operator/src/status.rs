@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use interceptor_crds::interceptor_config::Totals;
 use interceptor_crds::interceptor_status::NodePhase;
+use interceptor_crds::status_cadence::StatusCadence;
 use interceptor_crds::{InterceptorConfigStatus, InterceptorStatus};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -53,6 +54,8 @@ pub struct Observed<'a> {
     pub now: Timestamp,
     /// A report older than this does not count as reporting.
     pub heartbeat_timeout: Duration,
+    /// The status cadence the workers were given now (None: nothing was rendered).
+    pub cadence: Option<StatusCadence>,
 }
 
 fn is_fresh(report: &InterceptorStatus, now: Timestamp, timeout: Duration) -> bool {
@@ -65,6 +68,19 @@ fn is_fresh(report: &InterceptorStatus, now: Timestamp, timeout: Duration) -> bo
     };
     let timeout = SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX);
     now.duration_since(beat.0) <= timeout
+}
+
+/// The status cadence for workers on `selected` nodes, and how old a heartbeat may be before its
+/// worker stops counting as reporting (never less than `least_timeout`, the operator's flag). The
+/// cadence in `previous` is kept while the cluster has not clearly shrunk below its step, so that a
+/// cluster hovering around a step does not make every worker write twice.
+pub fn worker_cadence(
+    selected: usize,
+    previous: Option<&InterceptorConfigStatus>,
+    least_timeout: Duration,
+) -> (StatusCadence, Duration) {
+    let cadence = StatusCadence::for_nodes(selected, previous.and_then(|p| p.status_cadence));
+    (cadence, least_timeout.max(cadence.heartbeat_timeout()))
 }
 
 /// Names of the reports to delete: their node is gone, or no longer selected and silent.
@@ -305,6 +321,10 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
         ready_nodes: ready,
         reporting_nodes: reporting,
         totals,
+        // Workers keep the last cadence they were given when a new spec cannot be rendered.
+        status_cadence: o
+            .cadence
+            .or_else(|| o.previous.and_then(|p| p.status_cadence)),
     }
 }
 
@@ -368,4 +388,56 @@ fn is_bad(c: &Condition) -> bool {
 /// unchanged status is not written again: status writes must not cause work).
 pub fn differs(a: Option<&InterceptorConfigStatus>, b: &InterceptorConfigStatus) -> bool {
     a != Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_cadence(heartbeat_seconds: u64) -> InterceptorConfigStatus {
+        InterceptorConfigStatus {
+            status_cadence: Some(StatusCadence {
+                heartbeat_seconds,
+                min_interval_seconds: heartbeat_seconds / 4,
+            }),
+            ..InterceptorConfigStatus::default()
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_timeout_follows_the_cadence_and_never_drops_below_the_flag() {
+        let flag = Duration::from_secs(60);
+        let (cadence, timeout) = worker_cadence(3, None, flag);
+        assert_eq!(cadence, StatusCadence::default());
+        assert_eq!(timeout, flag);
+        let (cadence, timeout) = worker_cadence(5_000, None, flag);
+        assert_eq!(cadence.heartbeat_seconds, 320);
+        assert_eq!(timeout, Duration::from_secs(960));
+        let (_, timeout) = worker_cadence(3, None, Duration::from_secs(600));
+        assert_eq!(timeout, Duration::from_secs(600), "a longer flag wins");
+    }
+
+    #[test]
+    fn the_cadence_in_the_status_holds_until_the_cluster_clearly_shrinks() {
+        let flag = Duration::from_secs(60);
+        let previous = with_cadence(80);
+        assert_eq!(
+            worker_cadence(950, Some(&previous), flag)
+                .0
+                .heartbeat_seconds,
+            80
+        );
+        assert_eq!(worker_cadence(950, None, flag).0.heartbeat_seconds, 40);
+        assert_eq!(
+            worker_cadence(700, Some(&previous), flag)
+                .0
+                .heartbeat_seconds,
+            40
+        );
+        // The timeout is the kept cadence's: workers still write every 80 s.
+        assert_eq!(
+            worker_cadence(950, Some(&previous), flag).1,
+            Duration::from_secs(240)
+        );
+    }
 }

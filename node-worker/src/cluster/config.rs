@@ -203,6 +203,7 @@ impl ConfigWatch {
                 tracing::info!(configmap = %self.display, %version, kafka_changed, "config applied");
                 self.tracker
                     .accept(config.as_ref().clone(), version.clone());
+                self.shared.set_cadence(config.status);
                 self.shared.set_config(ConfigState {
                     version: Some(version),
                     refused: None,

@@ -74,13 +74,17 @@ pub struct RunArgs {
     )]
     pub sink: String,
 
-    /// Heartbeat: the InterceptorStatus is written at least this often.
-    #[arg(long, env = "INTERCEPTOR_STATUS_INTERVAL_SECONDS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=50))]
-    pub status_interval_seconds: u64,
+    /// Heartbeat: the InterceptorStatus is written at least this often. Default: what config.yaml's
+    /// `status.heartbeatSeconds` says (the operator chooses it from the cluster's size: 20 s up to 500
+    /// nodes, then doubling). At most 50: the operator counts a worker as reporting for three
+    /// heartbeats of the config's cadence, and never less than 60 s.
+    #[arg(long, env = "INTERCEPTOR_STATUS_INTERVAL_SECONDS", value_parser = clap::value_parser!(u64).range(1..=50))]
+    pub status_interval_seconds: Option<u64>,
 
-    /// Two InterceptorStatus writes are never closer than this.
-    #[arg(long, env = "INTERCEPTOR_STATUS_MIN_INTERVAL_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
-    pub status_min_interval_seconds: u64,
+    /// Two InterceptorStatus writes are never closer than this. Default: config.yaml's
+    /// `status.minIntervalSeconds` (a quarter of its heartbeat).
+    #[arg(long, env = "INTERCEPTOR_STATUS_MIN_INTERVAL_SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub status_min_interval_seconds: Option<u64>,
 
     /// At shutdown, how long buffered pairs may take to be delivered.
     #[arg(long, env = "INTERCEPTOR_FLUSH_TIMEOUT_SECONDS", default_value_t = 10)]
@@ -149,14 +153,19 @@ impl RunArgs {
         let uid = required(&self.interceptor_uid, worker_env::UID, "--interceptor-uid")?;
         let node = required(&self.node_name, worker_env::NODE_NAME, "--node-name")?;
         let namespace = required(&self.namespace, worker_env::POD_NAMESPACE, "--namespace")?;
-        if self.status_min_interval_seconds > self.status_interval_seconds {
-            return Err(RunError::Usage(
-                "--status-min-interval-seconds is longer than --status-interval-seconds".into(),
-            ));
+        if let (Some(period), Some(min_gap)) = (
+            self.status_interval_seconds,
+            self.status_min_interval_seconds,
+        ) {
+            if min_gap > period {
+                return Err(RunError::Usage(
+                    "--status-min-interval-seconds is longer than --status-interval-seconds".into(),
+                ));
+            }
         }
         let mut settings = WorkerSettings::new(&node, &namespace, &name, &uid, &config_map);
-        settings.pacing.period = Duration::from_secs(self.status_interval_seconds);
-        settings.pacing.min_gap = Duration::from_secs(self.status_min_interval_seconds);
+        settings.pacing.period = self.status_interval_seconds.map(Duration::from_secs);
+        settings.pacing.min_gap = self.status_min_interval_seconds.map(Duration::from_secs);
         settings.flush_timeout = Duration::from_secs(self.flush_timeout_seconds);
         Ok(settings)
     }

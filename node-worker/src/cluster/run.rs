@@ -24,7 +24,7 @@ use super::pod_watch::{MeshTarget, PodWatch};
 use super::pods::SharedPods;
 use super::sink::{SinkFactory, SinkSwitch};
 use super::state::Shared;
-use super::status::{Pacing, StatusWriter};
+use super::status::{PacingOverride, StatusWriter};
 use crate::pipeline::Identity;
 use crate::sink::SinkError;
 
@@ -39,7 +39,7 @@ pub struct WorkerSettings {
     pub uid: String,
     /// The ConfigMap holding `config.yaml`.
     pub config_map: String,
-    pub pacing: Pacing,
+    pub pacing: PacingOverride,
     /// How long the final flush may take at shutdown (the pod's grace period is 30 s).
     pub flush_timeout: Duration,
     /// How long a replaced Kafka producer may take to deliver what it holds.
@@ -67,7 +67,7 @@ impl WorkerSettings {
             interceptor: interceptor.into(),
             uid: uid.into(),
             config_map: config_map.into(),
-            pacing: Pacing::default(),
+            pacing: PacingOverride::default(),
             flush_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
             stall_after: Duration::from_secs(30),

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use interceptor_crds::status_cadence::StatusCadence;
 use tokio::sync::{watch, Notify};
 
 use crate::discovery::{HostSnapshot, NetnsId};
@@ -95,6 +96,8 @@ pub struct Shared {
     stopping: AtomicBool,
     snapshot: Mutex<Option<LoopSnapshot>>,
     config: Mutex<ConfigState>,
+    /// The status cadence of the config in use (None: no valid config yet).
+    cadence: Mutex<Option<StatusCadence>>,
     netns: watch::Sender<Arc<NetnsView>>,
     /// Wakes the status writer on a change worth reporting at once (config, shutdown).
     pub changed: Notify,
@@ -108,6 +111,7 @@ impl Default for Shared {
             stopping: AtomicBool::new(false),
             snapshot: Mutex::new(None),
             config: Mutex::new(ConfigState::default()),
+            cadence: Mutex::new(None),
             netns: watch::Sender::new(Arc::new(NetnsView::default())),
             changed: Notify::new(),
         }
@@ -188,6 +192,15 @@ impl Shared {
         if changed {
             self.changed.notify_one();
         }
+    }
+
+    /// How often the status is to be written, as the config in use says.
+    pub fn cadence(&self) -> Option<StatusCadence> {
+        *lock(&self.cadence)
+    }
+
+    pub fn set_cadence(&self, cadence: StatusCadence) {
+        *lock(&self.cadence) = Some(cadence);
     }
 
     /// Publish the namespaces of a new scan (only when they differ from the last, so that watchers wake

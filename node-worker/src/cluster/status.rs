@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use interceptor_crds::interceptor_status::{NodeReport, OwnerConfig};
+use interceptor_crds::status_cadence::StatusCadence;
 use interceptor_crds::worker_env::STATUS_FIELD_MANAGER;
 use interceptor_crds::InterceptorStatus;
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +24,7 @@ use super::state::Shared;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pacing {
     /// The heartbeat: a write at least this often (the operator counts a node as reporting while its
-    /// heartbeat is younger than 60 s; the worker contract says at least every 20 s).
+    /// heartbeat is younger than three of these).
     pub period: Duration,
     /// Never two writes closer than this, whatever changes.
     pub min_gap: Duration,
@@ -33,11 +34,55 @@ pub struct Pacing {
 
 impl Default for Pacing {
     fn default() -> Self {
+        Pacing::of(StatusCadence::default())
+    }
+}
+
+impl Pacing {
+    /// The pacing of a cadence from `config.yaml`.
+    pub fn of(cadence: StatusCadence) -> Pacing {
         Pacing {
-            period: Duration::from_secs(20),
-            min_gap: Duration::from_secs(5),
+            period: Duration::from_secs(cadence.heartbeat_seconds),
+            min_gap: Duration::from_secs(cadence.min_interval_seconds),
             check_every: Duration::from_secs(1),
         }
+    }
+}
+
+/// What the command line says of the pacing (`--status-interval-seconds` and
+/// `--status-min-interval-seconds`): each, when given, wins over the cadence `config.yaml` gives.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacingOverride {
+    pub period: Option<Duration>,
+    pub min_gap: Option<Duration>,
+    pub check_every: Option<Duration>,
+}
+
+impl PacingOverride {
+    /// This pacing whatever the config says (tests).
+    pub fn fixed(pacing: Pacing) -> PacingOverride {
+        PacingOverride {
+            period: Some(pacing.period),
+            min_gap: Some(pacing.min_gap),
+            check_every: Some(pacing.check_every),
+        }
+    }
+
+    /// The pacing for `cadence` (the base one before any config arrived).
+    pub fn apply(&self, cadence: Option<StatusCadence>) -> Pacing {
+        let mut pacing = Pacing::of(cadence.unwrap_or_default());
+        if let Some(period) = self.period {
+            pacing.period = period;
+        }
+        if let Some(min_gap) = self.min_gap {
+            pacing.min_gap = min_gap;
+        }
+        if let Some(check_every) = self.check_every {
+            pacing.check_every = check_every;
+        }
+        // A heartbeat given on the command line may be shorter than the config's minimum gap.
+        pacing.min_gap = pacing.min_gap.min(pacing.period);
+        pacing
     }
 }
 
@@ -58,6 +103,15 @@ impl Pacer {
             written: None,
             failures: 0,
         }
+    }
+
+    /// A new cadence (from a new config) counts from the last write.
+    pub fn set_pacing(&mut self, pacing: Pacing) {
+        self.pacing = pacing;
+    }
+
+    pub fn pacing(&self) -> Pacing {
+        self.pacing
     }
 
     /// When a report with `significant` is due (may be in the past: due now).
@@ -107,7 +161,8 @@ pub struct StatusWriter {
     pub node: String,
     pub shared: Arc<Shared>,
     pub pods: SharedPods,
-    pub pacing: Pacing,
+    /// What the command line fixes of the pacing; the rest follows `config.yaml`.
+    pub pacing: PacingOverride,
     /// The capture loop counts as stalled after this long without a round.
     pub stall_after: Duration,
     /// The wall clock for `lastHeartbeat` (fixed in tests).
@@ -139,12 +194,13 @@ impl StatusWriter {
     /// flushed) and returns.
     pub async fn run(self, mut done: watch::Receiver<bool>) {
         let started = Instant::now();
-        let mut pacer = Pacer::new(self.pacing);
+        let mut pacer = Pacer::new(self.pacing.apply(None));
         let mut window = DropWindow::new(KERNEL_DROP_WINDOW);
         let mut object_applied = false;
         loop {
             let finishing = *done.borrow();
             let now = Instant::now();
+            pacer.set_pacing(self.pacing.apply(self.shared.cadence()));
             let report = self.report(&mut window, now.duration_since(started));
             let significant = Significant::of(&report);
             let due = match finishing {
@@ -164,7 +220,7 @@ impl StatusWriter {
                 }
                 continue;
             }
-            let wake = due.min(now + self.pacing.check_every);
+            let wake = due.min(now + pacer.pacing().check_every);
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = self.shared.changed.notified() => {}
@@ -282,6 +338,50 @@ mod tests {
         assert_eq!(
             pacer.earliest(t0 + Duration::from_secs(60)),
             t0 + Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn the_config_sets_the_cadence_and_the_command_line_overrides_it() {
+        let big = StatusCadence::for_nodes(5_000, None);
+        let none = PacingOverride::default();
+        assert_eq!(none.apply(None), Pacing::default());
+        assert_eq!(none.apply(None).period, Duration::from_secs(20));
+        assert_eq!(none.apply(Some(big)).period, Duration::from_secs(320));
+        assert_eq!(none.apply(Some(big)).min_gap, Duration::from_secs(80));
+        let fast = PacingOverride {
+            period: Some(Duration::from_secs(2)),
+            ..PacingOverride::default()
+        };
+        let p = fast.apply(Some(big));
+        assert_eq!(
+            (p.period, p.min_gap),
+            (Duration::from_secs(2), Duration::from_secs(2)),
+            "the config's gap is cut to the heartbeat given"
+        );
+        let both = PacingOverride {
+            period: Some(Duration::from_secs(3)),
+            min_gap: Some(Duration::from_secs(1)),
+            check_every: None,
+        };
+        let p = both.apply(Some(big));
+        assert_eq!(
+            (p.period, p.min_gap),
+            (Duration::from_secs(3), Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn a_new_cadence_counts_from_the_last_write() {
+        let t0 = Instant::now();
+        let running = sig(NodePhase::Running);
+        let mut pacer = Pacer::new(Pacing::default());
+        pacer.wrote(t0, running.clone());
+        pacer.set_pacing(Pacing::of(StatusCadence::for_nodes(1_500, None)));
+        assert_eq!(pacer.due(t0, &running), t0 + Duration::from_secs(80));
+        assert_eq!(
+            pacer.due(t0, &sig(NodePhase::Degraded)),
+            t0 + Duration::from_secs(20)
         );
     }
 }

@@ -98,6 +98,7 @@ pub fn observe(
         overlap,
         now: at(NOW),
         heartbeat_timeout: Duration::from_secs(60),
+        cadence: None,
     })
 }
 
