@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| interceptor_fuzz::harness::pipeline_raw(data));
+fuzz_target!(|data: &[u8]| testkit::fuzz::pipeline_raw(data));

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| interceptor_fuzz::harness::tcp_reassembly(data));
+fuzz_target!(|data: &[u8]| testkit::fuzz::tcp_reassembly(data));

@@ -24,4 +24,4 @@ kubectl -n interceptor-system wait interceptorconfig/default --for=condition=Rec
 kubectl get interceptorconfig -A -o wide
 
 # The #[ignore]d Rust tests against this cluster (current kubeconfig context).
-cargo test -p operator --test cluster -- --ignored --test-threads=1
+cargo test -p operator --test integration cluster:: -- --ignored --test-threads=1
