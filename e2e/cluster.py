@@ -2,7 +2,7 @@
 install with `kubectl apply -k`, the operator and the worker as pods, real application pods, pairs in
 Kafka, status, hot reload, a pod replaced under traffic, RBAC as documented, garbage collection.
 
-The mocked-API tests (operator/tests, node-worker/tests/cluster_*.rs) pin the exact requests; these checks
+The mocked-API tests (operator/tests/integration, node-worker/tests/cluster) pin the exact requests; these checks
 show they are the right ones against the real API server, controllers and kubelet.
 """
 
@@ -164,16 +164,16 @@ def register(suite):
 
     installed = "cluster: kubectl apply --server-side -k of config/default (1.20 variant)"
 
-    @suite.check("cluster: the worker's config watch and status writer against the real API server (cluster_real.rs)",
+    @suite.check("cluster: the worker's config watch and status writer against the real API server (node-worker/tests/cluster/real.rs)",
                  needs=[installed], diagnostics=diag)
     def worker_api():
         # The #[ignore]d test written for a real cluster: ConfigMap watch and reload, InterceptorStatus
         # create, status writes and the final Stopping phase, garbage collection of its owner's report.
         # --workspace: the features `make test` built with, so nothing is compiled again.
-        out = sh(["cargo", "test", "--locked", "-q", "--workspace", "--test", "cluster_real", "--",
-                  "--ignored", "--exact", "config_watch_and_status_writes_against_a_real_api_server"],
+        out = sh(["cargo", "test", "--locked", "-q", "--workspace", "--test", "cluster", "--",
+                  "--ignored", "--exact", "real::config_watch_and_status_writes_against_a_real_api_server"],
                  timeout=900, env={"INTERCEPTOR_E2E_NAMESPACE": "default"})
-        expect("1 passed" in out, f"cluster_real: {out[-2000:]}")
+        expect("1 passed" in out, f"cluster real::: {out[-2000:]}")
 
     @suite.check("cluster: the operator runs as a pod, takes the Lease, /readyz answers", needs=[installed], diagnostics=diag)
     def operator():

@@ -1,6 +1,6 @@
 //! Churn: namespaces created and deleted in a loop while capturing; a steady namespace is captured all
-//! along. Open file descriptors and memory must stay flat. Root only. Alone in its test binary, so the
-//! descriptor count is this test's own.
+//! along. Open file descriptors and memory must stay flat. Root only. Alone in its module, which runs
+//! beside no other (`testkit::isolate`), so the descriptor count is this test's own.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! End to end under loss, reordering and duplication. This kernel has no `sch_netem`, so a user-space
-//! relay (tests/support/relay.rs) sits in a middle namespace between client and server and impairs the
+//! relay (`testkit::relay`) sits in a middle namespace between client and server and impairs the
 //! Ethernet frames on the wire: TCP really retransmits, reorders and sees duplicates.
 //!
 //! - Impaired wire, captured on the server side and on the client side at once (two workers): TCP

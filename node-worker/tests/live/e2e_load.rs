@@ -5,7 +5,7 @@
 //! the kernel's drops or counted. Ignored by default (it runs for a while); run it with a release build:
 //!
 //! ```sh
-//! CARGO_TARGET_DIR=/work/target-e2e cargo test --release -p node-worker --test live_e2e_load \
+//! CARGO_TARGET_DIR=/work/target-e2e cargo test --release -p node-worker --test live e2e_load:: \
 //!     -- --ignored --nocapture
 //! ```
 //! `LIVE_E2E_LOAD_SECONDS` (default 10) and `LIVE_E2E_LOAD_CLIENTS` (default 4) tune it. Root only.

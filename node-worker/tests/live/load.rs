@@ -1,7 +1,7 @@
 //! Load through a tapped veth: keep-alive clients send requests as fast as they can for a few seconds
 //! (`LIVE_LOAD_SECONDS`, default 3) while the event loop captures. Not a timed assertion: it prints the
 //! share of requests captured, kernel drops and the capture thread's CPU time, and asserts only that
-//! nothing is lost when the kernel dropped nothing. Root only; alone in its binary.
+//! nothing is lost when the kernel dropped nothing. Root only; alone in its module (`testkit::isolate`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

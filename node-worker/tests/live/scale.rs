@@ -1,6 +1,6 @@
 //! Many namespaces at once (`LIVE_SCALE_NAMESPACES`, default 100): how long a scan, a plan and opening
 //! every tap take, what an idle poll round over all of them costs, and that all are found, tapped and
-//! released. Prints the measurements; asserts only outcomes. Root only; alone in its binary.
+//! released. Prints the measurements; asserts only outcomes. Root only; alone in its module (`testkit::isolate`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
