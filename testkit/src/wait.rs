@@ -47,5 +47,8 @@ pub async fn wait_for<T, F: Future<Output = Option<T>>>(
 
 /// [`wait_for`] with a plain condition.
 pub async fn eventually(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    wait_for(what, limit, || std::future::ready(condition().then_some(()))).await;
+    wait_for(what, limit, || {
+        std::future::ready(condition().then_some(()))
+    })
+    .await;
 }

@@ -7,13 +7,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::cluster::*;
 use interceptor_crds::config::{KafkaConfig, WorkerConfig};
 use kube::Api;
 use node_worker::cluster::config::{ConfigTracker, ConfigWatch};
 use node_worker::cluster::sink::{ClusterSink, SinkFactory, SinkSwitch, SwitchableSink};
 use node_worker::cluster::state::{ConfigState, Shared};
 use node_worker::sink::{OutgoingPair, Sink, SinkError};
+use testkit::cluster::*;
 use testkit::sink::TestSink;
 use testkit::wait::eventually;
 use tokio::sync::watch;
@@ -88,7 +88,10 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
             vec![config_map("1", Some(first))],
         ),
     ));
-    eventually("the first config applied", Duration::from_secs(5), || current().is_some()).await;
+    eventually("the first config applied", Duration::from_secs(5), || {
+        current().is_some()
+    })
+    .await;
     assert_eq!(current().unwrap().limits.max_message_bytes, 2048);
     assert_eq!(*factory.builds.lock().unwrap(), vec!["first"]);
     assert_eq!(
@@ -135,9 +138,11 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
         "MODIFIED",
         &config_map("3", Some("limits: {maxMessageBytes: lots}\n")),
     );
-    eventually("the invalid config reported", Duration::from_secs(5), || {
-        shared.config().refused.is_some()
-    })
+    eventually(
+        "the invalid config reported",
+        Duration::from_secs(5),
+        || shared.config().refused.is_some(),
+    )
     .await;
     let state = shared.config();
     assert_eq!(state.version.as_deref(), Some("2"));
@@ -149,12 +154,15 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
     );
     assert!(current().unwrap().filters.exclude_paths.is_empty());
     events.send("MODIFIED", &config_map("4", None));
-    eventually("a ConfigMap without config.yaml reported", Duration::from_secs(5), || {
-        shared
-            .config()
-            .refused
-            .is_some_and(|r| r.contains("resourceVersion 4") && r.contains("no config.yaml key"))
-    })
+    eventually(
+        "a ConfigMap without config.yaml reported",
+        Duration::from_secs(5),
+        || {
+            shared.config().refused.is_some_and(|r| {
+                r.contains("resourceVersion 4") && r.contains("no config.yaml key")
+            })
+        },
+    )
     .await;
 
     // Kafka changes: a new producer; the running sink switches to it, nothing buffered is lost.
@@ -185,12 +193,16 @@ async fn config_changes_apply_live_and_invalid_ones_are_refused_and_reported() {
     // A producer that cannot be built refuses the config: the last good one (and producer) stays.
     let bad_kafka = "kafka: {brokers: ['k:9092'], topic: unbuildable}\n";
     events.send("MODIFIED", &config_map("6", Some(bad_kafka)));
-    eventually("the unbuildable producer reported", Duration::from_secs(5), || {
-        shared.config().refused.is_some_and(|r| {
-            r.contains("resourceVersion 6 refused: kafka: ")
-                && r.contains("running with resourceVersion 5")
-        })
-    })
+    eventually(
+        "the unbuildable producer reported",
+        Duration::from_secs(5),
+        || {
+            shared.config().refused.is_some_and(|r| {
+                r.contains("resourceVersion 6 refused: kafka: ")
+                    && r.contains("running with resourceVersion 5")
+            })
+        },
+    )
     .await;
     assert_eq!(current().unwrap().kafka.topic, "second");
 
@@ -243,7 +255,10 @@ async fn without_a_configmap_nothing_is_applied_until_it_appears() {
     let (response, events) = watch_response();
     send.send_response(response);
     events.send("ADDED", &config_map("4", Some("")));
-    eventually("the new ConfigMap applied", Duration::from_secs(5), || applied.borrow().is_some()).await;
+    eventually("the new ConfigMap applied", Duration::from_secs(5), || {
+        applied.borrow().is_some()
+    })
+    .await;
     assert_eq!(
         **applied.borrow().as_ref().unwrap(),
         WorkerConfig::default()

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use testkit::cluster::*;
 use interceptor_crds::config::WorkerConfig;
 use kube::Api;
 use node_worker::cluster::pod_watch::{MeshTarget, PodWatch};
@@ -17,6 +16,7 @@ use node_worker::discovery::{MeshKind, MeshOverride, MeshOverrides, NetnsId};
 use node_worker::message::PodRef;
 use node_worker::pipeline::PodLookup;
 use serde_json::json;
+use testkit::cluster::*;
 use testkit::wait::eventually;
 use tokio::sync::watch;
 
@@ -113,9 +113,11 @@ async fn pods_of_the_node_name_pair_ends_and_steer_the_taps() {
         &list("PodList", "v1", "20", vec![web, istio, native, dns, host]),
     ));
 
-    eventually("the address table published", Duration::from_secs(5), || {
-        pods.pod(&addr("10.1.0.5:8080")).is_some()
-    })
+    eventually(
+        "the address table published",
+        Duration::from_secs(5),
+        || pods.pod(&addr("10.1.0.5:8080")).is_some(),
+    )
     .await;
     assert_eq!(
         pods.pod(&addr("10.1.0.5:8080")),

@@ -227,23 +227,27 @@ async fn every_node_reports_and_a_config_change_reloads_without_a_restart() {
         }
     };
     let current = version().await;
-    wait_for("a report from every node, with the current config", Duration::from_secs(120), || {
-        let statuses = statuses.clone();
-        let current = current.clone();
-        async move {
-            let reports = statuses
-                .list(&ListParams::default().labels("interceptor.dev/config=default"))
-                .await
-                .unwrap()
-                .items;
-            let fresh = reports
-                .iter()
-                .filter_map(|r| r.status.as_ref())
-                .filter(|s| s.config_version == current && s.last_heartbeat.is_some())
-                .count();
-            (fresh == node_count).then_some(())
-        }
-    })
+    wait_for(
+        "a report from every node, with the current config",
+        Duration::from_secs(120),
+        || {
+            let statuses = statuses.clone();
+            let current = current.clone();
+            async move {
+                let reports = statuses
+                    .list(&ListParams::default().labels("interceptor.dev/config=default"))
+                    .await
+                    .unwrap()
+                    .items;
+                let fresh = reports
+                    .iter()
+                    .filter_map(|r| r.status.as_ref())
+                    .filter(|s| s.config_version == current && s.last_heartbeat.is_some())
+                    .count();
+                (fresh == node_count).then_some(())
+            }
+        },
+    )
     .await;
     let before: BTreeMap<String, Option<String>> = pods
         .list(&workers)
@@ -263,30 +267,38 @@ async fn every_node_reports_and_a_config_change_reloads_without_a_restart() {
         )
         .await
         .unwrap();
-    let changed = wait_for("the operator to write the new config", Duration::from_secs(120), || async {
-        let v = version().await;
-        (v != current).then_some(v)
-    })
+    let changed = wait_for(
+        "the operator to write the new config",
+        Duration::from_secs(120),
+        || async {
+            let v = version().await;
+            (v != current).then_some(v)
+        },
+    )
     .await;
-    wait_for("every worker to run with it", Duration::from_secs(120), || {
-        let statuses = statuses.clone();
-        let changed = changed.clone();
-        async move {
-            let reports = statuses
-                .list(&ListParams::default().labels("interceptor.dev/config=default"))
-                .await
-                .unwrap()
-                .items;
-            reports
-                .iter()
-                .all(|r| {
-                    r.status
-                        .as_ref()
-                        .is_some_and(|s| s.config_version == changed)
-                })
-                .then_some(())
-        }
-    })
+    wait_for(
+        "every worker to run with it",
+        Duration::from_secs(120),
+        || {
+            let statuses = statuses.clone();
+            let changed = changed.clone();
+            async move {
+                let reports = statuses
+                    .list(&ListParams::default().labels("interceptor.dev/config=default"))
+                    .await
+                    .unwrap()
+                    .items;
+                reports
+                    .iter()
+                    .all(|r| {
+                        r.status
+                            .as_ref()
+                            .is_some_and(|s| s.config_version == changed)
+                    })
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let after: BTreeMap<String, Option<String>> = pods
         .list(&workers)

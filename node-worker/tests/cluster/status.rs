@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use testkit::cluster::*;
 use interceptor_crds::interceptor_status::OwnerConfig;
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -20,6 +19,7 @@ use node_worker::sink::SinkStats;
 use node_worker::source::{CaptureMode, InterfaceInfo};
 use node_worker::stats::DropReason;
 use serde_json::{json, Value};
+use testkit::cluster::*;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -8,18 +8,18 @@
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use testkit::cluster::*;
 use interceptor_crds::config::KafkaConfig;
-use testkit::netns::{self, http_exchange, post_json, serve_http, veth, Netns};
 use node_worker::cluster::run;
 use node_worker::cluster::sink::{ClusterSink, KafkaFactory, LinesFactory, SinkFactory};
 use node_worker::cluster::status::{Pacing, PacingOverride};
 use node_worker::cluster::WorkerSettings;
 use node_worker::sink::SinkError;
 use serde_json::{json, Value};
+use testkit::cluster::*;
+use testkit::netns::{self, http_exchange, post_json, serve_http, veth, Netns};
 use testkit::sink::TestSink;
 use testkit::wait::eventually;
 

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use interceptor_crds::config::KafkaConfig;
-use testkit::kafka::{by_key, consume, pair, test_broker, unique_topic};
 use node_worker::sink::kafka::{KafkaSink, TopicState, CONTENT_TYPE, SCHEMA};
 use node_worker::sink::{OutgoingPair, Sink};
+use testkit::kafka::{by_key, consume, pair, test_broker, unique_topic};
 
 fn config(brokers: &str, topic: &str) -> KafkaConfig {
     let mut config = KafkaConfig {

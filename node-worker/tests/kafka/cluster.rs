@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use interceptor_crds::config::KafkaConfig;
-use testkit::kafka::{consume, pair, test_broker, unique_topic};
 use node_worker::cluster::sink::{SinkSwitch, SwitchableSink};
 use node_worker::sink::kafka::KafkaSink;
 use node_worker::sink::Sink;
+use testkit::kafka::{consume, pair, test_broker, unique_topic};
 
 fn producer(broker: &str, topic: &str) -> KafkaSink {
     let config = KafkaConfig {

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use interceptor_crds::config::{KafkaConfig, WorkerConfig};
-use testkit::kafka::{by_key, consume, test_broker, unique_topic};
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::sink::kafka::KafkaSink;
 use node_worker::sink::Sink;
-use testkit::sink::TestSink;
 use node_worker::source::file::FileSource;
 use node_worker::source::{CaptureMode, InterfaceInfo};
+use testkit::kafka::{by_key, consume, test_broker, unique_topic};
+use testkit::sink::TestSink;
 
 fn captures() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/corpus/captures");

@@ -4,12 +4,12 @@
 use std::time::{Duration, Instant};
 
 use interceptor_crds::config::{KafkaConfig, MIB};
-use testkit::kafka::{consume, pair};
-use testkit::wait::wait_until;
 use node_worker::sink::kafka::{KafkaSink, TopicState};
 use node_worker::sink::{Sink, SinkError, SinkStats};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use testkit::kafka::{consume, pair};
+use testkit::wait::wait_until;
 
 const TOPIC: &str = "pairs";
 

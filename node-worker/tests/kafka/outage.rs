@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use interceptor_crds::config::{KafkaConfig, MIB};
-use testkit::kafka::{consume, pair, test_broker, OwnBroker};
-use testkit::wait::wait_until;
 use node_worker::sink::kafka::KafkaSink;
 use node_worker::sink::{OutgoingPair, Sink};
+use testkit::kafka::{consume, pair, test_broker, OwnBroker};
+use testkit::wait::wait_until;
 
 #[test]
 fn kill_9_purges_after_purge_after_and_delivery_resumes_after_restart() {

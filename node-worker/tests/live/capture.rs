@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use testkit::netns::{self, 
-    find, http_exchange, link_exists, post_json, serve_http, veth, Netns, Streams,
-};
 use node_worker::discovery::{plan, MeshOverrides, PlanPolicy, Scanner, TapSpec};
 use node_worker::source::live::{TapOptions, Taps};
 use node_worker::source::{CaptureMode, LinkType};
+use testkit::netns::{
+    self, find, http_exchange, link_exists, post_json, serve_http, veth, Netns, Streams,
+};
 use testkit::wait::wait_until;
 
 /// Polls `taps` until `done(streams)` or `limit`, collecting TCP payloads around server port `port`.

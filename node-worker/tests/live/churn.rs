@@ -6,9 +6,11 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use interceptor_crds::config::CaptureConfig;
-use testkit::netns::{self, find, http_exchange, open_fds, post_json, rss_kib, serve_http, veth, Netns, Streams};
 use node_worker::discovery::{plan, MeshOverrides, PlanPolicy, Scanner, TapSpec};
 use node_worker::source::live::{TapOptions, Taps};
+use testkit::netns::{
+    self, find, http_exchange, open_fds, post_json, rss_kib, serve_http, veth, Netns, Streams,
+};
 
 const CYCLES: usize = 40;
 const WARM_UP: usize = 5;

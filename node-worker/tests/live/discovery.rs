@@ -7,12 +7,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use interceptor_crds::config::CaptureConfig;
-use testkit::netns::{self, find, http_exchange, post_json, serve_http, veth, Netns, Streams};
 use node_worker::discovery::{
     plan, HostSnapshot, MeshKind, MeshOverrides, PlanPolicy, Scanner, TapSpec,
 };
 use node_worker::source::live::{TapOptions, Taps};
 use node_worker::source::CaptureMode;
+use testkit::netns::{self, find, http_exchange, post_json, serve_http, veth, Netns, Streams};
 use testkit::wait::wait_until;
 
 fn ip(text: &str) -> IpAddr {

@@ -8,11 +8,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use serde_json::Value;
 use testkit::http::{self, echo, keep_alive, pipelined, Request, Server};
 use testkit::netns::{self, Netns, Node};
-use serde_json::Value;
-use testkit::worker::{Finished, Worker};
 use testkit::wait::wait_until;
+use testkit::worker::{Finished, Worker};
 
 /// A request body that names its case, padded to `pad` bytes of filler.
 fn body(tag: &str, pad: usize) -> String {

@@ -9,9 +9,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use testkit::http::{echo, keep_alive, Request, Server};
 use testkit::netns::{self, Netns, Node};
-use nix::sys::signal::Signal;
 use testkit::worker::Worker;
 
 const CYCLES: usize = 40;

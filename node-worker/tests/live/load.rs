@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use testkit::netns::{self, tcp_segment, veth, Netns};
 use node_worker::discovery::TapSpec;
 use node_worker::source::live::{TapOptions, Taps};
+use testkit::netns::{self, tcp_segment, veth, Netns};
 
 const MARKER: &[u8] = b"POST /load/";
 const CLIENTS: usize = 4;

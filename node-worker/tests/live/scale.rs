@@ -7,9 +7,11 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use interceptor_crds::config::CaptureConfig;
-use testkit::netns::{self, find, http_exchange, open_fds, post_json, serve_http, veth, Netns, Streams};
 use node_worker::discovery::{plan, MeshOverrides, PlanPolicy, Scanner};
 use node_worker::source::live::{TapOptions, Taps};
+use testkit::netns::{
+    self, find, http_exchange, open_fds, post_json, serve_http, veth, Netns, Streams,
+};
 
 #[test]
 fn a_hundred_namespaces_are_scanned_tapped_and_released() {

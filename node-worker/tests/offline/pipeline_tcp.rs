@@ -4,6 +4,7 @@
 use interceptor_crds::config::WorkerConfig;
 use node_worker::synth::{http_request, http_response, Conversation, Frame, Side};
 use testkit::pipeline::{addr, conversation, run, JSON};
+use testkit::sink::TestSink;
 
 /// A keep-alive conversation of `n` JSON exchanges with bodies large enough to span several segments.
 fn exchanges(n: usize, mss: usize) -> (Conversation, Vec<String>) {
@@ -451,7 +452,7 @@ fn loopback_connections_of_two_namespaces_are_kept_apart() {
     use node_worker::pipeline::{Identity, Pipeline};
     use node_worker::source::{CaptureMode, InterfaceInfo, LinkType, Packet};
     // Two mesh pods: each app talks to its sidecar over 127.0.0.1 with the same ports at the same time.
-    let sink = testkit::pipeline::SharedSink::default();
+    let sink = TestSink::new();
     let identity = Identity {
         node: "n".into(),
         interceptor: "t/i".into(),
@@ -501,13 +502,7 @@ fn loopback_connections_of_two_namespaces_are_kept_apart() {
         }
     }
     pipeline.finish(std::time::Duration::from_secs(1)).unwrap();
-    let pairs: Vec<serde_json::Value> = sink
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|p| serde_json::from_slice(&p.value).unwrap())
-        .collect();
+    let pairs = sink.values();
     assert_eq!(pairs.len(), 2, "{}", pipeline.counters().summary());
     for p in &pairs {
         assert_eq!(p["request"]["body"], p["response"]["body"]);
@@ -542,7 +537,7 @@ fn pairs_on_a_pods_loopback_name_that_pod_on_both_ends() {
             })
         }
     }
-    let sink = testkit::pipeline::SharedSink::default();
+    let sink = TestSink::new();
     let identity = Identity {
         node: "n".into(),
         interceptor: "t/i".into(),
@@ -573,7 +568,7 @@ fn pairs_on_a_pods_loopback_name_that_pod_on_both_ends() {
         pipeline.handle(lo, &packet);
     }
     pipeline.finish(std::time::Duration::from_secs(1)).unwrap();
-    let pairs = sink.0.lock().unwrap();
+    let pairs = sink.pairs();
     assert_eq!(pairs.len(), 1);
     let p: serde_json::Value = serde_json::from_slice(&pairs[0].value).unwrap();
     assert_eq!(p["source"]["pod"]["name"], "api-1");

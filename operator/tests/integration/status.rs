@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::scenarios::{self, at, ds, nodes, observe, report, NOW};
 use crate::common::{assert_appliable, assert_snapshot};
+use crate::scenarios::{self, at, ds, nodes, observe, report, NOW};
 use interceptor_crds::interceptor_status::NodePhase;
 use interceptor_crds::InterceptorConfigStatus;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
