@@ -261,7 +261,7 @@ fn rbac_of(seen: &Seen) -> (String, String, String) {
     (group, resource, verb.to_string())
 }
 
-pub fn assert_authorized(seen: &Seen) {
+fn assert_authorized(seen: &Seen) {
     let (group, resource, verb) = rbac_of(seen);
     let rules = worker_rules();
     let allows = |verb: &str| {

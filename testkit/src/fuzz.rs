@@ -357,7 +357,7 @@ fn check_encoded(pair: &CompletedPair, rules: &Rules) {
 }
 
 /// A pair message must be one valid JSON object with the contract's top-level fields.
-pub fn check_pair_json(value: &[u8]) {
+fn check_pair_json(value: &[u8]) {
     let v: serde_json::Value = match serde_json::from_slice(value) {
         Ok(v) => v,
         Err(e) => panic!("invalid JSON ({e}): {}", String::from_utf8_lossy(value)),

@@ -63,7 +63,7 @@ impl Message {
 }
 
 /// Parses one message from the front of `buf`: `Some((message, bytes used))` when it is complete.
-pub fn parse_message(buf: &[u8], response_to_head: bool) -> Option<(Message, usize)> {
+fn parse_message(buf: &[u8], response_to_head: bool) -> Option<(Message, usize)> {
     let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
     let mut lines = head.split("\r\n");
@@ -122,7 +122,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 }
 
 /// The response to a request.
-pub fn respond(request: &Message) -> Vec<u8> {
+fn respond(request: &Message) -> Vec<u8> {
     let target = request.start.split_whitespace().nth(1).unwrap_or("/");
     let path = target.split('?').next().unwrap_or(target);
     let close = request

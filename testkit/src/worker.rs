@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// How long the worker is given after the traffic before SIGINT: the kernel hands captured packets over
 /// in blocks every 20 ms and the loop polls every 100 ms, so this is generous.
-pub const SETTLE: Duration = Duration::from_millis(700);
+const SETTLE: Duration = Duration::from_millis(700);
 
 /// The worker binary under test, of the build profile of `cargo test` (`--release` gives a release
 /// build). Cargo builds a package's binaries before its integration tests and names them to the tests

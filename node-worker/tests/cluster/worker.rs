@@ -112,7 +112,6 @@ async fn traffic(web: Arc<Netns>, api: Arc<Netns>, tag: &'static str, n: usize) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_captures_pod_traffic_names_both_ends_and_reports_it() {
-    let _isolated = testkit::isolate::module(module_path!());
     if !netns::require_root("the_worker_captures_pod_traffic_names_both_ends_and_reports_it") {
         return;
     }

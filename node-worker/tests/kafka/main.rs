@@ -4,8 +4,10 @@
 //! under a running sink. Without INTERCEPTOR_TEST_KAFKA the broker tests skip, unless
 //! INTERCEPTOR_REQUIRE_KAFKA=1. `cargo test -p node-worker --test kafka`.
 //!
-//! Each test holds [`testkit::isolate::module`]: the outage and latency tests time what the producer
-//! does, which other modules' traffic on the same broker would disturb.
+//! Each test holds [`testkit::isolate::module`], as when each module was a binary of its own: the
+//! outage test kills and restarts a broker and times the purge, the mock cluster's tests time backoff
+//! and latency, and the end-to-end tests wait on the shared broker; beside another module's producers
+//! they would compete for the CPU and the broker.
 
 // Tests: a failed unwrap is a failed test, reported with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
