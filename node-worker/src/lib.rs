@@ -12,6 +12,7 @@ pub mod decode;
 pub mod discovery;
 pub mod filters;
 pub mod http1;
+pub mod http2;
 pub mod json;
 pub mod memory;
 pub mod message;

@@ -1,0 +1,12 @@
+//! HTTP/2 with prior knowledge (h2c): one implementation of the application layer (`crate::app`),
+//! beside HTTP/1.
+//!
+//! Layers, each pure and tested on its own: [`frame`] reads one direction's frames incrementally;
+//! [`hpack`] (with [`huffman`]) decodes header blocks with a dynamic table per direction, tolerating
+//! a capture that joined the connection late; [`head`] turns a decoded block into the
+//! [`crate::app::head::MessageHead`] the rules and the pair message read.
+
+pub mod frame;
+pub mod head;
+pub mod hpack;
+pub mod huffman;
