@@ -58,6 +58,12 @@ drop_reasons! {
     SinkFull => "sink_full", "a pair dropped because the output buffer was full";
     SinkFailed => "sink_failed", "a pair the output could not write or deliver";
     SinkPurged => "sink_purged", "a pair purged because Kafka was unreachable longer than kafka.purgeAfterSeconds";
+    Http2FrameError => "http2_frame_error", "an HTTP/2 frame that is malformed for its type (RFC 9113 section 6), or out of sequence in a header block";
+    Http2FrameTooLarge => "http2_frame_too_large", "an HTTP/2 frame longer than the limits allow (the larger of limits.maxMessageBytes and limits.maxHeaderBytes)";
+    Http2HeaderError => "http2_header_error", "an HTTP/2 header block that could not be decoded (HPACK error, a block lost before it) or is not a valid message head";
+    Http2HeaderUnknown => "http2_header_unknown", "an HTTP/2 message whose :method or :status refers to a header table entry from before the capture joined the connection";
+    Http2StreamReset => "http2_stream_reset", "an HTTP/2 stream reset (RST_STREAM) before its pair was complete";
+    Http2GoAway => "http2_goaway", "an HTTP/2 stream beyond the last one a GOAWAY said would be processed";
 }
 
 /// Counts of one run of the pipeline. Plain integers: the pipeline is single-threaded.

@@ -13,7 +13,8 @@ pub enum Detected {
     /// An HTTP/1.x request or response starts here (a request on a server's direction, or the
     /// reverse, is not one).
     Http1,
-    /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge (h2c).
+    /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge (h2c), or a
+    /// server's first SETTINGS frame (its preface, which may be captured before the client's).
     Http2,
     /// A TLS handshake record: encrypted traffic.
     Tls,
@@ -52,12 +53,30 @@ pub fn detect(first: &[u8], role: Option<Role>) -> Detected {
     if byte == TLS_HANDSHAKE {
         return Detected::Tls;
     }
+    if role == Some(Role::Response) && byte == 0 {
+        return server_preface(first);
+    }
     match (classify_start(first), role) {
         (Start::Unknown, _) => Detected::NeedMore,
         (Start::Not, _)
         | (Start::Request, Some(Role::Response))
         | (Start::Response, Some(Role::Request)) => Detected::Other,
         (Start::Request | Start::Response, _) => Detected::Http1,
+    }
+}
+
+/// A server's first bytes starting with a zero byte (no HTTP/1 response does): HTTP/2 if they are a
+/// SETTINGS frame header (RFC 9113 section 3.4: the server's preface), anything else otherwise.
+fn server_preface(first: &[u8]) -> Detected {
+    let Some(header) = first.first_chunk::<9>() else {
+        return Detected::NeedMore;
+    };
+    let len = u32::from_be_bytes([0, header[0], header[1], header[2]]);
+    let settings = header[3] == 0x4 && header[4] == 0 && header[5..] == [0, 0, 0, 0];
+    if settings && len.is_multiple_of(6) && len <= 6 * 16 {
+        Detected::Http2
+    } else {
+        Detected::Other
     }
 }
 
@@ -110,7 +129,25 @@ mod tests {
             detect(b"220 smtp.example.com ESMTP\r\n", SERVER),
             Detected::Other
         );
-        assert_eq!(detect(b"\x00\x00\x12\x04\x00", SERVER), Detected::Other);
+        assert_eq!(detect(b"\x00\x00\x12\x04\x00", SERVER), Detected::NeedMore);
+        assert_eq!(
+            detect(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00", SERVER),
+            Detected::Http2
+        );
+        assert_eq!(
+            detect(b"\x00\x00\x12\x04\x00\x00\x00\x00\x00", CLIENT),
+            Detected::Other
+        );
+        // Not a SETTINGS frame on stream 0 of a size SETTINGS can have.
+        for other in [
+            &b"\x00\x00\x11\x04\x00\x00\x00\x00\x00"[..],
+            b"\x00\x00\x12\x01\x00\x00\x00\x00\x00",
+            b"\x00\x00\x12\x04\x01\x00\x00\x00\x00",
+            b"\x00\x00\x12\x04\x00\x00\x00\x00\x01",
+            b"\x00\x01\x02\x04\x00\x00\x00\x00\x00",
+        ] {
+            assert_eq!(detect(other, SERVER), Detected::Other, "{other:?}");
+        }
         assert_eq!(detect(b"*1\r\n$4\r\nPING\r\n", CLIENT), Detected::Other);
     }
 
@@ -128,7 +165,8 @@ mod tests {
     /// looking at `WINDOW` bytes of a longer start gives the same verdict.
     #[test]
     fn verdicts_are_final_within_the_window() {
-        let samples: [&[u8]; 7] = [
+        let samples: [&[u8]; 8] = [
+            b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64",
             b"GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00",

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 
 use super::head::MessageHead;
 use crate::filters::Rules;
+use crate::http2::head::Http2Extra;
 use crate::memory::Allowance;
 use crate::stats::{Counters, DropReason};
 
@@ -25,6 +26,9 @@ pub struct HttpMessage {
     /// Capture time of the first and last byte, microseconds since the epoch.
     pub first_us: i64,
     pub last_us: i64,
+    /// What an HTTP/2 message carries beside its head (stream, trailers, what a late-joining
+    /// decoder could not know); `None` for HTTP/1.x. Boxed: HTTP/1 messages pay one pointer.
+    pub http2: Option<Box<Http2Extra>>,
 }
 
 impl HttpMessage {
@@ -36,6 +40,7 @@ impl HttpMessage {
             body: Vec::new(),
             first_us: now_us,
             last_us: now_us,
+            http2: None,
         }
     }
 }

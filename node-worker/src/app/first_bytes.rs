@@ -226,9 +226,23 @@ mod tests {
                 f.offer(&chunk(12, 0, b".0\r\n\r\nSM\r\n\r\n"), 256, a),
                 Offer::Told(Detected::Http2)
             );
+            // A server's SETTINGS frame (its preface) says HTTP/2 once its header is whole.
             let mut f = FirstBytes::new(true, Some(Role::Response));
             assert_eq!(
                 f.offer(&chunk(0, 0, b"\x00\x00\x12\x04"), 256, a),
+                Offer::Held
+            );
+            assert_eq!(
+                f.offer(&chunk(4, 0, b"\x00\x00\x00\x00\x00\x00\x03"), 256, a),
+                Offer::Told(Detected::Http2)
+            );
+            let mut f = FirstBytes::new(true, Some(Role::Response));
+            assert_eq!(
+                f.offer(
+                    &chunk(0, 0, b"\x00\x00\x12\x01\x00\x00\x00\x00\x01"),
+                    256,
+                    a
+                ),
                 Offer::Told(Detected::Other)
             );
         });

@@ -87,12 +87,27 @@ struct Split<'f> {
     status: Option<Option<&'f [u8]>>,
     scheme_or_protocol: bool,
     regular: Vec<&'f Field>,
+    /// Fields whose name is unknown (an entry from before the decoder joined): a pseudo-header not
+    /// found may be one of them.
+    unknown_names: bool,
+}
+
+impl Split<'_> {
+    /// A pseudo-header: its value, unknown (`Some(None)`: absent, but a field of unknown name may
+    /// be it), or absent (`None`).
+    fn pseudo<'f>(&self, slot: Option<Option<&'f [u8]>>) -> Option<Option<&'f [u8]>> {
+        match slot {
+            None if self.unknown_names => Some(None),
+            other => other,
+        }
+    }
 }
 
 fn split(fields: &[Field]) -> Result<Split<'_>, HeadError> {
     let mut s = Split::default();
     for f in fields {
         let Some(name) = f.name.as_deref() else {
+            s.unknown_names = true;
             s.regular.push(f);
             continue;
         };
@@ -141,7 +156,7 @@ pub fn request_head(
     if s.status.is_some() {
         return Err(HeadError::Malformed);
     }
-    let method = match s.method {
+    let method = match s.pseudo(s.method) {
         None => return Err(HeadError::Malformed),
         Some(None) => return Err(HeadError::Unknown),
         Some(Some(m)) if is_token(m) => m,
@@ -157,7 +172,7 @@ pub fn request_head(
     };
     let method = b.put(method);
     // CONNECT has no :path (RFC 9113 section 8.5); any other request must have one.
-    let target = match s.path {
+    let target = match s.pseudo(s.path) {
         Some(Some(p)) => b.put(p),
         Some(None) => {
             extra.path_unknown = true;
@@ -193,7 +208,7 @@ pub fn response_head(
     if s.method.is_some() || s.path.is_some() || s.authority.is_some() || s.scheme_or_protocol {
         return Err(HeadError::Malformed);
     }
-    let status = match s.status {
+    let status = match s.pseudo(s.status) {
         None => return Err(HeadError::Malformed),
         Some(None) => return Err(HeadError::Unknown),
         Some(Some(text)) => parse_status(text).ok_or(HeadError::Malformed)?,
@@ -299,6 +314,18 @@ mod tests {
             request_head(&[f(":method", "GET"), unknown(Some(":path"))], 1).unwrap();
         assert!(extra.path_unknown);
         assert_eq!(head.target(), b"");
+        // HPACK never knows a name without its value: an unknown entry may be the :path.
+        let (_, extra) = request_head(&[f(":method", "GET"), unknown(None)], 1).unwrap();
+        assert!(extra.path_unknown);
+        assert_eq!(extra.unknown_headers, vec![None]);
+        assert_eq!(
+            request_head(&[unknown(None), f(":path", "/")], 1).unwrap_err(),
+            HeadError::Unknown
+        );
+        assert_eq!(
+            response_head(&[unknown(None)], 1).unwrap_err(),
+            HeadError::Unknown
+        );
         assert_eq!(
             request_head(&[unknown(Some(":method")), f(":path", "/")], 1).unwrap_err(),
             HeadError::Unknown
