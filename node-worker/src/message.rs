@@ -10,6 +10,8 @@ use serde::Serialize;
 use crate::app::{CompletedPair, HttpMessage};
 use crate::body;
 use crate::filters::Rules;
+use crate::http2::grpc;
+use crate::http2::head::Http2Extra;
 use crate::json;
 use crate::source::InterfaceInfo;
 use crate::stats::DropReason;
@@ -211,21 +213,37 @@ fn body_text<'a>(
     })
 }
 
-/// Writes a request or a response.
+/// Writes a request or a response. `grpc`: the pair is gRPC (either half says so).
 fn write_message(
     out: &mut Vec<u8>,
     message: &HttpMessage,
     rules: &Rules,
+    grpc: bool,
 ) -> Result<(), DropReason> {
     let head = &message.head;
     // Decode first: a body that cannot be decoded drops the pair before anything is written.
     let encoding = head.header_joined("content-encoding");
     let (body, body_base64) = body_text(message, encoding.as_deref(), rules)?;
+    let grpc_encoding = head.header("grpc-encoding");
+    let grpc_messages = match grpc {
+        true => Some(grpc::messages(
+            &message.body,
+            grpc_encoding,
+            rules.max_decoded_body_bytes,
+        )?),
+        false => None,
+    };
+    let http2 = message.http2.as_deref();
     let mut o = json::Object::new(out);
     if head.is_request() {
-        // httparse accepts only token characters in a method.
+        // Methods are tokens (httparse and the HTTP/2 head check both accept only those).
         json::token(o.key("method"), head.method());
-        json::lossy(o.key("path"), head.target());
+        if http2.is_some_and(|h| h.path_unknown) {
+            // A late-joining HPACK decoder could not know the path: unknown, never invented.
+            o.key("path").extend_from_slice(b"null");
+        } else {
+            json::lossy(o.key("path"), head.target());
+        }
     } else {
         o.num("status", head.status().unwrap_or(0));
         json::lossy(o.key("reason"), head.reason());
@@ -258,8 +276,104 @@ fn write_message(
         o.key("timestamp"),
         rfc3339_us(message.first_us).as_str().as_bytes(),
     );
+    if let Some(h2) = http2 {
+        write_http2(&mut o, h2, rules);
+    }
+    if let Some(messages) = grpc_messages {
+        let mut g = json::Object::new(o.key("grpc"));
+        if head.is_request() {
+            match grpc::service_method(head.path()) {
+                Some((service, method)) => {
+                    json::lossy(g.key("service"), service);
+                    json::lossy(g.key("method"), method);
+                }
+                None => {
+                    g.key("service").extend_from_slice(b"null");
+                    g.key("method").extend_from_slice(b"null");
+                }
+            }
+        } else {
+            // In the trailers, or in the headers of a response without a body (Trailers-Only).
+            let trailer = |name: &str| {
+                http2
+                    .and_then(|h| {
+                        h.trailers
+                            .iter()
+                            .find(|(n, _)| n.as_slice() == name.as_bytes())
+                    })
+                    .map(|(_, v)| v.as_slice())
+                    .or_else(|| head.header(name))
+            };
+            match trailer("grpc-status")
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u32>().ok())
+            {
+                Some(status) => g.num("status", status),
+                None => g.key("status").extend_from_slice(b"null"),
+            }
+            match trailer("grpc-message") {
+                Some(m) => json::lossy(g.key("message"), m),
+                None => g.key("message").extend_from_slice(b"null"),
+            }
+        }
+        match grpc_encoding {
+            Some(e) => json::lossy(g.key("encoding"), e),
+            None => g.key("encoding").extend_from_slice(b"null"),
+        }
+        g.num("count", messages.len());
+        let list = g.key("messages");
+        list.push(b'[');
+        for (i, m) in messages.iter().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            list.push(b'"');
+            list.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(m)
+                    .as_bytes(),
+            );
+            list.push(b'"');
+        }
+        list.push(b']');
+        g.end();
+    }
     o.end();
     Ok(())
+}
+
+/// The fields only an HTTP/2 message has: its stream, its trailers, and the headers a late-joining
+/// HPACK decoder could not know (`null` for a name it could not know either).
+fn write_http2(o: &mut json::Object<'_>, h2: &Http2Extra, rules: &Rules) {
+    o.num("stream_id", h2.stream_id);
+    let trailers = o.key("trailers");
+    let start = trailers.len();
+    for (name, value) in &h2.trailers {
+        let value = if rules.should_mask(name) {
+            MASK.as_bytes()
+        } else {
+            value
+        };
+        write_header(trailers, name, value);
+    }
+    match trailers.get_mut(start) {
+        Some(first) => *first = b'[',
+        None => trailers.push(b'['),
+    }
+    trailers.push(b']');
+    if !h2.unknown_headers.is_empty() {
+        let list = o.key("unknown_headers");
+        list.push(b'[');
+        for (i, name) in h2.unknown_headers.iter().enumerate() {
+            if i > 0 {
+                list.push(b',');
+            }
+            match name {
+                Some(n) => json::lossy(list, n),
+                None => list.extend_from_slice(b"null"),
+            }
+        }
+        list.push(b']');
+    }
 }
 
 /// Writes one header as `,["name","value"]`. Done for every header of every message, so in few moves:
@@ -317,8 +431,11 @@ pub fn encode_pair(
     o.fields(&origin.fields);
     write_endpoint(o.key("source"), source);
     write_endpoint(o.key("destination"), destination);
-    write_message(o.key("request"), &pair.request, rules)?;
-    write_message(o.key("response"), &pair.response, rules)?;
+    // gRPC is HTTP/2 only; either half's Content-Type says so.
+    let grpc = pair.request.http2.is_some()
+        && (grpc::is_grpc(&pair.request.head) || grpc::is_grpc(&pair.response.head));
+    write_message(o.key("request"), &pair.request, rules, grpc)?;
+    write_message(o.key("response"), &pair.response, rules, grpc)?;
     let latency = pair
         .response
         .first_us

@@ -109,7 +109,10 @@ impl Connection {
 
     /// The direction that carries requests, once known.
     pub fn client(&self) -> Option<Direction> {
-        self.streams.client
+        match &self.protocol {
+            Protocol::Http2(h) => self.streams.client.or_else(|| h.client()),
+            _ => self.streams.client,
+        }
     }
 
     /// Why the connection is not read, once it is not.
@@ -204,6 +207,12 @@ impl Connection {
         self.streams.delivered(dir, chunk.seq, chunk.bytes.len());
         if self.first[dir.index()].is_pending() && !self.first_bytes(dir, &chunk, env, allowance) {
             return;
+        }
+        if let Protocol::Detecting = self.protocol {
+            if !self.first[dir.index()].from_start() && http2::frame::looks_like_frames(chunk.bytes)
+            {
+                self.start_http2_late(env);
+            }
         }
         if let Protocol::Http2(h) = &mut self.protocol {
             h.data(dir, chunk.bytes, env, allowance);
@@ -317,8 +326,24 @@ impl Connection {
         self.streams.client.get_or_insert(client);
         let from_start = self.first.map(|f| f.from_start());
         let limits = http2::connection::Limits::from_rules(env.rules);
-        self.protocol =
-            Protocol::Http2(Box::new(http2::Connection::new(client, from_start, limits)));
+        self.protocol = Protocol::Http2(Box::new(http2::Connection::new(
+            Some(client),
+            from_start,
+            limits,
+        )));
+    }
+
+    /// A direction caught mid-way carries whole HTTP/2 frames: the capture joined an HTTP/2
+    /// connection late (HTTP/1 text never passes the frame validation).
+    #[cold]
+    fn start_http2_late(&mut self, env: &Env<'_>) {
+        let from_start = self.first.map(|f| f.from_start());
+        let limits = http2::connection::Limits::from_rules(env.rules);
+        self.protocol = Protocol::Http2(Box::new(http2::Connection::new(
+            self.streams.client,
+            from_start,
+            limits,
+        )));
     }
 
     /// `dir`'s first bytes go to the protocol (HTTP/1 unless HTTP/2 was picked): what was held

@@ -487,6 +487,59 @@ impl FrameReader {
     }
 }
 
+/// The flags RFC 9113 defines for each frame type: undefined ones are sent as zero.
+fn defined_flags(kind: Kind) -> u8 {
+    match kind {
+        Kind::Data => FLAG_END_STREAM | FLAG_PADDED,
+        Kind::Headers => FLAG_END_STREAM | FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY,
+        Kind::PushPromise => FLAG_END_HEADERS | FLAG_PADDED,
+        Kind::Continuation => FLAG_END_HEADERS,
+        Kind::Settings | Kind::Ping => FLAG_ACK,
+        Kind::Priority | Kind::RstStream | Kind::GoAway | Kind::WindowUpdate | Kind::Unknown(_) => {
+            0
+        }
+    }
+}
+
+/// Whether `bytes`, a piece of a stream caught mid-way, is a whole number of sane HTTP/2 frames: each
+/// header valid for a known type (RFC 9113 section 6), no undefined flag, no longer than the default
+/// maximum frame size, padding within the frame, and the last frame ending exactly where the bytes
+/// end. This is how a connection the capture joined late is recognised as HTTP/2 (never by port),
+/// and where a direction that lost bytes finds frame boundaries again. Text (HTTP/1) never passes:
+/// its first bytes read as a length far above the maximum.
+pub fn looks_like_frames(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    let mut frames = 0;
+    while !rest.is_empty() {
+        let Some(head) = rest.first_chunk::<HEADER_LEN>() else {
+            return false;
+        };
+        let header = FrameHeader::parse(head);
+        let sane = !matches!(header.kind, Kind::Unknown(_))
+            && header.len <= MIN_MAX_FRAME_LEN
+            && header.flags & !defined_flags(header.kind) == 0
+            && header.check().is_ok()
+            && head[5] & 0x80 == 0;
+        let Some(payload) = rest.get(HEADER_LEN..HEADER_LEN + header.len as usize) else {
+            return false;
+        };
+        if !sane {
+            return false;
+        }
+        if header.has(FLAG_PADDED)
+            && matches!(header.kind, Kind::Data | Kind::Headers | Kind::PushPromise)
+        {
+            let pad = u32::from(payload.first().copied().unwrap_or(0));
+            if pad > header.len - header.prefix_len() {
+                return false;
+            }
+        }
+        rest = &rest[HEADER_LEN + header.len as usize..];
+        frames += 1;
+    }
+    frames > 0
+}
+
 fn be32(b: &[u8]) -> u32 {
     match b {
         [a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]),
@@ -745,6 +798,40 @@ pub(crate) mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn frames_recognised_mid_stream() {
+        let frames = &[
+            frame(4, 0, 0, &[0, 1, 0, 0, 0x10, 0]),
+            frame(1, FLAG_END_HEADERS | FLAG_PADDED, 3, b"\x01\x82\x00"),
+            frame(0, FLAG_END_STREAM, 3, b"{}"),
+            frame(8, 0, 0, &[0, 0, 1, 0]),
+            frame(3, 0, 5, &[0, 0, 0, 8]),
+        ]
+        .concat();
+        assert!(looks_like_frames(frames));
+        assert!(looks_like_frames(&frame(0, FLAG_END_STREAM, 7, b"{}")));
+        // Cut inside a frame, at either end.
+        assert!(!looks_like_frames(&frames[..frames.len() - 1]));
+        assert!(!looks_like_frames(&frames[1..]));
+        assert!(!looks_like_frames(b""));
+        for text in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            b"{\"a\":1}",
+            b"\x16\x03\x01\x00\x05hello",
+        ] {
+            assert!(!looks_like_frames(text), "{text:?}");
+        }
+        // Undefined flags, unknown types, reserved bit, oversized, bad padding.
+        assert!(!looks_like_frames(&frame(0, 0x2, 1, b"x")));
+        assert!(!looks_like_frames(&frame(0xfa, 0, 0, b"")));
+        let mut reserved = frame(0, 0, 1, b"x");
+        reserved[5] |= 0x80;
+        assert!(!looks_like_frames(&reserved));
+        assert!(!looks_like_frames(&frame(0, 0, 1, &vec![0; 16_385])));
+        assert!(!looks_like_frames(&frame(0, FLAG_PADDED, 1, &[9, 0])));
     }
 
     proptest::proptest! {

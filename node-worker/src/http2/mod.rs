@@ -9,6 +9,7 @@
 
 pub mod connection;
 pub mod frame;
+pub mod grpc;
 pub mod head;
 pub mod hpack;
 pub mod huffman;
