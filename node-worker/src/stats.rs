@@ -89,8 +89,8 @@ pub struct Counters {
     pub flows: u64,
     /// Second views of connections already tracked (through NAT): not parsed again.
     pub flows_mirrored: u64,
-    /// Connections whose bytes were not HTTP/1.x (another protocol, TLS, HTTP/2 with prior knowledge):
-    /// ignored after their first bytes.
+    /// Connections whose bytes were not HTTP (another protocol, TLS): ignored after their first bytes.
+    /// HTTP/2 in clear text is decoded, and not counted here.
     pub flows_not_http: u64,
     /// Connections that switched protocol (CONNECT tunnel, Upgrade): ignored after the switch.
     pub flows_tunneled: u64,
@@ -100,7 +100,7 @@ pub struct Counters {
     pub bytes_retransmitted: u64,
     /// Payload bytes missing from the capture (lost segments).
     pub bytes_missing: u64,
-    /// HTTP requests parsed.
+    /// HTTP requests parsed (HTTP/1.x messages, HTTP/2 request header blocks).
     pub requests: u64,
     /// HTTP responses parsed (1xx interim responses included).
     pub responses: u64,
