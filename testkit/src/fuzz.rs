@@ -7,6 +7,9 @@
 //! invariants of its stage after every step: budgets never exceeded, everything released at the end,
 //! delivered bytes consistent with what was sent, and every pair message valid JSON.
 
+/// The `http2_decoders` target: frames and HPACK below the connection.
+pub mod http2;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
