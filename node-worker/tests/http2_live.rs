@@ -304,3 +304,177 @@ fn a_connection_up_before_the_capture_started() {
     assert_eq!(done.counter("flows_not_http"), 0);
     assert_eq!(done.total_drops(), 0, "{}", done.stats["drops"]);
 }
+
+/// A gRPC server and client (Python's grpcio, raw bytes as messages: no generated code), run as
+/// `python3 SCRIPT server ADDR` and `python3 SCRIPT client ADDR` (which asserts every answer and
+/// prints `ok`).
+const GRPC_SCRIPT: &str = r#"
+import sys, grpc
+from concurrent import futures
+
+same = lambda b: b
+def say(req, ctx): return b"hello " + req
+def count(req, ctx):
+    for i in range(int(req)): yield b"item-%d" % i
+def total(it, ctx): return b"|".join(it)
+def chat(it, ctx):
+    for m in it: yield m.upper()
+def fail(req, ctx): ctx.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+
+mode, addr = sys.argv[1], sys.argv[2]
+if mode == "server":
+    handlers = {
+        "Say": grpc.unary_unary_rpc_method_handler(say, same, same),
+        "Count": grpc.unary_stream_rpc_method_handler(count, same, same),
+        "Total": grpc.stream_unary_rpc_method_handler(total, same, same),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat, same, same),
+        "Fail": grpc.unary_unary_rpc_method_handler(fail, same, same),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(8))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("demo.Echo", handlers),))
+    server.add_insecure_port(addr)
+    server.start()
+    server.wait_for_termination()
+else:
+    ch = grpc.insecure_channel(addr)
+    grpc.channel_ready_future(ch).result(timeout=10)
+    m = lambda kind, name: getattr(ch, kind)("/demo.Echo/" + name, request_serializer=same, response_deserializer=same)
+    say, count, total, chat, fail = m("unary_unary", "Say"), m("unary_stream", "Count"), m("stream_unary", "Total"), m("stream_stream", "Chat"), m("unary_unary", "Fail")
+    assert say(b"world") == b"hello world"
+    big = b"x" * 200000
+    assert say(big) == b"hello " + big
+    assert say(b"zip", compression=grpc.Compression.Gzip) == b"hello zip"
+    calls = [say.future(b"c%d" % i) for i in range(20)]
+    assert [c.result() for c in calls] == [b"hello c%d" % i for i in range(20)]
+    assert list(count(b"5")) == [b"item-%d" % i for i in range(5)]
+    assert total(iter([b"a", b"b", b"c"])) == b"a|b|c"
+    assert list(chat(iter([b"x", b"y"]))) == [b"X", b"Y"]
+    try:
+        fail(b"q")
+        raise SystemExit("Fail succeeded")
+    except grpc.RpcError as e:
+        assert e.code() == grpc.StatusCode.NOT_FOUND
+    print("ok")
+"#;
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[test]
+fn grpc_unary_streaming_compressed_and_concurrent_calls() {
+    let test = "grpc_unary_streaming_compressed_and_concurrent_calls";
+    if !netns::require_root(test) {
+        return;
+    }
+    let has_grpc = std::process::Command::new("python3")
+        .args(["-c", "import grpc"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_grpc {
+        eprintln!("skipping {test}: python3 with grpcio is missing (pip install grpcio)");
+        return;
+    }
+    let node = Node::new("grpc-node");
+    let client = Netns::new("grpc-client");
+    let mut server = Netns::new("grpc-server");
+    node.attach(&client, "c0", "vc", "10.222.1.1/24");
+    node.attach(&server, "s0", "vs", "10.222.1.2/24");
+    let dir = tempfile::Builder::new()
+        .prefix("ilt-grpc-")
+        .tempdir()
+        .unwrap();
+    let script = dir.path().join("echo.py");
+    std::fs::write(&script, GRPC_SCRIPT).unwrap();
+    let script = script.to_string_lossy().into_owned();
+    server.spawn(
+        Path::new("python3"),
+        &[&script, "server", "10.222.1.2:50051"],
+    );
+
+    let netns_arg = server.path().to_string_lossy().into_owned();
+    let config = "filters: {contentTypes: [application/json, application/grpc]}\n";
+    let mut worker = Worker::start(&["--interface", "s0", "--netns", &netns_arg], Some(config));
+    worker.wait_capturing();
+    let out = run_ok(&client, "python3", &[&script, "client", "10.222.1.2:50051"]);
+    assert_eq!(out.trim(), "ok");
+    let done = worker.stop();
+
+    let mut by_method: HashMap<String, Vec<&Value>> = HashMap::new();
+    for p in &done.pairs {
+        assert_eq!(p["request"]["version"], "HTTP/2", "{p}");
+        assert_eq!(p["request"]["grpc"]["service"], "demo.Echo", "{p}");
+        let method = p["request"]["grpc"]["method"].as_str().unwrap().to_string();
+        assert_eq!(p["request"]["path"], format!("/demo.Echo/{method}"));
+        by_method.entry(method).or_default().push(p);
+    }
+    let counts: HashMap<&str, usize> = by_method
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.len()))
+        .collect();
+    assert_eq!(
+        counts,
+        HashMap::from([
+            ("Say", 23),
+            ("Count", 1),
+            ("Total", 1),
+            ("Chat", 1),
+            ("Fail", 1)
+        ]),
+        "drops {}",
+        done.stats["drops"]
+    );
+    let messages = |m: &Value| m["grpc"]["messages"].clone();
+    let list = |items: &[&[u8]]| Value::from(items.iter().map(|i| b64(i)).collect::<Vec<_>>());
+    // Every unary call paired with its own answer (the concurrent ones included).
+    for p in &by_method["Say"] {
+        let request = p["request"]["grpc"]["messages"][0]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let sent =
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &request).unwrap();
+        let mut expected = b"hello ".to_vec();
+        expected.extend_from_slice(&sent);
+        assert_eq!(
+            messages(&p["response"]),
+            list(&[&expected]),
+            "{}",
+            p["request"]["grpc"]
+        );
+        assert_eq!(p["response"]["grpc"]["status"], 0);
+        assert_eq!(p["request"]["grpc"]["count"], 1);
+        if sent == b"zip" {
+            assert_eq!(p["request"]["grpc"]["encoding"], "gzip", "decompressed");
+        }
+    }
+    let sizes: Vec<usize> = by_method["Say"]
+        .iter()
+        .map(|p| p["request"]["grpc"]["messages"][0].as_str().unwrap().len())
+        .collect();
+    assert!(
+        sizes.iter().any(|&n| n > 200_000),
+        "the 200 KB message, over many frames"
+    );
+    let one = |name: &str| by_method[name][0];
+    assert_eq!(messages(&one("Count")["request"]), list(&[b"5"]));
+    assert_eq!(
+        messages(&one("Count")["response"]),
+        list(&[b"item-0", b"item-1", b"item-2", b"item-3", b"item-4"])
+    );
+    assert_eq!(one("Count")["response"]["grpc"]["count"], 5);
+    assert_eq!(
+        messages(&one("Total")["request"]),
+        list(&[b"a", b"b", b"c"])
+    );
+    assert_eq!(messages(&one("Total")["response"]), list(&[b"a|b|c"]));
+    assert_eq!(messages(&one("Chat")["request"]), list(&[b"x", b"y"]));
+    assert_eq!(messages(&one("Chat")["response"]), list(&[b"X", b"Y"]));
+    let fail = &one("Fail")["response"]["grpc"];
+    assert_eq!(fail["status"], 5, "NOT_FOUND");
+    assert_eq!(fail["message"], "no such thing");
+    assert_eq!(fail["count"], 0);
+    assert_eq!(done.total_drops(), 0, "{}", done.stats["drops"]);
+    assert_eq!(done.counter("flows_not_http"), 0);
+}
