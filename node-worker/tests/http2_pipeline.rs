@@ -416,3 +416,67 @@ fn a_capture_joining_mid_connection() {
     assert_eq!(out.counters.flows_not_http, 0);
     assert_eq!(out.counters.total_drops(), 0);
 }
+
+/// HTTP/1.1 `Upgrade: h2c` answered with `101 Switching Protocols` (RFC 7540 section 3.2): the
+/// upgrade request is stream 1 and pairs with its HTTP/2 response; the connection goes on as HTTP/2
+/// (the server's frames in the same segment as the 101 included).
+#[test]
+fn an_upgrade_to_h2c_goes_on_as_http2() {
+    let mut c = conversation(1);
+    c.client_sends(
+        b"GET /up HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+    );
+    let mut server =
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+    server.extend(settings());
+    server.extend(json_response(1, "{\"up\":1}"));
+    c.server_sends(&server);
+    c.client_sends(&[PREFACE, &settings(), &get(3, "/next")].concat());
+    c.server_sends(&json_response(3, "{\"next\":3}"));
+    c.close();
+    let out = run(c.frames(), &open_config());
+    assert_eq!(
+        paths(&out),
+        [
+            ("/next".into(), "{\"next\":3}".into()),
+            ("/up".into(), "{\"up\":1}".into())
+        ],
+        "{:?}",
+        out.counters
+    );
+    let up = out
+        .pairs
+        .iter()
+        .find(|p| p["request"]["path"] == "/up")
+        .unwrap();
+    assert_eq!(up["request"]["version"], "HTTP/1.1");
+    assert_eq!(up["response"]["version"], "HTTP/2");
+    assert_eq!(up["response"]["stream_id"], 1);
+    assert_eq!(out.counters.flows_tunneled, 0);
+    assert_eq!(out.counters.total_drops(), 0);
+    // A 101 to anything else is a tunnel, as before.
+    let mut c = conversation(2);
+    c.client_sends(
+        b"GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    );
+    c.server_sends(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
+    c.close();
+    let out = run(c.frames(), &open_config());
+    assert_eq!(out.counters.flows_tunneled, 1);
+}
+
+/// An HTTP/1 request answered by an HTTP/2 server's SETTINGS (a server that speaks only HTTP/2 with
+/// prior knowledge, e.g. nghttpd to `nghttp -u`): the connection is opaque and the request waits
+/// unanswered, as for any server answering in another protocol; nothing HTTP/1 read is lost silently.
+#[test]
+fn an_http1_request_answered_in_http2_is_opaque() {
+    let mut c = conversation(1);
+    c.client_sends(b"GET /a HTTP/1.1\r\nHost: api\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n\r\n");
+    c.server_sends(&settings());
+    c.close();
+    let out = run(c.frames(), &open_config());
+    assert_eq!(out.counters.flows_not_http, 1);
+    assert_eq!(out.counters.requests, 1);
+    assert_eq!(out.drops("unanswered"), 1);
+    assert_eq!(out.counters.total_drops(), 1);
+}

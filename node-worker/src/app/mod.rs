@@ -219,8 +219,9 @@ impl Connection {
             return;
         }
         if let (Some(h), streams) = self.http1() {
-            h.data(dir, chunk, streams, env, allowance);
-            self.after_http1(allowance);
+            let unread = h.data(dir, chunk, streams, env, allowance);
+            let rest = &chunk.bytes[chunk.bytes.len().saturating_sub(unread)..];
+            self.after_http1(dir, rest, env, allowance);
         }
     }
 
@@ -243,7 +244,7 @@ impl Connection {
                 self.hand_over(dir, env, allowance);
                 true
             }
-            Offer::Told(Detected::Http2) => {
+            Offer::Told(Detected::Http2) if matches!(self.protocol, Protocol::Detecting) => {
                 self.start_http2(dir, env);
                 self.hand_over(dir, env, allowance);
                 true
@@ -273,7 +274,7 @@ impl Connection {
         }
         if let (Some(h), streams) = self.http1() {
             h.gap(dir, missing, streams, env, allowance);
-            self.after_http1(allowance);
+            self.after_http1(dir, &[], env, allowance);
         }
     }
 
@@ -287,7 +288,7 @@ impl Connection {
         }
         if let (Some(h), streams) = self.http1() {
             h.end(dir, streams, env, allowance);
-            self.after_http1(allowance);
+            self.after_http1(dir, &[], env, allowance);
         }
     }
 
@@ -357,18 +358,62 @@ impl Connection {
             return;
         }
         if let (Some(held), (Some(h), streams)) = (held, self.http1()) {
-            h.data(dir, held.chunk(), streams, env, allowance);
+            // Held first bytes are fewer than any head and what follows it: no switch happens in them.
+            let _ = h.data(dir, held.chunk(), streams, env, allowance);
         }
     }
 
-    /// HTTP/1 found the connection is no longer HTTP/1 (a tunnel, given up): it becomes opaque.
+    /// HTTP/1 found the connection is no longer HTTP/1: it upgraded to h2c (then `rest`, what
+    /// followed the `101` in `dir`'s chunk, is HTTP/2's), or it becomes opaque (a tunnel, given up).
     #[inline]
-    fn after_http1(&mut self, allowance: &mut Allowance<'_>) {
+    fn after_http1(
+        &mut self,
+        dir: Direction,
+        rest: &[u8],
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
         if let Protocol::Http1(h) = &self.protocol {
             if let Some(why) = h.stopped() {
-                self.make_opaque(why, allowance);
+                if h.upgraded_to_h2c() {
+                    self.upgrade_to_http2(dir, rest, env, allowance);
+                } else {
+                    self.make_opaque(why, allowance);
+                }
             }
         }
+    }
+
+    /// `101 Switching Protocols` to h2c (RFC 7540 section 3.2): the client's preface and the
+    /// server's frames follow, with fresh HPACK tables. The upgrade request is stream 1: it waits
+    /// for its response there. Anything else still waiting (nothing may be pipelined before an
+    /// upgrade) ends here.
+    #[cold]
+    fn upgrade_to_http2(
+        &mut self,
+        dir: Direction,
+        rest: &[u8],
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        let Protocol::Http1(h) = std::mem::replace(&mut self.protocol, Protocol::Detecting) else {
+            return;
+        };
+        let mut waiting = h.into_waiting(allowance);
+        let upgrade_request = waiting
+            .iter()
+            .position(|ex| ex.response.is_none())
+            .and_then(|i| waiting.remove(i));
+        exchange::close(&mut waiting, env, allowance);
+        for first in &mut self.first {
+            first.take(allowance);
+        }
+        let client = self.streams.client.unwrap_or(dir.reverse());
+        let limits = http2::connection::Limits::from_rules(env.rules);
+        let mut h2 = http2::Connection::new(Some(client), [true; 2], limits);
+        h2.upgraded(upgrade_request);
+        h2.data(dir, rest, env, allowance);
+        self.protocol = Protocol::Http2(Box::new(h2));
     }
 
     /// Nothing more is read: buffers are freed, and only what waits for a response is kept.

@@ -120,6 +120,12 @@ impl Connection {
         self.pairing.stopped()
     }
 
+    /// Whether the connection switched to HTTP/2 in clear text (`101 Switching Protocols` with
+    /// `Upgrade: h2c`, RFC 7540 section 3.2).
+    pub fn upgraded_to_h2c(&self) -> bool {
+        self.pairing.upgraded_to_h2c()
+    }
+
     /// Stops parsing (freeing the parsers' buffers) and gives up what still waits for a response, for
     /// the connection's remaining life as an opaque one.
     pub fn into_waiting(mut self, allowance: &mut Allowance<'_>) -> Queue<()> {
@@ -162,7 +168,8 @@ impl Connection {
         (&mut self.parsers[dir.index()], handler)
     }
 
-    /// Bytes of `dir`'s stream (`streams` already counts them delivered).
+    /// Bytes of `dir`'s stream (`streams` already counts them delivered). Returns how many at the
+    /// end of the chunk were not read because the connection switched protocol in it.
     pub fn data(
         &mut self,
         dir: Direction,
@@ -170,9 +177,9 @@ impl Connection {
         streams: &mut Streams,
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
-    ) {
+    ) -> usize {
         let (parser, mut handler) = self.parser(dir, streams, env);
-        parser.data(chunk, &mut handler, allowance);
+        parser.data(chunk, &mut handler, allowance)
     }
 
     /// `missing` bytes of `dir`'s stream are lost (`streams` already skipped them).

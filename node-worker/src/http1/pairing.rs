@@ -96,11 +96,17 @@ pub(super) struct Pairing {
     trust: Trust,
     /// Why the connection is no longer read as HTTP/1, once it is not.
     stopped: Option<Opaque>,
+    /// The tunnel is HTTP/2 in clear text (a 101 answering `Upgrade: h2c`).
+    h2c: bool,
 }
 
 impl Pairing {
     pub(super) fn stopped(&self) -> Option<Opaque> {
         self.stopped
+    }
+
+    pub(super) fn upgraded_to_h2c(&self) -> bool {
+        self.h2c && self.stopped == Some(Opaque::Tunnel)
     }
 
     /// The connection stops being read as HTTP/1 (after the call in progress). The first reason stays.
@@ -382,6 +388,17 @@ impl Pairing {
                 return None;
             }
         };
+        if framing == Framing::Tunnel
+            && self.stopped.is_none()
+            && head.status() == Some(101)
+            && head.header_lists("upgrade", "h2c")
+        {
+            // HTTP/2 follows (RFC 7540 section 3.2), and the request's response comes as HTTP/2 on
+            // stream 1: the request keeps waiting for it, and the 101 is not its response.
+            self.h2c = true;
+            self.stopped = Some(Opaque::Tunnel);
+            return skip(Framing::Tunnel);
+        }
         if framing == Framing::Tunnel {
             self.stopped.get_or_insert(Opaque::Tunnel);
         }

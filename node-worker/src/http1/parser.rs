@@ -170,12 +170,14 @@ impl HalfParser {
         self.reserved
     }
 
+    /// Returns how many bytes at the end of the chunk were not read because parsing stopped in it
+    /// (a protocol switch: what follows a `101 Switching Protocols` is the new protocol's).
     pub fn data<H: MessageHandler>(
         &mut self,
         chunk: Chunk<'_>,
         handler: &mut H,
         allowance: &mut Allowance<'_>,
-    ) {
+    ) -> usize {
         let mut bytes = chunk.bytes;
         let mut seq = chunk.seq;
         // Steps in a row that consumed nothing: a step may hand bytes to another phase unconsumed, but a
@@ -183,7 +185,7 @@ impl HalfParser {
         let mut idle_steps = 0;
         while !bytes.is_empty() {
             let mut used = match self.phase {
-                Phase::Ignored => bytes.len(),
+                Phase::Ignored => return bytes.len(),
                 Phase::Head => self.head_bytes(bytes, seq, chunk.ack, handler, allowance),
                 Phase::Resync => self.resync_bytes(bytes, seq, chunk.ack, handler, allowance),
                 Phase::Length(_) | Phase::Chunked(_) | Phase::UntilClose => {
@@ -205,6 +207,7 @@ impl HalfParser {
             bytes = &bytes[used.min(bytes.len())..];
             seq = seq.wrapping_add(used as u32);
         }
+        0
     }
 
     /// `missing` bytes of the stream are lost; the stream resumes at sequence number `resume_seq`.

@@ -99,6 +99,9 @@ struct State {
     table_reserved: usize,
     /// Bytes reserved for header blocks being assembled.
     blocks_reserved: usize,
+    /// Upgraded from HTTP/1.1: stream 1 is the upgrade request (a response on it without a slot is
+    /// one whose request was not kept, not an unmatched one).
+    upgraded: bool,
 }
 
 #[derive(Debug)]
@@ -132,6 +135,7 @@ impl Connection {
                 synced: from_start,
                 table_reserved: 0,
                 blocks_reserved: 0,
+                upgraded: false,
             },
         }
     }
@@ -153,6 +157,26 @@ impl Connection {
     /// The direction that carries requests, once known.
     pub fn client(&self) -> Option<Direction> {
         self.state.client
+    }
+
+    /// The connection upgraded from HTTP/1.1 (`Upgrade: h2c`): stream 1 is the upgrade request
+    /// (an HTTP/1.1 message, still waiting for its response), if it was kept.
+    pub fn upgraded(&mut self, request: Option<Exchange<()>>) {
+        self.state.upgraded = true;
+        if let Some(ex) = request {
+            let id = self.state.next_id;
+            self.state.next_id += 1;
+            self.state.slots.push_back(Exchange {
+                id,
+                request: ex.request,
+                request_done_us: ex.request_done_us,
+                request_content_type_ok: ex.request_content_type_ok,
+                response: None,
+                dropped: ex.dropped,
+                reserved: ex.reserved,
+                protocol: 1,
+            });
+        }
     }
 
     /// Streams waiting for their pair.
@@ -505,9 +529,12 @@ impl State {
                 None => self.on_request(dir, block, fields, env, allowance),
             },
             Role::Response => {
+                let upgraded = self.upgraded;
                 let Some(ex) = self.slot(stream) else {
                     // Its request was not seen (a late join), or was already given up on.
-                    if !stream.is_multiple_of(2) {
+                    let pushed = stream.is_multiple_of(2);
+                    let upgrade_request_not_kept = upgraded && stream == 1;
+                    if !pushed && !upgrade_request_not_kept {
                         env.counters.responses += 1;
                         env.counters.count_drop(DropReason::UnmatchedResponse);
                     }
