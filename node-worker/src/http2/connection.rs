@@ -328,7 +328,9 @@ impl State {
                     self.hpack[i].lose();
                 }
                 self.interrupt_block(dir, &header, env, allowance);
-                self.drop_stream(header.stream, reason, env, allowance);
+                if !self.drop_stream(header.stream, reason, env, allowance) {
+                    env.counters.count_drop(reason);
+                }
             }
         }
     }
@@ -1439,9 +1441,12 @@ pub(crate) mod tests {
         r.feed(C, &frame(1, 0, 5, &block(&[(":method", "GET")])));
         r.feed(C, &frame(6, 0, 0, &[0; 8]));
         assert_eq!(r.drops(DropReason::Http2FrameError), 1);
+        // A malformed frame of no stream (PING of 7 bytes): counted, reading goes on.
+        r.feed(C, &frame(6, 0, 0, &[0; 7]));
+        assert_eq!(r.drops(DropReason::Http2FrameError), 2);
         // A CONTINUATION out of nowhere.
         r.feed(C, &frame(9, FLAG_END_HEADERS, 7, b"\x82"));
-        assert_eq!(r.drops(DropReason::Http2FrameError), 2);
+        assert_eq!(r.drops(DropReason::Http2FrameError), 3);
         // Bad HPACK.
         r.feed(C, &frame(1, FLAG_END_HEADERS, 9, b"\x80"));
         assert_eq!(r.drops(DropReason::Http2HeaderError), 1);
