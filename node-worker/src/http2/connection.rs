@@ -1545,9 +1545,9 @@ pub(crate) mod tests {
         ) {
             let mut client = Vec::new();
             let mut server = Vec::new();
-            for i in 0..n {
+            for (i, &len) in bodies.iter().enumerate().take(n) {
                 let s = 2 * i as u32 + 1;
-                let body = vec![b'a' + i as u8; bodies[i]];
+                let body = vec![b'a' + i as u8; len];
                 let mut frames = vec![headers(s, &[(":method", "POST"), (":path", &format!("/{s}"))], false)];
                 for piece in body.chunks(7_000) {
                     frames.push(data(s, piece, false));
