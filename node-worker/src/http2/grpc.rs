@@ -144,8 +144,8 @@ mod tests {
         }
         let head = |ct: &str| {
             let f = |n: &str, v: &str| Field {
-                name: Some(n.as_bytes().to_vec()),
-                value: Some(v.as_bytes().to_vec()),
+                name: Some(n.as_bytes().to_vec().into()),
+                value: Some(v.as_bytes().to_vec().into()),
             };
             response_head(&[f(":status", "200"), f("content-type", ct)], 1)
                 .unwrap()

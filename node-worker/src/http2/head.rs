@@ -142,7 +142,9 @@ fn regular(b: &mut Builder, extra: &mut Http2Extra, fields: &[&Field]) {
     for f in fields {
         match (&f.name, &f.value) {
             (Some(n), Some(v)) => b.header(n, v),
-            (name, _) => extra.unknown_headers.push(name.clone()),
+            (name, _) => extra
+                .unknown_headers
+                .push(name.as_deref().map(<[u8]>::to_vec)),
         }
     }
 }
@@ -250,8 +252,10 @@ pub fn trailers(fields: &[Field], extra: &mut Http2Extra) -> Result<(), HeadErro
             (Some(n), _) if n.starts_with(b":") || !valid_name(n) => {
                 return Err(HeadError::Malformed)
             }
-            (Some(n), Some(v)) => extra.trailers.push((n.clone(), v.clone())),
-            (name, _) => extra.unknown_headers.push(name.clone()),
+            (Some(n), Some(v)) => extra.trailers.push((n.to_vec(), v.to_vec())),
+            (name, _) => extra
+                .unknown_headers
+                .push(name.as_deref().map(<[u8]>::to_vec)),
         }
     }
     Ok(())
@@ -268,14 +272,14 @@ mod tests {
 
     fn f(name: &str, value: &str) -> Field {
         Field {
-            name: Some(name.as_bytes().to_vec()),
-            value: Some(value.as_bytes().to_vec()),
+            name: Some(name.as_bytes().to_vec().into()),
+            value: Some(value.as_bytes().to_vec().into()),
         }
     }
 
     fn unknown(name: Option<&str>) -> Field {
         Field {
-            name: name.map(|n| n.as_bytes().to_vec()),
+            name: name.map(|n| n.as_bytes().to_vec().into()),
             value: None,
         }
     }

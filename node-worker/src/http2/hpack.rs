@@ -13,6 +13,7 @@
 //! Crates were considered (`hpack`, `fluke-hpack`/`loona-hpack`, `httlib-hpack`, `hpack_codec`):
 //! all fail a whole block on an index past the table, which a passive reader must survive.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
 use super::huffman;
@@ -103,10 +104,11 @@ pub enum HpackError {
 }
 
 /// A decoded header field; `None` where the decoder cannot know (an entry from before it joined).
+/// Static-table names and values are borrowed (no allocation for the most common fields).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Field {
-    pub name: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub name: Option<Cow<'static, [u8]>>,
+    pub value: Option<Cow<'static, [u8]>>,
 }
 
 /// What a block decoded to.
@@ -245,15 +247,15 @@ impl Decoder {
                 };
                 let name_index = input.integer(prefix)?;
                 let name = if name_index == 0 {
-                    Some(input.string(max_string)?)
+                    Some(Cow::Owned(input.string(max_string)?))
                 } else {
                     self.lookup(name_index)?.name
                 };
-                let value = input.string(max_string)?;
+                let value: Cow<'static, [u8]> = Cow::Owned(input.string(max_string)?);
                 if index_it {
                     self.insert(Entry {
-                        name: name.clone().map(Vec::into_boxed_slice),
-                        value: value.clone().into_boxed_slice(),
+                        name: name.as_deref().map(Box::from),
+                        value: Box::from(&value[..]),
                     });
                 }
                 push(
@@ -277,15 +279,15 @@ impl Decoder {
         }
         if let Some(&(name, value)) = STATIC.get(index - 1) {
             return Ok(Field {
-                name: Some(name.as_bytes().to_vec()),
-                value: Some(value.as_bytes().to_vec()),
+                name: Some(Cow::Borrowed(name.as_bytes())),
+                value: Some(Cow::Borrowed(value.as_bytes())),
             });
         }
         let i = index - 1 - STATIC.len();
         if let Some(e) = self.entries.get(i) {
             return Ok(Field {
-                name: e.name.as_ref().map(|n| n.to_vec()),
-                value: Some(e.value.to_vec()),
+                name: e.name.as_ref().map(|n| Cow::Owned(n.to_vec())),
+                value: Some(Cow::Owned(e.value.to_vec())),
             });
         }
         // Past the known entries: an entry from before we joined, if any may exist and the table
@@ -354,8 +356,8 @@ impl Decoder {
 }
 
 fn push(out: &mut Block, field: Field, max_list: usize) {
-    let len = field.name.as_ref().map_or(0, Vec::len)
-        + field.value.as_ref().map_or(0, Vec::len)
+    let len = field.name.as_ref().map_or(0, |n| n.len())
+        + field.value.as_ref().map_or(0, |v| v.len())
         + ENTRY_OVERHEAD;
     if out.too_large || out.list_size + len > max_list {
         out.too_large = true;
@@ -424,8 +426,8 @@ mod tests {
     }
 
     fn texts(block: &Block) -> Vec<(String, String)> {
-        let t = |b: &Option<Vec<u8>>| match b {
-            Some(b) => String::from_utf8(b.clone()).unwrap(),
+        let t = |b: &Option<Cow<'static, [u8]>>| match b {
+            Some(b) => String::from_utf8(b.to_vec()).unwrap(),
             None => "?".to_string(),
         };
         block
