@@ -9,6 +9,8 @@ if [ $# -gt 0 ]; then
 else
   packages=(libpcap-dev pkg-config cmake build-essential libssl-dev libsasl2-dev zlib1g-dev
             iproute2 tcpdump tshark python3 curl procps
+            # HTTP/2 and gRPC live tests: h2c server and clients, Python gRPC
+            nghttp2-server nghttp2-client python3-grpcio
             # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node (kubernetes.sh
             # builds it with Go 1.19 from Debian's source package), Python's YAML for the checks
             docker.io debootstrap busybox-static etcd-server containernetworking-plugins openssl

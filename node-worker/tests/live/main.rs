@@ -18,5 +18,6 @@ mod e2e_churn;
 mod e2e_impaired;
 mod e2e_load;
 mod hostile_process;
+mod http2;
 mod load;
 mod scale;

@@ -11,6 +11,8 @@ mod corpus;
 mod detection;
 mod fuzz_regressions;
 mod hostile_traffic;
+mod http2_fuzz;
+mod http2_pipeline;
 mod pipeline_http;
 mod pipeline_tcp;
 mod properties;

@@ -1,14 +1,9 @@
-//! The `http2_decoders` fuzz target's body (`fuzz/src/http2.rs`, included here) run on stable: random
+//! The `http2_decoders` fuzz target's body (`testkit::fuzz::http2`) run on stable: random
 //! bytes, and valid HTTP/2 streams with bytes flipped, cut and repeated, so that the decoders' invariants
 //! are checked in `make test` too, not only under `cargo fuzz`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../../fuzz/src/http2.rs"]
-mod http2_harness;
-
-use http2_harness::http2_decoders;
 use proptest::prelude::*;
+use testkit::fuzz::http2::http2_decoders;
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();

@@ -3,13 +3,9 @@
 //! a capture that joins the connection late, and the counted drops (RST_STREAM, GOAWAY, oversized
 //! frames, what cannot be decoded).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-mod pipeline_support;
-
 use node_worker::synth::{gzip, Conversation, Frame};
-use pipeline_support::{addr, conversation, open_config, run, Outcome};
 use serde_json::json;
+use testkit::pipeline::{addr, conversation, open_config, run, Outcome};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const END_STREAM: u8 = 0x1;
@@ -109,7 +105,7 @@ fn paths(out: &Outcome) -> Vec<(String, String)> {
 fn a_get_pairs_exactly_as_the_contract_writes_it() {
     let out = run(
         &h2c(&get(1, "/v1/users?id=3"), &json_response(1, "{\"id\":3}")),
-        &pipeline_support::open_config(),
+        &open_config(),
     );
     assert_eq!(out.pairs.len(), 1, "{:?}", out.counters);
     let p = &out.pairs[0];

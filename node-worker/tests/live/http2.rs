@@ -3,20 +3,15 @@
 //! `node-worker` binary. Every request comes out exactly once, paired with its own response, with the
 //! bodies the server sent; also for a connection the capture joined after it was up.
 //! Root only, and skips with a message when nghttpd, nghttp or curl is missing.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "support/netns.rs"]
-mod netns;
-#[path = "support/worker.rs"]
-mod worker;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use netns::{wait_until, Netns, Node};
 use serde_json::Value;
-use worker::Worker;
+use testkit::netns::{self, Netns, Node};
+use testkit::wait::wait_until;
+use testkit::worker::Worker;
 
 fn tools_present(test: &str) -> bool {
     let missing: Vec<&str> = [
@@ -115,6 +110,7 @@ fn by_path(pairs: &[Value]) -> HashMap<String, Vec<&Value>> {
 
 #[test]
 fn curl_and_nghttp_against_nghttpd_every_stream_paired_once() {
+    let _isolated = testkit::isolate::module(module_path!());
     let test = "curl_and_nghttp_against_nghttpd_every_stream_paired_once";
     if !netns::require_root(test) || !tools_present(test) {
         return;
@@ -223,6 +219,7 @@ fn curl_and_nghttp_against_nghttpd_every_stream_paired_once() {
 
 #[test]
 fn a_connection_up_before_the_capture_started() {
+    let _isolated = testkit::isolate::module(module_path!());
     let test = "a_connection_up_before_the_capture_started";
     if !netns::require_root(test) || !tools_present(test) {
         return;
@@ -305,6 +302,10 @@ fn a_connection_up_before_the_capture_started() {
     assert_eq!(done.total_drops(), 0, "{}", done.stats["drops"]);
 }
 
+/// Debian's Python, which has Debian's `python3-grpcio` (`make deps`), whatever `python3` comes first
+/// on PATH.
+const PYTHON: &str = "/usr/bin/python3";
+
 /// A gRPC server and client (Python's grpcio, raw bytes as messages: no generated code), run as
 /// `python3 SCRIPT server ADDR` and `python3 SCRIPT client ADDR` (which asserts every answer and
 /// prints `ok`).
@@ -364,16 +365,17 @@ fn b64(bytes: &[u8]) -> String {
 
 #[test]
 fn grpc_unary_streaming_compressed_and_concurrent_calls() {
+    let _isolated = testkit::isolate::module(module_path!());
     let test = "grpc_unary_streaming_compressed_and_concurrent_calls";
     if !netns::require_root(test) {
         return;
     }
-    let has_grpc = std::process::Command::new("python3")
+    let has_grpc = std::process::Command::new(PYTHON)
         .args(["-c", "import grpc"])
         .status()
         .is_ok_and(|s| s.success());
     if !has_grpc {
-        eprintln!("skipping {test}: python3 with grpcio is missing (pip install grpcio)");
+        eprintln!("skipping {test}: {PYTHON} without grpc (make deps installs python3-grpcio)");
         return;
     }
     let node = Node::new("grpc-node");
@@ -388,16 +390,13 @@ fn grpc_unary_streaming_compressed_and_concurrent_calls() {
     let script = dir.path().join("echo.py");
     std::fs::write(&script, GRPC_SCRIPT).unwrap();
     let script = script.to_string_lossy().into_owned();
-    server.spawn(
-        Path::new("python3"),
-        &[&script, "server", "10.222.1.2:50051"],
-    );
+    server.spawn(Path::new(PYTHON), &[&script, "server", "10.222.1.2:50051"]);
 
     let netns_arg = server.path().to_string_lossy().into_owned();
     let config = "filters: {contentTypes: [application/json, application/grpc]}\n";
     let mut worker = Worker::start(&["--interface", "s0", "--netns", &netns_arg], Some(config));
     worker.wait_capturing();
-    let out = run_ok(&client, "python3", &[&script, "client", "10.222.1.2:50051"]);
+    let out = run_ok(&client, PYTHON, &[&script, "client", "10.222.1.2:50051"]);
     assert_eq!(out.trim(), "ok");
     let done = worker.stop();
 
