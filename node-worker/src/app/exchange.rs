@@ -129,6 +129,45 @@ impl<P> Exchange<P> {
         self.shed(allowance);
     }
 
+    /// Whether a response with `head` joins this exchange to be collected: the response rules, the
+    /// pair's content type (either half's will do), the message and pair sizes as far as known
+    /// (`wire`), and `size` bytes of the budget, which stay reserved for it. A refusal dooms the
+    /// exchange. One verdict for every protocol.
+    pub fn admit_response(
+        &mut self,
+        head: &MessageHead,
+        wire: u64,
+        size: usize,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) -> bool {
+        let verdict = env
+            .rules
+            .check_response(head)
+            .and_then(|()| {
+                if self.request_content_type_ok || env.rules.content_type_allowed(head) {
+                    Ok(())
+                } else {
+                    Err(DropReason::ContentType)
+                }
+            })
+            .and_then(|()| {
+                env.rules
+                    .check_sizes(wire, self.request.wire.saturating_add(wire))
+            })
+            .and_then(|()| allowance.reserve(size));
+        match verdict {
+            Ok(()) => {
+                self.reserved += size;
+                true
+            }
+            Err(reason) => {
+                self.doom(reason, env.counters, allowance);
+                false
+            }
+        }
+    }
+
     /// The same exchange without the protocol's bookkeeping (for a connection no longer parsed).
     pub fn without_protocol(self) -> Exchange<()> {
         Exchange {

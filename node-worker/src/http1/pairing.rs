@@ -413,27 +413,9 @@ impl Pairing {
             wire: head_len,
         };
         if ex.dropped.is_none() {
-            let verdict = env
-                .rules
-                .check_response(&head)
-                .and_then(|()| {
-                    if ex.request_content_type_ok || env.rules.content_type_allowed(&head) {
-                        Ok(())
-                    } else {
-                        Err(DropReason::ContentType)
-                    }
-                })
-                .and_then(|()| {
-                    env.rules
-                        .check_sizes(declared, ex.request.wire.saturating_add(declared))
-                })
-                .and_then(|()| allowance.reserve(head.memory_size()));
-            match verdict {
-                Ok(()) => {
-                    ex.reserved += head.memory_size();
-                    response.message = Some(HttpMessage::started(head, env.now_us));
-                }
-                Err(reason) => ex.doom(reason, env.counters, allowance),
+            let size = head.memory_size();
+            if ex.admit_response(&head, declared, size, env, allowance) {
+                response.message = Some(HttpMessage::started(head, env.now_us));
             }
         }
         let collect = ex.dropped.is_none();

@@ -938,27 +938,8 @@ fn on_response(
     };
     if ex.dropped.is_none() {
         let size = head.memory_size() + extra.memory_size();
-        let verdict = env
-            .rules
-            .check_response(&head)
-            .and_then(|()| {
-                if ex.request_content_type_ok || env.rules.content_type_allowed(&head) {
-                    Ok(())
-                } else {
-                    Err(DropReason::ContentType)
-                }
-            })
-            .and_then(|()| {
-                env.rules
-                    .check_sizes(block.wire, ex.request.wire.saturating_add(block.wire))
-            })
-            .and_then(|()| allowance.reserve(size));
-        match verdict {
-            Ok(()) => {
-                ex.reserved += size;
-                response.message = Some(started(head, extra, block.wire, env.now_us));
-            }
-            Err(reason) => ex.doom(reason, env.counters, allowance),
+        if ex.admit_response(&head, block.wire, size, env, allowance) {
+            response.message = Some(started(head, extra, block.wire, env.now_us));
         }
     }
     ex.response = Some(response);
