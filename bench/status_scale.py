@@ -4,8 +4,8 @@ API server of the tests' one-node cluster (scripts/cluster.sh), the real operato
 
     bench/status_scale.py [--nodes 100,1000,5000] [--window 0] [--keep]
 
-Needs root and the cluster's binaries (scripts/kubernetes.sh install); starts the cluster unless
-KUBECONFIG names a running one, and stops what it started. For each N (ascending; nodes are added, never
+Needs root and the cluster's binaries (scripts/kubernetes.sh install); starts the Docker engine and the
+cluster unless KUBECONFIG names a running one, and stops what it started. For each N (ascending; nodes are added, never
 removed between steps), `status_load` (node-worker/examples/status_load.rs) creates the Node objects
 and runs N copies of the worker's StatusWriter; between its "window start" and "window end" lines this
 script reads the API server's, etcd's and the operator's own counters and /proc, and reports:
@@ -165,6 +165,14 @@ def window(before, after, nodes, cadence):
     }
 
 
+def export(lines):
+    """Apply the `export NAME=VALUE` lines a script printed to this process's environment."""
+    for line in lines.splitlines():
+        m = re.match(r"export (\w+)=(.*)", line)
+        if m:
+            os.environ[m.group(1)] = m.group(2).strip("'\"")
+
+
 def install(bin_dir):
     crds = list(yaml.safe_load_all(sh(os.path.join(bin_dir, "operator"), "crds")))
     crds, _ = k8s120.for_kubernetes_1_20(crds)
@@ -192,14 +200,13 @@ def main():
     out_dir = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "out"))
     os.makedirs(out_dir, exist_ok=True)
 
-    started_cluster = None
+    started_cluster = started_docker = None
     if not os.environ.get("KUBECONFIG"):
+        if not os.environ.get("DOCKER_HOST"):
+            started_docker = True
+            export(sh(os.path.join(ROOT, "scripts", "docker.sh"), "start"))
         started_cluster = tempfile.mkdtemp(prefix="interceptor-scale.")
-        exports = sh(os.path.join(ROOT, "scripts", "cluster.sh"), "up", started_cluster)
-        for line in exports.splitlines():
-            m = re.match(r"export (\w+)=(.*)", line)
-            if m:
-                os.environ[m.group(1)] = m.group(2)
+        export(sh(os.path.join(ROOT, "scripts", "cluster.sh"), "up", started_cluster))
     load = os.path.join(args.bin_dir, "examples", "status_load")
     operator = None
     results = []
@@ -244,6 +251,8 @@ def main():
                             "--config", CONFIG])
         if started_cluster and not args.keep:
             subprocess.run([os.path.join(ROOT, "scripts", "cluster.sh"), "down", started_cluster])
+        if started_docker and not args.keep:
+            subprocess.run([os.path.join(ROOT, "scripts", "docker.sh"), "stop"])
     print_table(results)
 
 

@@ -161,7 +161,13 @@ fn churn_worker_keeps_capturing_with_flat_memory_and_descriptors() {
         "churn: {CYCLES} cycles ({vanished} vanished, {released} released); fds {fds_before} -> {fds_after}; RSS {rss_before} -> {rss_after} KiB (peak {peak} KiB); capture {}",
         done.stats["capture"]
     );
-    assert_eq!(fds_after, fds_before, "open descriptors after churn");
+    // A leak grows with the cycles. The worker taps every namespace of the host, so one that some
+    // other process removed between the two measurements can only lower the count (seen when other
+    // tests ran on the machine at the same time): fewer is not a leak.
+    assert!(
+        fds_after <= fds_before,
+        "open descriptors grew under churn: {fds_before} -> {fds_after}"
+    );
     assert!(
         rss_after <= rss_before + RSS_GROWTH_LIMIT_KIB,
         "RSS grew from {rss_before} to {rss_after} KiB"
