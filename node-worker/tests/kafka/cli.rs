@@ -143,3 +143,54 @@ fn a_property_the_worker_owns_is_refused_at_load() {
         }
     }
 }
+
+/// With no broker at the address, librdkafka reports the same errors every second or faster
+/// (`AllBrokersDown`, `Connect ... failed`): each kind is logged once, then at most once a minute.
+#[test]
+fn an_unreachable_broker_is_logged_once_per_kind_not_every_second() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.yaml");
+    // Port 9 (discard) has no listener here: every connection attempt is refused at once.
+    std::fs::write(
+        &path,
+        "kafka: {brokers: [\"127.0.0.1:9\"], topic: t, properties: {\"reconnect.backoff.max.ms\": \"100\"}}\n",
+    )
+    .unwrap();
+    // Waits for the topic check (15 s) that cannot succeed: 5 s of it are enough.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_node-worker"))
+        .args(["capture", "--read"])
+        .arg(capture())
+        .arg("--config")
+        .arg(&path)
+        .args(["--sink", "kafka", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN" || v["level"] == "ERROR")
+        .collect();
+    let messages: Vec<&str> = warnings
+        .iter()
+        .map(|v| v["fields"]["message"].as_str().unwrap_or(""))
+        .collect();
+    let all_down = messages
+        .iter()
+        .filter(|m| m.contains("AllBrokersDown"))
+        .count();
+    assert_eq!(all_down, 1, "{messages:#?}");
+    // One line per kind: the connection refused (librdkafka's log), the transport failure and all
+    // brokers down (its errors); a few more kinds are allowed, not one line per retry.
+    assert!(
+        (2..=6).contains(&warnings.len()),
+        "{} warnings in 5 s: {messages:#?}",
+        warnings.len()
+    );
+}

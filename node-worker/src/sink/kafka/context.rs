@@ -13,10 +13,8 @@ use serde::Deserialize;
 
 use super::config::redact;
 use super::delivery::{Ledger, Outcome};
+use super::log_limit::{suppressed_note, LogLimiter, Verdict};
 use super::topic::TopicState;
-
-/// A repeated error is logged again only after this long (librdkafka repeats errors while Kafka is down).
-const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// State shared by the sink, its threads and librdkafka's callbacks.
 pub(super) struct Shared {
@@ -28,13 +26,16 @@ pub(super) struct Shared {
     state: Mutex<State>,
     /// Held while the topic is checked or created.
     pub checking: Mutex<()>,
+    /// Which warnings were logged when, per kind: while Kafka is unreachable librdkafka repeats its
+    /// errors every second or faster. A lock of its own, taken last and never held while calling out, so
+    /// that librdkafka's logging threads never wait on the state.
+    logged: Mutex<LogLimiter<String>>,
 }
 
 #[derive(Default)]
 pub(super) struct State {
     pub ledger: Ledger,
     pub topic: Option<TopicState>,
-    last_logged_error: Option<(String, Instant)>,
 }
 
 impl Shared {
@@ -51,6 +52,7 @@ impl Shared {
             purge_after,
             state: Mutex::new(State::default()),
             checking: Mutex::new(()),
+            logged: Mutex::new(LogLimiter::default()),
         }
     }
 
@@ -61,16 +63,27 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Keep `message` (secrets masked) as the last error, and log it unless it was just logged.
-    pub fn record_error(&self, state: &mut State, message: String) {
+    /// Whether to log a warning of `kind` now: `Some(note)` to log it with `note` appended (how many of
+    /// its kind were not logged since the last), `None` for a repeat within the interval.
+    fn should_log(&self, kind: String) -> Option<String> {
+        let verdict = self
+            .logged
+            .lock()
+            // Poisoned: the windows are still meaningful.
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .check(kind, Instant::now());
+        match verdict {
+            Verdict::Log { suppressed } => Some(suppressed_note(suppressed)),
+            Verdict::Suppress => None,
+        }
+    }
+
+    /// Keep `message` (secrets masked) as the last error (always: metrics and InterceptorStatus show
+    /// it), and log it unless one of its `kind` was logged less than a minute ago.
+    pub fn record_error(&self, state: &mut State, kind: String, message: String) {
         let message = redact(&message, &self.secrets);
-        let repeat = state
-            .last_logged_error
-            .as_ref()
-            .is_some_and(|(last, at)| *last == message && at.elapsed() < ERROR_LOG_INTERVAL);
-        if !repeat {
-            tracing::warn!(topic = %self.topic, "kafka: {message}");
-            state.last_logged_error = Some((message.clone(), Instant::now()));
+        if let Some(note) = self.should_log(kind) {
+            tracing::warn!(topic = %self.topic, "kafka: {message}{note}");
         }
         state.ledger.stats.last_error = Some(message);
     }
@@ -86,7 +99,7 @@ impl Shared {
         state.ledger.settle(bytes, outcome, Instant::now());
         if outcome == Outcome::Failed {
             let message = self.describe(error);
-            self.record_error(state, message);
+            self.record_error(state, kind_of(error), message);
         }
     }
 
@@ -104,6 +117,15 @@ impl Shared {
             }
             _ => error.to_string(),
         }
+    }
+}
+
+/// The kind of an error, for rate limiting its log lines: its code (a message differs from the last of
+/// its kind by counts and timings only, "1/1 brokers are down" then "0/1 ...").
+pub(super) fn kind_of(error: &KafkaError) -> String {
+    match error.rdkafka_error_code() {
+        Some(code) => format!("error {code:?}"),
+        None => "error".to_string(),
     }
 }
 
@@ -126,13 +148,19 @@ struct BrokerStatistics {
 impl ClientContext for SinkContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
         // librdkafka's errors are mostly transient (a broker went away); our own error handling reports
-        // what matters, so they are warnings here.
+        // what matters, so they are warnings here. Both repeat for as long as a broker is unreachable
+        // ("Connect to ... failed", "Failed to resolve ..."): limited per facility, whose messages differ
+        // by broker, timings and counts only.
         match level {
             RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
-                tracing::error!(target: "librdkafka", "{fac} {message}")
+                if let Some(note) = self.shared.should_log(format!("log error {fac}")) {
+                    tracing::error!(target: "librdkafka", "{fac} {message}{note}")
+                }
             }
             RDKafkaLogLevel::Error | RDKafkaLogLevel::Warning => {
-                tracing::warn!(target: "librdkafka", "{fac} {message}")
+                if let Some(note) = self.shared.should_log(format!("log warning {fac}")) {
+                    tracing::warn!(target: "librdkafka", "{fac} {message}{note}")
+                }
             }
             RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
                 tracing::info!(target: "librdkafka", "{fac} {message}")
@@ -156,6 +184,7 @@ impl ClientContext for SinkContext {
         }
         self.shared.record_error(
             &mut state,
+            kind_of(&error),
             format!("{}: {reason}", self.shared.describe(&error)),
         );
     }
@@ -176,5 +205,35 @@ impl ProducerContext for SinkContext {
                 shared.settle_error(&mut state, bytes as u64, Outcome::of_report(error), error)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeat_not_logged_is_still_the_last_error_the_status_shows() {
+        let shared = Shared::new("t", vec!["hunter2".into()], 1024, Duration::from_secs(60));
+        let mut state = shared.lock();
+        for n in 0..3 {
+            shared.record_error(
+                &mut state,
+                "error AllBrokersDown".into(),
+                format!("{n}/1 brokers are down, password hunter2"),
+            );
+        }
+        let last = state.ledger.stats.last_error.clone();
+        drop(state);
+        assert_eq!(
+            last.as_deref(),
+            Some("2/1 brokers are down, password [redacted]")
+        );
+        // The first was logged, the two after it counted: the next of the kind within the minute is not.
+        assert_eq!(shared.should_log("error AllBrokersDown".into()), None);
+        assert_eq!(
+            shared.should_log("error BrokerTransportFailure".into()),
+            Some(String::new())
+        );
     }
 }

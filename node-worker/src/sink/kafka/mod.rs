@@ -38,6 +38,7 @@ use topic::{NewTopicSpec, TopicChecker};
 mod config;
 mod context;
 mod delivery;
+mod log_limit;
 mod topic;
 
 pub use topic::TopicState;

@@ -145,7 +145,8 @@ impl TopicChecker {
                     "topic {:?} does not exist (create it, or set kafka.createTopic: true)",
                     self.topic()
                 );
-                self.shared.record_error(&mut shared, message);
+                self.shared
+                    .record_error(&mut shared, "topic missing".to_string(), message);
             }
             TopicState::Created => {
                 tracing::info!("kafka: created topic {:?}", self.topic());
