@@ -14,7 +14,7 @@ script reads the API server's, etcd's and the operator's own counters and /proc,
   - CPU of kube-apiserver, etcd and the operator (seconds of CPU per second), their RSS;
   - the operator's reconciles and mean reconcile duration in the window.
 The window defaults to three heartbeats of the cadence the operator chose (at least 120 s).
-Results: a table on stdout and bench/out/status-scale.json (or $BENCH_OUT/status-scale.json).
+Results: a table on stdout and target/bench/status-scale.json (or $BENCH_OUT/status-scale.json).
 """
 
 import argparse
@@ -197,7 +197,7 @@ def main():
     p.add_argument("--keep", action="store_true", help="leave the Node objects and the cluster")
     args = p.parse_args()
     steps = [int(n) for n in args.nodes.split(",")]
-    out_dir = os.environ.get("BENCH_OUT", os.path.join(ROOT, "bench", "out"))
+    out_dir = os.environ.get("BENCH_OUT", os.path.join(ROOT, "target", "bench"))
     os.makedirs(out_dir, exist_ok=True)
 
     started_cluster = started_docker = None

@@ -187,7 +187,13 @@ async fn create_nodes(nodes: &Api<Node>, n: usize) -> anyhow::Result<()> {
             let node = json!({
                 "apiVersion": "v1",
                 "kind": "Node",
-                "metadata": {"name": name, "labels": {LOAD_LABEL: "true", "kubernetes.io/hostname": name}},
+                // The labels every kubelet sets (the worker DaemonSet selects kubernetes.io/os=linux).
+                "metadata": {"name": name, "labels": {
+                    LOAD_LABEL: "true",
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                }},
             });
             let resources = json!({"cpu": "8", "memory": "32Gi", "pods": "110"});
             let status = json!({
