@@ -40,6 +40,7 @@ use tokio::sync::watch;
 
 const LOAD_LABEL: &str = "interceptor.dev/load-node";
 const FIELD_MANAGER: &str = "interceptor-status-load";
+const STATUS_FIELD_MANAGER: &str = "interceptor-status-load-kubelet";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -181,6 +182,7 @@ fn node_name(i: usize) -> String {
 /// are bound to them once (nobody runs them) instead of being retried by the scheduler all along.
 async fn create_nodes(nodes: &Api<Node>, n: usize) -> anyhow::Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    let status_params = PatchParams::apply(STATUS_FIELD_MANAGER).force();
     stream::iter(0..n)
         .map(|i| {
             let name = node_name(i);
@@ -210,14 +212,16 @@ async fn create_nodes(nodes: &Api<Node>, n: usize) -> anyhow::Result<()> {
                     }],
                 },
             });
-            let params = &params;
+            let (params, status_params) = (&params, &status_params);
             async move {
                 nodes
                     .patch(&name, params, &Patch::Apply(&node))
                     .await
                     .with_context(|| format!("applying Node {name}"))?;
+                // Under a field manager of its own: an apply of the status by the manager that applied
+                // the labels drops them on 1.20 (fields a manager's apply omits are removed).
                 nodes
-                    .patch_status(&name, params, &Patch::Apply(&status))
+                    .patch_status(&name, &status_params, &Patch::Apply(&status))
                     .await
                     .with_context(|| format!("applying the status of Node {name}"))
             }
