@@ -221,7 +221,7 @@ async fn create_nodes(nodes: &Api<Node>, n: usize) -> anyhow::Result<()> {
                 // Under a field manager of its own: an apply of the status by the manager that applied
                 // the labels drops them on 1.20 (fields a manager's apply omits are removed).
                 nodes
-                    .patch_status(&name, &status_params, &Patch::Apply(&status))
+                    .patch_status(&name, status_params, &Patch::Apply(&status))
                     .await
                     .with_context(|| format!("applying the status of Node {name}"))
             }

@@ -186,23 +186,29 @@ impl<P> Exchange<P> {
 /// Pops complete exchanges from the front, handing kept pairs on.
 pub fn emit_ready<P>(queue: &mut Queue<P>, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
     while queue.front().is_some_and(Exchange::is_complete) {
-        let Some(mut ex) = queue.pop_front() else {
+        let Some(ex) = queue.pop_front() else {
             break;
         };
-        allowance.release(ex.reserved);
-        ex.reserved = 0;
-        if ex.dropped.is_some() {
-            continue;
-        }
-        if let Err(reason) = env.rules.check_sizes(0, ex.pair_wire()) {
-            env.counters.count_drop(reason);
-            continue;
-        }
-        let request = ex.request.message.take();
-        let response = ex.response.and_then(|mut r| r.message.take());
-        if let (Some(request), Some(response)) = (request, response) {
-            env.completed.push(CompletedPair { request, response });
-        }
+        emit(ex, env, allowance);
+    }
+}
+
+/// A complete exchange leaves its connection: its budget is released, and its pair handed on unless
+/// it was dropped or the pair as a whole is too large.
+pub fn emit<P>(mut ex: Exchange<P>, env: &mut Env<'_>, allowance: &mut Allowance<'_>) {
+    allowance.release(ex.reserved);
+    ex.reserved = 0;
+    if ex.dropped.is_some() {
+        return;
+    }
+    if let Err(reason) = env.rules.check_sizes(0, ex.pair_wire()) {
+        env.counters.count_drop(reason);
+        return;
+    }
+    let request = ex.request.message.take();
+    let response = ex.response.and_then(|mut r| r.message.take());
+    if let (Some(request), Some(response)) = (request, response) {
+        env.completed.push(CompletedPair { request, response });
     }
 }
 

@@ -13,7 +13,7 @@ use super::frame::{Kind, HEADER_LEN};
 use super::frame::{FLAG_END_HEADERS, FLAG_END_STREAM, MAX_FRAME_LEN};
 use super::head::{self, HeadError, Http2Extra};
 use super::hpack::{self, Decoder};
-use crate::app::exchange::{close_reason, CompletedPair, Env, Exchange, Half, HttpMessage, Queue};
+use crate::app::exchange::{self, close_reason, Env, Exchange, Half, HttpMessage, Queue};
 use crate::app::head::MessageHead;
 use crate::app::streams::Role;
 use crate::filters::Rules;
@@ -746,22 +746,8 @@ impl State {
         if !ex.is_complete() {
             return;
         }
-        let Some(mut ex) = self.slots.remove(pos) else {
-            return;
-        };
-        allowance.release(ex.reserved);
-        ex.reserved = 0;
-        if ex.dropped.is_some() {
-            return;
-        }
-        if let Err(reason) = env.rules.check_sizes(0, ex.pair_wire()) {
-            env.counters.count_drop(reason);
-            return;
-        }
-        let request = ex.request.message.take();
-        let response = ex.response.and_then(|mut r| r.message.take());
-        if let (Some(request), Some(response)) = (request, response) {
-            env.completed.push(CompletedPair { request, response });
+        if let Some(ex) = self.slots.remove(pos) {
+            exchange::emit(ex, env, allowance);
         }
     }
 
@@ -986,6 +972,7 @@ fn add_trailers(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::app::exchange::CompletedPair;
     use crate::http2::frame::tests::frame;
     use crate::http2::frame::{FLAG_PADDED, PREFACE};
     use crate::memory::{FlowBudget, TotalBudget};
