@@ -94,6 +94,16 @@ pub(super) struct Pairing {
     responses_seen_to: Option<u32>,
     /// Whether requests are trusted after request bytes were lost (see [`Trust`]).
     trust: Trust,
+    /// Requests already counted as dropped that have no slot in the queue, whose responses may still
+    /// come: such a response is the rest of an exchange already counted, not a drop of its own (one
+    /// loss, one count). Bounded by the requests seen; at most one response is absorbed per request.
+    counted_without_slot: u64,
+    /// Request bytes were lost since a response last paired: a response without a request to pair
+    /// with answers one of them, and is counted as that loss (`stream_gap`), not as unmatched.
+    requests_lost: bool,
+    /// Responses to client bytes the capture had not seen, counted as lost exchanges before the loss
+    /// showed in the client stream: the request lost there (or seen late) is that exchange, counted.
+    responses_ahead: u64,
     /// Why the connection is no longer read as HTTP/1, once it is not.
     stopped: Option<Opaque>,
     /// The tunnel is HTTP/2 in clear text (a 101 answering `Upgrade: h2c`).
@@ -173,6 +183,7 @@ impl Pairing {
     ) {
         if role == Role::Request {
             self.trust = Trust::after_loss(self.last_request_ack);
+            self.requests_lost = true;
         }
         self.abandon_all(|_| DropReason::StreamGap, env, allowance);
         if let Some(client) = streams.client {
@@ -192,6 +203,7 @@ impl Pairing {
             Ok(f) => f,
             Err(_) => {
                 env.counters.count_drop(DropReason::HttpParse);
+                self.counted_without_slot += 1;
                 return None;
             }
         };
@@ -202,6 +214,8 @@ impl Pairing {
         }
         if !self.trust.admit(start.ack) {
             env.counters.count_drop(DropReason::PairingUncertain);
+            // Its response will come, and is this drop too.
+            self.counted_without_slot += 1;
             self.current_request = None;
             return skip(framing);
         }
@@ -216,7 +230,12 @@ impl Pairing {
         };
         if let Some(answered) = self.answered_up_to {
             if seq_diff(start.seq, answered) < 0 {
-                env.counters.count_drop(DropReason::PairingUncertain);
+                if self.responses_ahead > 0 {
+                    // Its response came first and was counted as this exchange.
+                    self.responses_ahead -= 1;
+                } else {
+                    env.counters.count_drop(DropReason::PairingUncertain);
+                }
                 self.current_request = None;
                 return skip(framing);
             }
@@ -378,9 +397,10 @@ impl Pairing {
             _ => None,
         };
         let Some(ex) = target else {
-            env.counters.count_drop(DropReason::UnmatchedResponse);
+            self.count_unmatched(DropReason::UnmatchedResponse, env);
             return response_framing(&head, None).ok().and_then(skip);
         };
+        self.requests_lost = false;
         let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
             Ok(f) => f,
             Err(_) => {
@@ -454,9 +474,30 @@ impl Pairing {
                 });
                 self.current_response = Some(ex.id);
             }
-            None => env.counters.count_drop(DropReason::UnmatchedResponse),
+            // It answers client bytes the capture lost (or has not seen yet): counted as that lost
+            // exchange, unless its request was counted already.
+            None => {
+                if self.counted_without_slot > 0 {
+                    self.counted_without_slot -= 1;
+                } else {
+                    env.counters.count_drop(DropReason::StreamGap);
+                    self.responses_ahead += 1;
+                }
+            }
         }
         framing.and_then(skip)
+    }
+
+    /// A response without a request to pair with, of which `reason` would say why: nothing when it
+    /// answers a request already counted, a loss when request bytes were lost.
+    fn count_unmatched(&mut self, reason: DropReason, env: &mut Env<'_>) {
+        if self.counted_without_slot > 0 {
+            self.counted_without_slot -= 1;
+        } else if self.requests_lost {
+            env.counters.count_drop(DropReason::StreamGap);
+        } else {
+            env.counters.count_drop(reason);
+        }
     }
 
     pub(super) fn on_body(
@@ -574,7 +615,22 @@ impl Pairing {
         allowance: &mut Allowance<'_>,
     ) {
         if !had_head {
-            env.counters.count_drop(reason);
+            match role {
+                // A request lost before its head was whole: its response, if it comes, is this loss;
+                // if it came already, it was counted as this exchange.
+                Role::Request if self.responses_ahead > 0 => self.responses_ahead -= 1,
+                Role::Request => {
+                    env.counters.count_drop(reason);
+                    self.counted_without_slot += 1;
+                }
+                // A response lost before its head was whole answered the oldest request waiting: that
+                // exchange is what is lost (the desynchronisation or the end that follows gives it up
+                // without counting it again).
+                Role::Response => match self.queue.iter_mut().find(|e| e.response.is_none()) {
+                    Some(ex) => ex.doom(reason, env.counters, allowance),
+                    None => self.count_unmatched(reason, env),
+                },
+            }
             return;
         }
         let id = match role {
@@ -607,6 +663,10 @@ impl Pairing {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
+        // Responses not begun may still come (after a desynchronisation): they belong to these
+        // exchanges, counted here.
+        let unanswered = self.queue.iter().filter(|e| e.response.is_none()).count() as u64;
+        self.counted_without_slot = self.counted_without_slot.saturating_add(unanswered);
         exchange::abandon(&mut self.queue, 0, reason, env.counters, allowance);
         self.current_request = None;
         self.current_response = None;

@@ -528,3 +528,117 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Accounting under loss: one loss, one count (issue 15, item 3)
+
+/// One exchange of a keep-alive connection: a request body (none, by length, or chunked) and a
+/// response body.
+#[derive(Clone, Debug)]
+struct LossyExchange {
+    request_body: usize,
+    chunked_request: bool,
+    response_body: usize,
+    chunked_response: bool,
+}
+
+fn lossy_exchange() -> impl Strategy<Value = LossyExchange> {
+    (0usize..3000, any::<bool>(), 0usize..3000, any::<bool>()).prop_map(
+        |(request_body, chunked_request, response_body, chunked_response)| LossyExchange {
+            request_body,
+            chunked_request,
+            response_body,
+            chunked_response,
+        },
+    )
+}
+
+fn lossy_message(head: &str, body: usize, chunked_body: bool, fill: u8) -> Vec<u8> {
+    let body = vec![fill; body];
+    let mut m = head.as_bytes().to_vec();
+    if chunked_body {
+        m.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+        m.extend(chunked(&body, 700, &[]));
+    } else {
+        m.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        m.extend_from_slice(&body);
+    }
+    m
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// Exchanges on one keep-alive connection (in turn, or pipelined), all answered, with random data
+    /// segments lost: every
+    /// request seen ends as one pair or one drop, no exchange is counted twice (requests seen <= pairs
+    /// + drops <= exchanges), and the drops say what happened: a loss (`stream_gap`, or
+    /// `pairing_uncertain` when the loss hid which response answers which request), never
+    /// `unanswered` or `unmatched_response` (every request was answered, every response asked for).
+    #[test]
+    fn under_loss_each_exchange_is_counted_once_as_a_loss(
+        exchanges in prop::collection::vec(lossy_exchange(), 1..8),
+        mss in 200usize..1500,
+        lost in prop::collection::vec(any::<Index>(), 0..4),
+        pipelined in any::<bool>(),
+    ) {
+        let mut c = Conversation::new(
+            "10.3.0.1:40000".parse().unwrap(),
+            "10.3.0.2:8080".parse().unwrap(),
+            1_700_000_000_000_000,
+        );
+        c.mss = mss;
+        c.handshake();
+        let handshake = c.frames().len();
+        let mut responses = Vec::new();
+        for (i, e) in exchanges.iter().enumerate() {
+            let request = lossy_message(
+                &format!("POST /x/{i} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"),
+                e.request_body,
+                e.chunked_request,
+                b'q',
+            );
+            let response = lossy_message(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+                e.response_body,
+                e.chunked_response,
+                b'r',
+            );
+            c.client_sends(&request);
+            if pipelined {
+                responses.push(response);
+            } else {
+                c.server_sends(&response);
+            }
+        }
+        for response in responses {
+            c.server_sends(&response);
+        }
+        let data_end = c.frames().len();
+        c.close();
+        let frames = c.into_frames();
+        // Data-carrying frames between the handshake and the close (pure ACKs are 54 bytes).
+        let data: Vec<usize> = (handshake..data_end).filter(|&i| frames[i].data.len() > 54).collect();
+        let lost: std::collections::BTreeSet<usize> = lost.iter().map(|x| data[x.index(data.len())]).collect();
+        let kept: Vec<Frame> = frames
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !lost.contains(i))
+            .map(|(_, f)| f.clone())
+            .collect();
+        let (counters, _) = run_frames(&kept, &testkit::pipeline::open_config());
+        let n = exchanges.len() as u64;
+        let accounted = counters.pairs_emitted + counters.total_drops();
+        let summary = counters.summary();
+        if lost.is_empty() {
+            prop_assert_eq!(counters.pairs_emitted, n, "{}", summary);
+        }
+        prop_assert!(counters.requests <= accounted, "a request seen is not accounted for: {}", summary);
+        prop_assert!(accounted <= n, "{} exchanges counted {} times: {}", n, accounted, summary);
+        for reason in DropReason::ALL {
+            if !matches!(reason, DropReason::StreamGap | DropReason::PairingUncertain) {
+                prop_assert_eq!(counters.drops(*reason), 0, "{}: {}", reason.as_str(), summary);
+            }
+        }
+    }
+}
