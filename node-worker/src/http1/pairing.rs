@@ -98,9 +98,10 @@ pub(super) struct Pairing {
     /// come: such a response is the rest of an exchange already counted, not a drop of its own (one
     /// loss, one count). Bounded by the requests seen; at most one response is absorbed per request.
     counted_without_slot: u64,
-    /// Request bytes were lost since a response last paired: a response without a request to pair
-    /// with answers one of them, and is counted as that loss (`stream_gap`), not as unmatched.
-    requests_lost: bool,
+    /// Request bytes were lost, and no response has paired since with a request that came after the
+    /// loss (the id of the first such request): a response without a request to pair with answers a
+    /// lost one, and is counted as that loss (`stream_gap`), not as unmatched.
+    requests_lost: Option<u64>,
     /// Responses to client bytes the capture had not seen, counted as lost exchanges before the loss
     /// showed in the client stream: the request lost there (or seen late) is that exchange, counted.
     responses_ahead: u64,
@@ -181,11 +182,22 @@ impl Pairing {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
-        if role == Role::Request {
-            self.trust = Trust::after_loss(self.last_request_ack);
-            self.requests_lost = true;
-        }
-        self.abandon_all(|_| DropReason::StreamGap, env, allowance);
+        // Lost request bytes cost only what they held: requests complete before them were sent first,
+        // so their responses come first, and a response pairs only with a request the server had
+        // received whole (its ACK covers the request's end). Lost response bytes leave no telling which
+        // waiting request they answered: every waiting one is given up.
+        let from = match role {
+            Role::Request => {
+                self.trust = Trust::after_loss(self.last_request_ack);
+                self.requests_lost = Some(self.next_id);
+                self.queue
+                    .iter()
+                    .position(|e| !e.request.done)
+                    .unwrap_or(self.queue.len())
+            }
+            Role::Response => 0,
+        };
+        self.abandon_from(from, |_| DropReason::StreamGap, env, allowance);
         if let Some(client) = streams.client {
             self.barrier = streams.next_seq[client.reverse().index()];
         }
@@ -400,7 +412,12 @@ impl Pairing {
             self.count_unmatched(DropReason::UnmatchedResponse, env);
             return response_framing(&head, None).ok().and_then(skip);
         };
-        self.requests_lost = false;
+        if self
+            .requests_lost
+            .is_some_and(|first_after| ex.id >= first_after)
+        {
+            self.requests_lost = None;
+        }
         let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
             Ok(f) => f,
             Err(_) => {
@@ -493,7 +510,7 @@ impl Pairing {
     fn count_unmatched(&mut self, reason: DropReason, env: &mut Env<'_>) {
         if self.counted_without_slot > 0 {
             self.counted_without_slot -= 1;
-        } else if self.requests_lost {
+        } else if self.requests_lost.is_some() {
             env.counters.count_drop(DropReason::StreamGap);
         } else {
             env.counters.count_drop(reason);
@@ -663,12 +680,32 @@ impl Pairing {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
+        self.abandon_from(0, reason, env, allowance);
+    }
+
+    /// Gives up on the exchanges from the `from`th on, each dropped for `reason(exchange)`; the
+    /// current messages are those of exchanges kept, if any.
+    fn abandon_from(
+        &mut self,
+        from: usize,
+        reason: impl Fn(&Slot) -> DropReason,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
         // Responses not begun may still come (after a desynchronisation): they belong to these
         // exchanges, counted here.
-        let unanswered = self.queue.iter().filter(|e| e.response.is_none()).count() as u64;
+        let unanswered = self
+            .queue
+            .iter()
+            .skip(from)
+            .filter(|e| e.response.is_none())
+            .count() as u64;
         self.counted_without_slot = self.counted_without_slot.saturating_add(unanswered);
-        exchange::abandon(&mut self.queue, 0, reason, env.counters, allowance);
-        self.current_request = None;
-        self.current_response = None;
+        exchange::abandon(&mut self.queue, from, reason, env.counters, allowance);
+        let kept = |id: Option<u64>, queue: &Queue<Http1Request>| {
+            id.filter(|id| queue.iter().any(|e| e.id == *id))
+        };
+        self.current_request = kept(self.current_request, &self.queue);
+        self.current_response = kept(self.current_response, &self.queue);
     }
 }
