@@ -491,13 +491,14 @@ impl Pairing {
                 });
                 self.current_response = Some(ex.id);
             }
-            // It answers client bytes the capture lost (or has not seen yet): counted as that lost
-            // exchange, unless its request was counted already.
+            // It answers client bytes the capture lost or has not seen yet (captured out of order):
+            // which, cannot be told yet, so its exchange is counted as uncertain, unless its request
+            // was counted already.
             None => {
                 if self.counted_without_slot > 0 {
                     self.counted_without_slot -= 1;
                 } else {
-                    env.counters.count_drop(DropReason::StreamGap);
+                    env.counters.count_drop(DropReason::PairingUncertain);
                     self.responses_ahead += 1;
                 }
             }
