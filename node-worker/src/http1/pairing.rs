@@ -59,6 +59,8 @@ pub struct Http1Request {
     /// had received when it sent it (the ack of its first segment).
     start: MessageStart,
     end_seq: u32,
+    /// Whether it came after request bytes were lost (see `Pairing::requests_lost`).
+    after_loss: bool,
 }
 
 type Slot = Exchange<Http1Request>;
@@ -97,14 +99,15 @@ pub(super) struct Pairing {
     /// Requests already counted as dropped that have no slot in the queue, whose responses may still
     /// come: such a response is the rest of an exchange already counted, not a drop of its own (one
     /// loss, one count). Bounded by the requests seen; at most one response is absorbed per request.
-    counted_without_slot: u64,
+    /// (Small counters, saturating: every connection carries them, and a flow must stay small.)
+    counted_without_slot: u8,
     /// Request bytes were lost, and no response has paired since with a request that came after the
-    /// loss (the id of the first such request): a response without a request to pair with answers a
-    /// lost one, and is counted as that loss (`stream_gap`), not as unmatched.
-    requests_lost: Option<u64>,
+    /// loss: a response without a request to pair with answers a lost one, and is counted as that
+    /// loss (`stream_gap`), not as unmatched.
+    requests_lost: bool,
     /// Responses to client bytes the capture had not seen, counted as lost exchanges before the loss
     /// showed in the client stream: the request lost there (or seen late) is that exchange, counted.
-    responses_ahead: u64,
+    responses_ahead: u8,
     /// Why the connection is no longer read as HTTP/1, once it is not.
     stopped: Option<Opaque>,
     /// The tunnel is HTTP/2 in clear text (a 101 answering `Upgrade: h2c`).
@@ -189,7 +192,7 @@ impl Pairing {
         let from = match role {
             Role::Request => {
                 self.trust = Trust::after_loss(self.last_request_ack);
-                self.requests_lost = Some(self.next_id);
+                self.requests_lost = true;
                 self.queue
                     .iter()
                     .position(|e| !e.request.done)
@@ -215,7 +218,7 @@ impl Pairing {
             Ok(f) => f,
             Err(_) => {
                 env.counters.count_drop(DropReason::HttpParse);
-                self.counted_without_slot += 1;
+                self.counted_without_slot = self.counted_without_slot.saturating_add(1);
                 return None;
             }
         };
@@ -227,7 +230,7 @@ impl Pairing {
         if !self.trust.admit(start.ack) {
             env.counters.count_drop(DropReason::PairingUncertain);
             // Its response will come, and is this drop too.
-            self.counted_without_slot += 1;
+            self.counted_without_slot = self.counted_without_slot.saturating_add(1);
             self.current_request = None;
             return skip(framing);
         }
@@ -281,6 +284,7 @@ impl Pairing {
             method: MethodKind::of(&head),
             start,
             end_seq: start.seq,
+            after_loss: self.requests_lost,
         };
         let request = Half {
             done: false,
@@ -319,6 +323,7 @@ impl Pairing {
             method: MethodKind::Other,
             start,
             end_seq: start.seq,
+            after_loss: self.requests_lost,
         };
         self.push(request, protocol, env.now_us).dropped = Some(DropReason::TooManyPending);
         skip(framing)
@@ -412,11 +417,8 @@ impl Pairing {
             self.count_unmatched(DropReason::UnmatchedResponse, env);
             return response_framing(&head, None).ok().and_then(skip);
         };
-        if self
-            .requests_lost
-            .is_some_and(|first_after| ex.id >= first_after)
-        {
-            self.requests_lost = None;
+        if ex.protocol.after_loss {
+            self.requests_lost = false;
         }
         let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
             Ok(f) => f,
@@ -499,7 +501,7 @@ impl Pairing {
                     self.counted_without_slot -= 1;
                 } else {
                     env.counters.count_drop(DropReason::PairingUncertain);
-                    self.responses_ahead += 1;
+                    self.responses_ahead = self.responses_ahead.saturating_add(1);
                 }
             }
         }
@@ -511,7 +513,7 @@ impl Pairing {
     fn count_unmatched(&mut self, reason: DropReason, env: &mut Env<'_>) {
         if self.counted_without_slot > 0 {
             self.counted_without_slot -= 1;
-        } else if self.requests_lost.is_some() {
+        } else if self.requests_lost {
             env.counters.count_drop(DropReason::StreamGap);
         } else {
             env.counters.count_drop(reason);
@@ -639,7 +641,7 @@ impl Pairing {
                 Role::Request if self.responses_ahead > 0 => self.responses_ahead -= 1,
                 Role::Request => {
                     env.counters.count_drop(reason);
-                    self.counted_without_slot += 1;
+                    self.counted_without_slot = self.counted_without_slot.saturating_add(1);
                 }
                 // A response lost before its head was whole answered the oldest request waiting: that
                 // exchange is what is lost (the desynchronisation or the end that follows gives it up
@@ -700,7 +702,8 @@ impl Pairing {
             .iter()
             .skip(from)
             .filter(|e| e.response.is_none())
-            .count() as u64;
+            .count();
+        let unanswered = u8::try_from(unanswered).unwrap_or(u8::MAX);
         self.counted_without_slot = self.counted_without_slot.saturating_add(unanswered);
         exchange::abandon(&mut self.queue, from, reason, env.counters, allowance);
         let kept = |id: Option<u64>, queue: &Queue<Http1Request>| {
