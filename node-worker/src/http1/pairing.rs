@@ -227,7 +227,26 @@ impl Pairing {
             env.counters.count_drop(DropReason::TooManyPending);
             return skip(framing);
         }
-        if !self.trust.admit(start.ack) {
+        // Trust is evaluated for every request (the first after a loss sets the mark), but a request
+        // already answered is dealt with first: its exchange may have been counted by its response.
+        let trusted = self.trust.admit(start.ack);
+        if let Some(answered) = self.answered_up_to {
+            if seq_diff(start.seq, answered) < 0 {
+                if self.responses_ahead > 0 {
+                    // Its response came first and was counted as this exchange.
+                    self.responses_ahead -= 1;
+                } else {
+                    // The response that showed it sent took another request's place; its own
+                    // response may still come, and is this drop too.
+                    env.counters.count_drop(DropReason::PairingUncertain);
+                    self.counted_without_slot = self.counted_without_slot.saturating_add(1);
+                }
+                self.current_request = None;
+                return skip(framing);
+            }
+            self.answered_up_to = None;
+        }
+        if !trusted {
             env.counters.count_drop(DropReason::PairingUncertain);
             // Its response will come, and is this drop too.
             self.counted_without_slot = self.counted_without_slot.saturating_add(1);
@@ -243,19 +262,6 @@ impl Pairing {
             Framing::Length(n) => head_len.saturating_add(n),
             _ => head_len,
         };
-        if let Some(answered) = self.answered_up_to {
-            if seq_diff(start.seq, answered) < 0 {
-                if self.responses_ahead > 0 {
-                    // Its response came first and was counted as this exchange.
-                    self.responses_ahead -= 1;
-                } else {
-                    env.counters.count_drop(DropReason::PairingUncertain);
-                }
-                self.current_request = None;
-                return skip(framing);
-            }
-            self.answered_up_to = None;
-        }
         let mut dropped = None;
         if let Some(barrier) = self.barrier {
             if seq_diff(start.ack, barrier) < 0 {

@@ -566,15 +566,89 @@ fn lossy_message(head: &str, body: usize, chunked_body: bool, fill: u8) -> Vec<u
     m
 }
 
+/// One keep-alive connection carrying `exchanges` (in turn, or pipelined), all answered, then closed.
+/// Returns its frames and the range of those between the handshake and the close.
+fn lossy_conversation(
+    exchanges: &[LossyExchange],
+    mss: usize,
+    pipelined: bool,
+) -> (Vec<Frame>, std::ops::Range<usize>) {
+    let mut c = Conversation::new(
+        "10.3.0.1:40000".parse().unwrap(),
+        "10.3.0.2:8080".parse().unwrap(),
+        1_700_000_000_000_000,
+    );
+    c.mss = mss;
+    c.handshake();
+    let handshake = c.frames().len();
+    let mut responses = Vec::new();
+    for (i, e) in exchanges.iter().enumerate() {
+        let request = lossy_message(
+            &format!("POST /x/{i} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"),
+            e.request_body,
+            e.chunked_request,
+            b'q',
+        );
+        let response = lossy_message(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
+            e.response_body,
+            e.chunked_response,
+            b'r',
+        );
+        c.client_sends(&request);
+        if pipelined {
+            responses.push(response);
+        } else {
+            c.server_sends(&response);
+        }
+    }
+    for response in responses {
+        c.server_sends(&response);
+    }
+    let data_end = c.frames().len();
+    c.close();
+    (c.into_frames(), handshake..data_end)
+}
+
+/// Checks that each of `n` exchanges is counted at most once, every request seen at least once, and
+/// that the drops say what happened: a loss (`stream_gap`, or `pairing_uncertain` when loss or
+/// reordering hid which response answers which request), never `unanswered` or `unmatched_response`
+/// (every request was answered, every response asked for).
+fn counted_once(counters: &Counters, n: u64) -> Result<(), TestCaseError> {
+    let accounted = counters.pairs_emitted + counters.total_drops();
+    let summary = counters.summary();
+    prop_assert!(
+        counters.requests <= accounted,
+        "a request seen is not accounted for: {}",
+        summary
+    );
+    prop_assert!(
+        accounted <= n,
+        "{} exchanges counted {} times: {}",
+        n,
+        accounted,
+        summary
+    );
+    for reason in DropReason::ALL {
+        if !matches!(reason, DropReason::StreamGap | DropReason::PairingUncertain) {
+            prop_assert_eq!(
+                counters.drops(*reason),
+                0,
+                "{}: {}",
+                reason.as_str(),
+                summary
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
     /// Exchanges on one keep-alive connection (in turn, or pipelined), all answered, with random data
-    /// segments lost: every
-    /// request seen ends as one pair or one drop, no exchange is counted twice (requests seen <= pairs
-    /// + drops <= exchanges), and the drops say what happened: a loss (`stream_gap`, or
-    /// `pairing_uncertain` when the loss hid which response answers which request), never
-    /// `unanswered` or `unmatched_response` (every request was answered, every response asked for).
+    /// segments lost: every request seen ends as one pair or one drop, and no exchange is counted
+    /// twice (requests seen <= pairs + drops <= exchanges); see `counted_once`.
     #[test]
     fn under_loss_each_exchange_is_counted_once_as_a_loss(
         exchanges in prop::collection::vec(lossy_exchange(), 1..8),
@@ -582,43 +656,9 @@ proptest! {
         lost in prop::collection::vec(any::<Index>(), 0..4),
         pipelined in any::<bool>(),
     ) {
-        let mut c = Conversation::new(
-            "10.3.0.1:40000".parse().unwrap(),
-            "10.3.0.2:8080".parse().unwrap(),
-            1_700_000_000_000_000,
-        );
-        c.mss = mss;
-        c.handshake();
-        let handshake = c.frames().len();
-        let mut responses = Vec::new();
-        for (i, e) in exchanges.iter().enumerate() {
-            let request = lossy_message(
-                &format!("POST /x/{i} HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n"),
-                e.request_body,
-                e.chunked_request,
-                b'q',
-            );
-            let response = lossy_message(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
-                e.response_body,
-                e.chunked_response,
-                b'r',
-            );
-            c.client_sends(&request);
-            if pipelined {
-                responses.push(response);
-            } else {
-                c.server_sends(&response);
-            }
-        }
-        for response in responses {
-            c.server_sends(&response);
-        }
-        let data_end = c.frames().len();
-        c.close();
-        let frames = c.into_frames();
+        let (frames, data) = lossy_conversation(&exchanges, mss, pipelined);
         // Data-carrying frames between the handshake and the close (pure ACKs are 54 bytes).
-        let data: Vec<usize> = (handshake..data_end).filter(|&i| frames[i].data.len() > 54).collect();
+        let data: Vec<usize> = data.filter(|&i| frames[i].data.len() > 54).collect();
         let lost: std::collections::BTreeSet<usize> = lost.iter().map(|x| data[x.index(data.len())]).collect();
         let kept: Vec<Frame> = frames
             .iter()
@@ -627,18 +667,59 @@ proptest! {
             .map(|(_, f)| f.clone())
             .collect();
         let (counters, _) = run_frames(&kept, &testkit::pipeline::open_config());
-        let n = exchanges.len() as u64;
-        let accounted = counters.pairs_emitted + counters.total_drops();
-        let summary = counters.summary();
         if lost.is_empty() {
-            prop_assert_eq!(counters.pairs_emitted, n, "{}", summary);
+            prop_assert_eq!(counters.pairs_emitted, exchanges.len() as u64, "{}", counters.summary());
         }
-        prop_assert!(counters.requests <= accounted, "a request seen is not accounted for: {}", summary);
-        prop_assert!(accounted <= n, "{} exchanges counted {} times: {}", n, accounted, summary);
-        for reason in DropReason::ALL {
-            if !matches!(reason, DropReason::StreamGap | DropReason::PairingUncertain) {
-                prop_assert_eq!(counters.drops(*reason), 0, "{}: {}", reason.as_str(), summary);
+        counted_once(&counters, exchanges.len() as u64)?;
+    }
+
+    /// The same at a capture point that also delays frames past later ones (also across the two
+    /// directions: a response captured before its request, as a mirror that copies each frame after
+    /// forwarding it shows) and duplicates some: pairs + drops never exceed the exchanges sent.
+    ///
+    /// Once a defect: a response captured ahead of its request was counted as that exchange
+    /// (`pairing_uncertain`), and the request, arriving while the pairing distrusted requests after
+    /// that response, was counted again (1 exchange, 2 drops; a pipelined connection, 4 and 6).
+    #[test]
+    fn under_loss_and_reordering_no_exchange_is_counted_twice(
+        exchanges in prop::collection::vec(lossy_exchange(), 1..6),
+        mss in 200usize..1500,
+        lost in prop::collection::vec(any::<Index>(), 0..3),
+        delayed in prop::collection::vec((any::<Index>(), 1usize..6), 0..5),
+        duplicated in prop::collection::vec(any::<Index>(), 0..3),
+        pipelined in any::<bool>(),
+    ) {
+        let (frames, data) = lossy_conversation(&exchanges, mss, pipelined);
+        let data_end = data.end;
+        let data: Vec<usize> = data.filter(|&i| frames[i].data.len() > 54).collect();
+        let lost: std::collections::BTreeSet<usize> = lost.iter().map(|x| data[x.index(data.len())]).collect();
+        let mut order: Vec<usize> = (0..frames.len()).filter(|i| !lost.contains(i)).collect();
+        for x in &duplicated {
+            let i = data[x.index(data.len())];
+            if let Some(at) = order.iter().position(|&o| o == i) {
+                order.insert((at + 2).min(order.len()), i);
             }
         }
+        // Delays stay before the close, so that a late segment is not beyond the connection's end.
+        for (x, by) in &delayed {
+            let i = data[x.index(data.len())];
+            if let Some(at) = order.iter().position(|&o| o == i) {
+                let f = order.remove(at);
+                let limit = order.iter().position(|&o| o >= data_end).unwrap_or(order.len());
+                order.insert((at + by).min(limit), f);
+            }
+        }
+        let start = frames[0].timestamp_us;
+        let kept: Vec<Frame> = order
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let mut f = frames[i].clone();
+                f.timestamp_us = start + k as i64 * 100;
+                f
+            })
+            .collect();
+        let (counters, _) = run_frames(&kept, &testkit::pipeline::open_config());
+        counted_once(&counters, exchanges.len() as u64)?;
     }
 }
