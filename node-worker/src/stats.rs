@@ -92,8 +92,13 @@ pub struct Counters {
     /// Connections whose bytes were not HTTP (another protocol, TLS): ignored after their first bytes.
     /// HTTP/2 in clear text is decoded, and not counted here.
     pub flows_not_http: u64,
-    /// Connections that switched protocol (CONNECT tunnel, Upgrade): ignored after the switch.
+    /// CONNECT tunnels whose bytes are not HTTP/1.x (TLS, another protocol): ignored after their first
+    /// bytes. (A tunnel carrying plain HTTP/1.x, as an egress proxy does, is parsed and paired as
+    /// usual, and not counted here.)
     pub flows_tunneled: u64,
+    /// Connections that switched protocol with `101 Switching Protocols` (WebSocket, ...): nothing
+    /// after the switch is parsed. (An upgrade to h2c is decoded as HTTP/2, and not counted here.)
+    pub flows_upgraded: u64,
     /// Connections forgotten because they were idle.
     pub flows_expired: u64,
     /// Payload bytes that were already seen (retransmissions, overlaps).
@@ -152,10 +157,11 @@ impl Counters {
         );
         let _ = writeln!(
             out,
-            "flows: {} (not HTTP: {}, tunneled: {}, expired idle: {}, second views: {}); retransmitted bytes: {}; missing bytes: {}",
+            "flows: {} (not HTTP: {}, tunneled: {}, upgraded: {}, expired idle: {}, second views: {}); retransmitted bytes: {}; missing bytes: {}",
             self.flows,
             self.flows_not_http,
             self.flows_tunneled,
+            self.flows_upgraded,
             self.flows_expired,
             self.flows_mirrored,
             self.bytes_retransmitted,

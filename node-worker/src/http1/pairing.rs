@@ -112,6 +112,10 @@ pub(super) struct Pairing {
     stopped: Option<Opaque>,
     /// The tunnel is HTTP/2 in clear text (a 101 answering `Upgrade: h2c`).
     h2c: bool,
+    /// The client's bytes after a CONNECT are not HTTP/1.x, and the CONNECT's response has not come
+    /// yet (a client that does not wait for it, or a capture that shows the tunnel's first bytes
+    /// first): the connection becomes an opaque tunnel once that response is seen.
+    tunnel_pending: bool,
 }
 
 impl Pairing {
@@ -120,12 +124,27 @@ impl Pairing {
     }
 
     pub(super) fn upgraded_to_h2c(&self) -> bool {
-        self.h2c && self.stopped == Some(Opaque::Tunnel)
+        self.h2c && self.stopped == Some(Opaque::Upgraded)
     }
 
     /// The connection stops being read as HTTP/1 (after the call in progress). The first reason stays.
     pub(super) fn stop(&mut self, why: Opaque) {
         self.stopped.get_or_insert(why);
+    }
+
+    /// `role`'s bytes after a CONNECT are not HTTP/1.x: a tunnel, not read. The server's (after its
+    /// `2xx`) make the connection opaque at once; the client's wait until the CONNECT's response is
+    /// seen, so that the CONNECT itself is still paired.
+    pub(super) fn tunnel(&mut self, role: Role) {
+        let connect_waiting = self
+            .queue
+            .iter()
+            .any(|e| e.protocol.method == MethodKind::Connect && e.response.is_none());
+        if role == Role::Request && connect_waiting {
+            self.tunnel_pending = true;
+        } else {
+            self.stop(Opaque::Tunnel);
+        }
     }
 
     /// Requests waiting for responses.
@@ -215,6 +234,10 @@ impl Pairing {
     ) -> Option<BodyPlan> {
         env.counters.requests += 1;
         let framing = match request_framing(&head) {
+            // What the client sends next may already be the tunnel's (before the 2xx is seen).
+            Ok(Framing::None) if MethodKind::of(&head) == MethodKind::Connect => {
+                Framing::ConnectTunnel
+            }
             Ok(f) => f,
             Err(_) => {
                 env.counters.count_drop(DropReason::HttpParse);
@@ -421,10 +444,16 @@ impl Pairing {
         };
         let Some(ex) = target else {
             self.count_unmatched(DropReason::UnmatchedResponse, env);
-            return response_framing(&head, None).ok().and_then(skip);
+            let framing = response_framing(&head, None).ok();
+            self.stop_if_switching(framing);
+            return framing.and_then(skip);
         };
         if ex.protocol.after_loss {
             self.requests_lost = false;
+        }
+        if self.tunnel_pending && ex.protocol.method == MethodKind::Connect {
+            // The client is already in its tunnel: whatever the answer, nothing more is HTTP/1.x.
+            self.stopped.get_or_insert(Opaque::Tunnel);
         }
         let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
             Ok(f) => f,
@@ -441,11 +470,11 @@ impl Pairing {
             // HTTP/2 follows (RFC 7540 section 3.2), and the request's response comes as HTTP/2 on
             // stream 1: the request keeps waiting for it, and the 101 is not its response.
             self.h2c = true;
-            self.stopped = Some(Opaque::Tunnel);
+            self.stopped = Some(Opaque::Upgraded);
             return skip(Framing::Tunnel);
         }
         if framing == Framing::Tunnel {
-            self.stopped.get_or_insert(Opaque::Tunnel);
+            self.stopped.get_or_insert(Opaque::Upgraded);
         }
         let head_len = head.wire_len() as u64;
         let declared = match framing {
@@ -489,6 +518,7 @@ impl Pairing {
             self.trust = Trust::after_loss(self.last_request_ack);
         }
         let framing = response_framing(head, None).ok();
+        self.stop_if_switching(framing);
         match self.queue.iter_mut().find(|e| e.response.is_none()) {
             Some(ex) => {
                 ex.doom(DropReason::PairingUncertain, env.counters, allowance);
@@ -512,6 +542,14 @@ impl Pairing {
             }
         }
         framing.and_then(skip)
+    }
+
+    /// After a `101 Switching Protocols` (WebSocket, anything but h2c) the connection is no longer
+    /// HTTP/1.x, whichever request it answered.
+    fn stop_if_switching(&mut self, framing: Option<Framing>) {
+        if framing == Some(Framing::Tunnel) {
+            self.stop(Opaque::Upgraded);
+        }
     }
 
     /// A response without a request to pair with, of which `reason` would say why: nothing when it
