@@ -51,7 +51,7 @@ drop_reasons! {
     UnmatchedResponse => "unmatched_response", "a response without a request to pair it with";
     TooManyPending => "too_many_pending", "a request beyond limits.maxPendingRequests on one connection";
     BodyDecode => "body_decode_error", "a body whose Content-Encoding could not be decoded";
-    DecodedTooLarge => "decoded_too_large", "a body that decodes to more than limits.maxDecodedBodyBytes (decompression bomb)";
+    DecodedTooLarge => "decoded_too_large", "a gRPC message that decompresses to more than limits.maxDecodedBodyBytes (a body that does is kept as sent, not decoded)";
     FlowBufferFull => "flow_buffer_full", "a message dropped because its connection used limits.maxFlowBufferBytes";
     TotalBufferFull => "total_buffer_full", "a message dropped because all connections together used limits.maxTotalBufferBytes";
     FlowTableFull => "flow_table_full", "a packet of a connection not tracked: limits.maxFlows connections were tracked already";

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use base64::Engine as _;
+
 use interceptor_crds::config::WorkerConfig;
 use node_worker::stats::DropReason;
 use node_worker::synth::{chunked, gzip, http_request, http_response, Side};
@@ -590,7 +592,7 @@ fn a_doomed_pair_stops_buffering_at_once() {
 }
 
 #[test]
-fn bodies_are_decoded_and_bombs_dropped() {
+fn bodies_are_decoded_and_bombs_kept_as_sent() {
     let json = br#"{"a":1}"#;
     let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     deflate.write_all(json).unwrap();
@@ -611,15 +613,41 @@ fn bodies_are_decoded_and_bombs_dropped() {
         assert_eq!(out.pairs[0]["response"]["body"], r#"{"a":1}"#, "{coding}");
         assert_eq!(out.pairs[0]["response"]["content_encoding"], coding);
     }
+    // Within the wire limits, past maxDecodedBodyBytes once decoded: kept as sent (issue 15, item
+    // 5), the other half decoded as usual. Before, the pair was dropped (decoded_too_large).
     let bomb = gzip(&vec![b'0'; 50 << 20]);
     assert!(bomb.len() < 100_000);
     let out = exchange_with(
-        http_request("GET", "/", &[], b""),
+        http_request(
+            "POST",
+            "/",
+            &[JSON, ("Content-Encoding", "gzip")],
+            &gzip(json),
+        ),
         http_response(200, &[JSON, ("Content-Encoding", "gzip")], &bomb),
         &WorkerConfig::default(),
     );
-    assert_eq!(out.pairs.len(), 0);
-    assert_eq!(out.drops("decoded_too_large"), 1);
+    assert_eq!(out.pairs.len(), 1, "{}", out.counters.summary());
+    assert_eq!(out.counters.total_drops(), 0);
+    let response = &out.pairs[0]["response"];
+    assert_eq!(
+        response["body"],
+        base64::engine::general_purpose::STANDARD.encode(&bomb)
+    );
+    assert_eq!(response["body_base64"], true);
+    assert_eq!(response["content_encoding"], "gzip");
+    assert_eq!(response["body_decoded"], false);
+    let request = &out.pairs[0]["request"];
+    assert_eq!(request["body"], r#"{"a":1}"#);
+    assert!(
+        request.get("body_decoded").is_none(),
+        "present only on a body kept as sent: {request}"
+    );
+    assert!(
+        out.peak_buffered < 2 * bomb.len() + 4096,
+        "only the encoded bytes are held: {}",
+        out.peak_buffered
+    );
     // Binary bodies travel as base64.
     let out = exchange_with(
         http_request("POST", "/bin", &[JSON], &[0xff, 0xfe, 0x00]),
