@@ -59,7 +59,7 @@ pub struct Http1Request {
     /// had received when it sent it (the ack of its first segment).
     start: MessageStart,
     end_seq: u32,
-    /// Whether it came after request bytes were lost (see `Pairing::requests_lost`).
+    /// Whether it came after the latest loss of request bytes (see `Pairing::requests_lost`).
     after_loss: bool,
 }
 
@@ -212,6 +212,11 @@ impl Pairing {
             Role::Request => {
                 self.trust = Trust::after_loss(self.last_request_ack);
                 self.requests_lost = true;
+                // Requests waiting now were sent before this loss: a response pairing with one of
+                // them says nothing of the responses to what this loss hid.
+                for e in self.queue.iter_mut() {
+                    e.protocol.after_loss = false;
+                }
                 self.queue
                     .iter()
                     .position(|e| !e.request.done)
@@ -434,10 +439,16 @@ impl Pairing {
         if self.response_follows_unseen_request_bytes(start, streams) {
             return self.answers_an_unseen_request(&head, start, env, allowance);
         }
-        // The oldest request without a response, if the server had received all of it.
+        // The oldest request without a response, if the server had received all of it (or, for one
+        // still arriving, at least its start: a server may answer early). A response sent before the
+        // server had any of it answers an earlier request, one the capture lost (seen when a
+        // response is captured late, after the next request's first segment).
         let target = self.queue.iter_mut().find(|e| e.response.is_none());
         let target = match target {
-            Some(ex) if !ex.request.done || seq_diff(start.ack, ex.protocol.end_seq) >= 0 => {
+            Some(ex)
+                if seq_diff(start.ack, ex.protocol.start.seq) > 0
+                    && (!ex.request.done || seq_diff(start.ack, ex.protocol.end_seq) >= 0) =>
+            {
                 Some(ex)
             }
             _ => None,

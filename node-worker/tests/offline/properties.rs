@@ -590,11 +590,12 @@ fn lossy_conversation(
             e.chunked_request,
             b'q',
         );
+        // Each response's body says which exchange it belongs to.
         let response = lossy_message(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n",
             e.response_body,
             e.chunked_response,
-            b'r',
+            response_fill(i),
         );
         c.client_sends(&request);
         if pipelined {
@@ -609,6 +610,32 @@ fn lossy_conversation(
     let data_end = c.frames().len();
     c.close();
     (c.into_frames(), handshake..data_end)
+}
+
+/// The byte that fills the body of the `i`th response.
+fn response_fill(i: usize) -> u8 {
+    b'a' + (i % 26) as u8
+}
+
+/// Checks that every pair emitted is an exchange sent: request `/x/i` with the `i`th response, whole.
+fn pairs_are_right(
+    pairs: &[serde_json::Value],
+    exchanges: &[LossyExchange],
+) -> Result<(), TestCaseError> {
+    for pair in pairs {
+        let path = pair["request"]["path"].as_str().unwrap_or("");
+        let i: usize = path.trim_start_matches("/x/").parse().unwrap_or(usize::MAX);
+        prop_assert!(i < exchanges.len(), "a request nobody sent: {}", path);
+        let body = pair["response"]["body"].as_str().unwrap_or("");
+        prop_assert!(
+            body.len() == exchanges[i].response_body && body.bytes().all(|b| b == response_fill(i)),
+            "{} paired with another exchange's response ({} bytes of {:?})",
+            path,
+            body.len(),
+            body.bytes().next().map(char::from)
+        );
+    }
+    Ok(())
 }
 
 /// Checks that each of `n` exchanges is counted at most once and every request seen at least once.
@@ -682,13 +709,15 @@ proptest! {
 
     /// The same at a capture point that also delays frames past later ones (also across the two
     /// directions: a response captured before its request, as a mirror that copies each frame after
-    /// forwarding it shows) and duplicates some: pairs + drops never exceed the exchanges sent.
-    /// (The count only: with a segment lost and another delayed, a drop can still be named
-    /// `unmatched_response` where the loss explains it; the recorded regression seed is such a case.)
+    /// forwarding it shows) and duplicates some: every pair is right, pairs + drops never exceed the
+    /// exchanges sent, and the drops name a loss.
     ///
     /// Once a defect: a response captured ahead of its request was counted as that exchange
     /// (`pairing_uncertain`), and the request, arriving while the pairing distrusted requests after
     /// that response, was counted again (1 exchange, 2 drops; a pipelined connection, 4 and 6).
+    /// Once a defect: the response to a request lost whole, captured after the next request's first
+    /// segment, was paired with that next request (still arriving), whose own response was then
+    /// `unmatched_response` (the recorded regression seed).
     #[test]
     fn under_loss_and_reordering_no_exchange_is_counted_twice(
         exchanges in prop::collection::vec(lossy_exchange(), 1..6),
@@ -728,7 +757,9 @@ proptest! {
                 f
             })
             .collect();
-        let (counters, _) = run_frames(&kept, &testkit::pipeline::open_config());
-        counted_once(&counters, exchanges.len() as u64)?;
+        let out = testkit::pipeline::run(&kept, &testkit::pipeline::open_config());
+        pairs_are_right(&out.pairs, &exchanges)?;
+        counted_once(&out.counters, exchanges.len() as u64)?;
+        drops_name_a_loss(&out.counters)?;
     }
 }
