@@ -133,6 +133,28 @@ impl Counters {
         self.drops.iter().sum()
     }
 
+    /// Connections not read, each as (name, what it means, count): for the metrics, which say what
+    /// each one means where they are scraped.
+    pub fn skipped_flows(&self) -> [(&'static str, &'static str, u64); 3] {
+        [
+            (
+                "flows_not_http",
+                "Connections whose first bytes are not HTTP (another protocol, TLS): not read",
+                self.flows_not_http,
+            ),
+            (
+                "flows_tunneled",
+                "CONNECT tunnels that are not HTTP/1.x (TLS, ...): not read after their first bytes (a tunnel carrying plain HTTP is read)",
+                self.flows_tunneled,
+            ),
+            (
+                "flows_upgraded",
+                "Connections that switched protocol with 101 Switching Protocols (WebSocket, ...): not read after it (h2c is read as HTTP/2)",
+                self.flows_upgraded,
+            ),
+        ]
+    }
+
     /// Non-zero drops, in the stable order of [`DropReason::ALL`].
     pub fn drops_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL
