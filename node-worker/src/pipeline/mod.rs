@@ -25,6 +25,7 @@ use crate::filters::Rules;
 use crate::memory::{release_flow, FlowBudget, TotalBudget};
 use crate::message::{Endpoint, Origin, PodRef};
 use crate::pair_id::IdPrefix;
+use crate::redirect::{RedirectStats, Redirects};
 use crate::sink::{Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
@@ -73,6 +74,9 @@ pub struct Pipeline {
     /// Each interface tapped, with its fields of the pair message.
     interfaces: Vec<(InterfaceInfo, Origin)>,
     pods: Option<Box<dyn PodLookup>>,
+    /// Per interface: the real destination of connections a mesh redirected to its proxy (mesh
+    /// loopback taps only; see `redirect`).
+    redirects: HashMap<usize, Redirects>,
     last_sweep_us: i64,
     output: Output,
 }
@@ -111,6 +115,7 @@ impl Pipeline {
             views: HashMap::default(),
             interfaces: Vec::new(),
             pods: None,
+            redirects: HashMap::new(),
             last_sweep_us: i64::MIN,
             output: Output::new(sink),
         }
@@ -130,6 +135,20 @@ impl Pipeline {
 
     pub fn set_pod_lookup(&mut self, pods: Box<dyn PodLookup>) {
         self.pods = Some(pods);
+    }
+
+    /// Packets of `interface` from now on have the destination a mesh's redirection hid restored.
+    pub fn set_redirects(&mut self, interface: usize, redirects: Redirects) {
+        self.redirects.insert(interface, redirects);
+    }
+
+    /// What the redirect translation did, over every interface.
+    pub fn redirect_stats(&self) -> RedirectStats {
+        let mut total = RedirectStats::default();
+        for r in self.redirects.values() {
+            total.add(&r.stats);
+        }
+        total
     }
 
     /// Registers an interface; packets name it by the returned index.
@@ -172,9 +191,12 @@ impl Pipeline {
         self.shared.counters.packets += 1;
         self.shared.counters.bytes += u64::from(packet.orig_len);
         self.advance(packet.timestamp_us);
-        let Some(seg) = self.decode(packet) else {
+        let Some(mut seg) = self.decode(packet) else {
             return;
         };
+        if let Some(redirects) = self.redirects.get_mut(&interface) {
+            redirects.translate(&mut seg, self.shared.now_us);
+        }
         let (key, dir) = flow_key(&seg, interface);
         self.replace_if_new_connection(&key, &seg);
         if !self.flows.contains_key(&key) && !self.admit(key, dir, &seg, interface) {
