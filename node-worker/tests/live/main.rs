@@ -20,4 +20,5 @@ mod e2e_load;
 mod hostile_process;
 mod http2;
 mod load;
+mod mesh;
 mod scale;

@@ -1,0 +1,171 @@
+//! Service meshes, without the mesh: pods set up as each mesh sets them up (testkit::mesh), real HTTP
+//! through a stand-in of its proxy, and `node-worker capture --discover` expected to capture each
+//! exchange exactly once, in clear text, with its real peer on both ends. Root only.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use testkit::http::{self, keep_alive, Request, Server};
+use testkit::mesh::{self, Ztunnel};
+use testkit::netns::{self, Netns, Node};
+use testkit::worker::Worker;
+
+fn body(tag: &str) -> String {
+    format!(r#"{{"case":"{tag}"}}"#)
+}
+
+/// The one pair whose request body is `body`; panics when it is not exactly one.
+fn the_pair<'a>(pairs: &[&'a Value], body: &str) -> &'a Value {
+    let found: Vec<&Value> = pairs
+        .iter()
+        .copied()
+        .filter(|p| p["request"]["body"] == body)
+        .collect();
+    assert_eq!(found.len(), 1, "pairs for {body}: {found:?}");
+    found[0]
+}
+
+fn end(pair: &Value, which: &str) -> (String, u64) {
+    (
+        pair[which]["ip"].as_str().unwrap_or("").to_string(),
+        pair[which]["port"].as_u64().unwrap_or(0),
+    )
+}
+
+/// An ambient pod (istio-cni's rules in its namespace, a ztunnel stand-in listening on 15001, 15006
+/// and 15008 there) calls a peer and is called by a client; neither of them is tapped (they stand for
+/// pods of other nodes). Discovery recognises the pod by ztunnel's listeners and taps its `lo` only;
+/// each outbound exchange comes out once from the pod to the peer's real address (recovered from
+/// conntrack: on `lo` the app's packets go to 127.0.0.1:15001), each inbound one once from the client's
+/// address (ztunnel keeps the original source) to the app; the HBONE port's bytes are never seen.
+#[test]
+fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
+    let _isolated = testkit::isolate::module(module_path!());
+    if !netns::require_root("ambient_pod_each_exchange_once_in_clear_with_its_real_peer") {
+        return;
+    }
+    let node = Node::new("amb-node");
+    let mut ambient = Netns::new("amb-pod");
+    let peer = Netns::new("amb-peer");
+    let client = Netns::new("amb-client");
+    node.attach(&ambient, "eth0", "va", "10.214.1.2/24");
+    node.attach(&peer, "ext0", "vp", "10.214.1.3/24");
+    node.attach(&client, "ext0", "vc", "10.214.1.4/24");
+    mesh::ambient_redirection(&ambient);
+    let _ztunnel = Ztunnel::start(&mut ambient);
+    let app = Server::start(&ambient, "10.214.1.2:8080");
+    let remote = Server::start(&peer, "10.214.1.3:9090");
+    let ino = ambient.inode().to_string();
+
+    let mut worker = Worker::start(
+        &["--discover"],
+        Some("capture: {rescanSeconds: 1, skipInterfaces: [\"ext*\"]}\n"),
+    );
+    worker.wait_event("tapped", "lo", &ino, 1);
+    let tapped = worker.events("tapped");
+    let event = tapped
+        .iter()
+        .find(|e| e["fields"]["interface"] == "lo")
+        .unwrap();
+    assert_eq!(event["fields"]["mesh"], "istio-ambient", "{event}");
+    assert!(
+        event["fields"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("15008")),
+        "{event}"
+    );
+
+    // Outbound: one keep-alive connection of three requests, and two short ones.
+    let mut outbound = Vec::new();
+    let keep: Vec<Request> = (0..3)
+        .map(|i| Request::post_json("/echo", &body(&format!("out-keep-{i}"))))
+        .collect();
+    let answers = keep_alive(&ambient, remote.addr, &keep);
+    assert!(answers.iter().all(|m| m.status() == 200));
+    outbound.extend(
+        keep.iter()
+            .map(|r| String::from_utf8(r.body.clone()).unwrap()),
+    );
+    for i in 0..2 {
+        let r = Request::post_json("/echo", &body(&format!("out-short-{i}")));
+        keep_alive(&ambient, remote.addr, std::slice::from_ref(&r));
+        outbound.push(String::from_utf8(r.body).unwrap());
+    }
+    // Inbound, plain text through 15006: keep-alive and short.
+    let mut inbound = Vec::new();
+    let keep: Vec<Request> = (0..3)
+        .map(|i| Request::post_json("/echo", &body(&format!("in-keep-{i}"))))
+        .collect();
+    keep_alive(&client, app.addr, &keep);
+    inbound.extend(
+        keep.iter()
+            .map(|r| String::from_utf8(r.body.clone()).unwrap()),
+    );
+    let r = Request::post_json("/echo", &body("in-short"));
+    keep_alive(&client, app.addr, std::slice::from_ref(&r));
+    inbound.push(String::from_utf8(r.body).unwrap());
+    // HBONE: TLS to 15008 (a ClientHello's first bytes); the stand-in reads and closes.
+    let hbone: SocketAddr = "10.214.1.2:15008".parse().unwrap();
+    let mut tls = http::connect(&client, hbone);
+    tls.write_all(&[
+        0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03,
+    ])
+    .unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let done = worker.stop();
+    assert_eq!(
+        done.tapped_in(&ino),
+        [("lo".to_string(), "loopback".to_string())],
+        "an ambient pod: loopback only"
+    );
+    let pairs = done.pairs_in(&ino);
+    assert_eq!(
+        pairs.len(),
+        outbound.len() + inbound.len(),
+        "each exchange once: {pairs:?}"
+    );
+    for body in &outbound {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(end(pair, "source").0, "10.214.1.2", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.214.1.3".to_string(), 9090),
+            "the real peer, not ztunnel's 127.0.0.1:15001: {pair}"
+        );
+        assert_eq!(pair["interface"]["name"], "lo");
+        assert_eq!(pair["response"]["status"], 200);
+    }
+    for body in &inbound {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(
+            end(pair, "source").0,
+            "10.214.1.4",
+            "the client, kept by ztunnel: {pair}"
+        );
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.214.1.2".to_string(), 8080),
+            "{pair}"
+        );
+    }
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
+    // One conntrack question per redirected connection (one keep-alive, two short).
+    assert_eq!(
+        done.stats["redirects"]["resolved"].as_u64(),
+        Some(3),
+        "{}",
+        done.stats
+    );
+    assert_eq!(done.counter("flows_not_http"), 0, "HBONE never reached lo");
+    assert!(
+        remote
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 3
+    );
+}
