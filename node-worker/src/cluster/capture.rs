@@ -146,6 +146,7 @@ impl Publisher {
             scans: report.scans,
             scan_failures: report.scan_failures,
             purges: self.switch.purges(),
+            redirects: pipeline.redirect_stats(),
         });
     }
 }
