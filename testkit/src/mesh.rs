@@ -1,7 +1,8 @@
 //! Pod network namespaces set up the way a service mesh sets a pod up, without the mesh: the rules
-//! istio-cni writes into an ambient pod's namespace, and a stand-in for ztunnel (a small relay process
-//! named `ztunnel`, listening in the pod's namespace on ztunnel's ports) that forwards real traffic as
-//! ztunnel would in plain text. Root only.
+//! istio-cni writes into an ambient pod's namespace, or Linkerd's proxy-init into a meshed pod's, and a
+//! stand-in for the proxy (a small relay process named `ztunnel` or `linkerd2-proxy`, listening in the
+//! pod's namespace on the proxy's ports) that forwards real traffic as the proxy would, in plain text.
+//! Root only.
 //!
 //! The rules follow istio-cni's in-pod rules (its TPROXY variant, cni/pkg/iptables in istio/istio):
 //! the app's outbound TCP is REDIRECTed to 15001; inbound TCP is TPROXYed to 15006 (plain text) or 15008
@@ -193,14 +194,17 @@ pub fn ambient_redirection(pod: &Netns) {
     ]);
 }
 
-/// The ztunnel stand-in: plain-text forwarding as ztunnel does it in a pod's namespace. Outbound
-/// (15001): to the original destination (SO_ORIGINAL_DST), from the pod's address. Inbound plain text
-/// (15006, transparent): to the original destination (the accepted socket's own address), from the
-/// client's address (ztunnel keeps the original source). HBONE (15008, transparent): read and closed
-/// (the encrypted leg, which never reaches `lo`). Every socket of its own carries the mark 0x539.
-const ZTUNNEL_PY: &str = r#"
+/// A mesh proxy stand-in: plain-text forwarding as ztunnel or a sidecar does it in a pod's namespace.
+/// Arguments: outbound port, inbound port, inbound mode, HBONE port (0: none). Outbound: to the original
+/// destination (SO_ORIGINAL_DST), from the pod's address. Inbound `tproxy` (ztunnel's 15006,
+/// transparent): to the original destination (the accepted socket's own address), from the client's
+/// address (ztunnel keeps the original source); inbound `redirect` (a sidecar's): to the original
+/// destination from the pod. HBONE (transparent): read and closed (the encrypted leg, which never
+/// reaches `lo`). Its sockets carry the mark 0x539 where it may set marks (root).
+const PROXY_PY: &str = r#"
 import socket, struct, sys, threading
 MARK, SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST = 0x539, 36, 19, 80
+OUT, IN, IN_MODE, HBONE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 
 def pipe(src, dst):
     try:
@@ -228,7 +232,10 @@ def listener(port, transparent):
 
 def upstream(dest, source_ip):
     u = socket.socket()
-    u.setsockopt(socket.SOL_SOCKET, SO_MARK, MARK)
+    try:
+        u.setsockopt(socket.SOL_SOCKET, SO_MARK, MARK)
+    except OSError:
+        pass
     if source_ip:
         u.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         u.bind((source_ip, 0))
@@ -244,21 +251,31 @@ def relay(conn, dest, source_ip):
     threading.Thread(target=pipe, args=(conn, up), daemon=True).start()
     threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
 
+def original(conn):
+    raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+    port, = struct.unpack("!H", raw[2:4])
+    return (socket.inet_ntoa(raw[4:8]), port)
+
 def outbound(l):
     while True:
         conn, _ = l.accept()
         try:
-            raw = conn.getsockopt(socket.SOL_IP, SO_ORIGINAL_DST, 16)
+            dest = original(conn)
         except OSError:
             conn.close()
             continue
-        port, = struct.unpack("!H", raw[2:4])
-        relay(conn, (socket.inet_ntoa(raw[4:8]), port), None)
+        relay(conn, dest, None)
 
 def inbound(l):
     while True:
         conn, peer = l.accept()
-        relay(conn, conn.getsockname(), peer[0])
+        if IN_MODE == "tproxy":
+            relay(conn, conn.getsockname(), peer[0])
+        else:
+            try:
+                relay(conn, original(conn), None)
+            except OSError:
+                conn.close()
 
 def hbone(l):
     while True:
@@ -270,39 +287,180 @@ def hbone(l):
             pass
         conn.close()
 
-threads = [threading.Thread(target=f, args=(listener(p, t),), daemon=True)
-           for f, p, t in ((outbound, 15001, False), (inbound, 15006, True), (hbone, 15008, True))]
+roles = [(outbound, OUT, False), (inbound, IN, IN_MODE == "tproxy")]
+if HBONE:
+    roles.append((hbone, HBONE, True))
+threads = [threading.Thread(target=f, args=(listener(p, t),), daemon=True) for f, p, t in roles]
 for t in threads:
     t.start()
 for t in threads:
     t.join()
 "#;
 
-/// The ztunnel stand-in running in a pod; it stops with the pod's [`Netns`].
-pub struct Ztunnel {
+/// Linkerd's proxy user: its own connections are never redirected.
+pub const LINKERD_PROXY_UID: &str = "2102";
+/// Linkerd's proxy ports in the pod: outbound, inbound.
+pub const LINKERD_OUTBOUND: u16 = 4140;
+pub const LINKERD_INBOUND: u16 = 4143;
+
+/// Writes Linkerd's proxy-init rules into `pod`'s namespace: inbound TCP (but the proxy's admin ports)
+/// REDIRECTed to 4143, the application's outbound TCP to 4140; the proxy's user and `lo` are left alone.
+pub fn linkerd_redirection(pod: &Netns) {
+    let ipt = |args: &[&str]| {
+        let mut all = vec![
+            "netns",
+            "exec",
+            pod.name.as_str(),
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+        ];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    ipt(&["-N", "PROXY_INIT_REDIRECT"]);
+    ipt(&[
+        "-A",
+        "PROXY_INIT_REDIRECT",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        "4190,4191",
+        "-j",
+        "RETURN",
+    ]);
+    ipt(&[
+        "-A",
+        "PROXY_INIT_REDIRECT",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-port",
+        "4143",
+    ]);
+    ipt(&["-A", "PREROUTING", "-j", "PROXY_INIT_REDIRECT"]);
+    ipt(&["-N", "PROXY_INIT_OUTPUT"]);
+    ipt(&[
+        "-A",
+        "PROXY_INIT_OUTPUT",
+        "-m",
+        "owner",
+        "--uid-owner",
+        LINKERD_PROXY_UID,
+        "-j",
+        "RETURN",
+    ]);
+    ipt(&["-A", "PROXY_INIT_OUTPUT", "-o", "lo", "-j", "RETURN"]);
+    ipt(&[
+        "-A",
+        "PROXY_INIT_OUTPUT",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-port",
+        "4140",
+    ]);
+    ipt(&["-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"]);
+}
+
+/// A mesh proxy stand-in running in a pod; it stops with the pod's [`Netns`].
+pub struct Proxy {
     _dir: tempfile::TempDir,
 }
 
-impl Ztunnel {
-    /// Starts it in `pod` (a process named `ztunnel`: a link to python3) and waits for its listeners.
-    pub fn start(pod: &mut Netns) -> Ztunnel {
+/// The ztunnel stand-in (ambient mode).
+pub type Ztunnel = Proxy;
+
+impl Proxy {
+    /// Starts the ztunnel stand-in in `pod` (a process named `ztunnel`: a link to python3; ztunnel's
+    /// listeners 15001, 15006, 15008) and waits for its listeners.
+    pub fn start(pod: &mut Netns) -> Proxy {
+        Proxy::spawn(
+            pod,
+            "ztunnel",
+            None,
+            &[OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE],
+            "tproxy",
+        )
+    }
+
+    /// Starts the Linkerd proxy stand-in in `pod` (a process named `linkerd2-proxy` running as
+    /// Linkerd's proxy user; 4140 outbound, 4143 inbound) and waits for its listeners.
+    pub fn linkerd(pod: &mut Netns) -> Proxy {
+        Proxy::spawn(
+            pod,
+            "linkerd2-proxy",
+            Some(LINKERD_PROXY_UID),
+            &[LINKERD_OUTBOUND, LINKERD_INBOUND, 0],
+            "redirect",
+        )
+    }
+
+    fn spawn(
+        pod: &mut Netns,
+        name: &str,
+        uid: Option<&str>,
+        ports: &[u16; 3],
+        inbound: &str,
+    ) -> Proxy {
         let dir = tempfile::Builder::new()
-            .prefix("ilt-ztunnel-")
+            .prefix("ilt-proxy-")
             .tempdir()
             .expect("temporary directory");
-        let script = dir.path().join("ztunnel.py");
-        std::fs::write(&script, ZTUNNEL_PY).expect("write the relay");
+        let script = dir.path().join("proxy.py");
+        std::fs::write(&script, PROXY_PY).expect("write the relay");
         let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("python3 installed");
-        let named = dir.path().join("ztunnel");
-        std::os::unix::fs::symlink(python, &named).expect("link python3 as ztunnel");
-        pod.spawn(&named, &[script.to_str().expect("utf-8 path")]);
+        let named = dir.path().join(name);
+        std::os::unix::fs::symlink(python, &named).expect("link python3");
+        let (out, inb, hbone) = (
+            ports[0].to_string(),
+            ports[1].to_string(),
+            ports[2].to_string(),
+        );
+        let script = script.to_str().expect("utf-8 path");
+        let named_str = named.to_str().expect("utf-8 path");
+        match uid {
+            None => pod.spawn(&named, &[script, &out, &inb, inbound, &hbone]),
+            Some(uid) => {
+                use std::os::unix::fs::PermissionsExt;
+                // The proxy's user must reach the script.
+                let _ =
+                    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+                let _ = std::fs::set_permissions(
+                    dir.path().join("proxy.py"),
+                    std::fs::Permissions::from_mode(0o644),
+                );
+                pod.spawn(
+                    Path::new("/usr/bin/setpriv"),
+                    &[
+                        "--reuid",
+                        uid,
+                        "--regid",
+                        uid,
+                        "--clear-groups",
+                        named_str,
+                        script,
+                        &out,
+                        &inb,
+                        inbound,
+                        &hbone,
+                    ],
+                )
+            }
+        };
+        let wanted: Vec<u16> = ports.iter().copied().filter(|p| *p != 0).collect();
         let listening = || {
             let out = pod.output("cat", &["/proc/net/tcp"]);
             let text = String::from_utf8_lossy(&out.stdout).to_string();
-            [OUTBOUND, INBOUND_PLAIN, INBOUND_HBONE].iter().all(|port| {
+            wanted.iter().all(|port| {
                 let hex = format!(":{port:04X} ");
                 text.lines()
                     .any(|l| l.contains(&hex) && l.split_whitespace().nth(3) == Some("0A"))
@@ -310,9 +468,9 @@ impl Ztunnel {
         };
         assert!(
             wait_until(Duration::from_secs(10), listening),
-            "the ztunnel stand-in did not listen in {}",
+            "the {name} stand-in did not listen in {}",
             pod.name
         );
-        Ztunnel { _dir: dir }
+        Proxy { _dir: dir }
     }
 }

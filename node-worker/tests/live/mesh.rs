@@ -12,6 +12,31 @@ use testkit::mesh::{self, Ztunnel};
 use testkit::netns::{self, Netns, Node};
 use testkit::worker::Worker;
 
+/// Each test's worker discovers every namespace, the other test's pods included, and its counters are
+/// the whole worker's: the tests of this module run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The `tapped` event of `interface` in the namespace labelled `ino`.
+fn tapped_event(worker: &Worker, interface: &str, ino: &str) -> Value {
+    let quoted = format!("\"{ino}\"");
+    worker
+        .events("tapped")
+        .into_iter()
+        .find(|e| {
+            e["fields"]["interface"] == interface
+                && e["fields"]["netns"]
+                    .as_str()
+                    .is_some_and(|n| n.contains(&quoted))
+        })
+        .unwrap()
+}
+
 fn body(tag: &str) -> String {
     format!(r#"{{"case":"{tag}"}}"#)
 }
@@ -43,6 +68,7 @@ fn end(pair: &Value, which: &str) -> (String, u64) {
 #[test]
 fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
     let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
     if !netns::require_root("ambient_pod_each_exchange_once_in_clear_with_its_real_peer") {
         return;
     }
@@ -64,11 +90,7 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
         Some("capture: {rescanSeconds: 1, skipInterfaces: [\"ext*\"]}\n"),
     );
     worker.wait_event("tapped", "lo", &ino, 1);
-    let tapped = worker.events("tapped");
-    let event = tapped
-        .iter()
-        .find(|e| e["fields"]["interface"] == "lo")
-        .unwrap();
+    let event = tapped_event(&worker, "lo", &ino);
     assert_eq!(event["fields"]["mesh"], "istio-ambient", "{event}");
     assert!(
         event["fields"]["reason"]
@@ -168,4 +190,95 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 3
     );
+}
+
+/// A Linkerd pod (proxy-init's rules, a proxy stand-in named `linkerd2-proxy` running as Linkerd's
+/// proxy user on 4140 and 4143) calls a peer and is called by a client, neither tapped. Discovery
+/// recognises the proxy process and taps `lo` only; each outbound exchange comes out once to the peer's
+/// real address (on `lo` the app's packets go to 127.0.0.1:4140), each inbound one once to the app (its
+/// source is the proxy's leg from the pod itself: a sidecar does not keep the client's address).
+#[test]
+fn linkerd_pod_each_exchange_once_with_its_real_destination() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("linkerd_pod_each_exchange_once_with_its_real_destination") {
+        return;
+    }
+    let node = Node::new("lkd-node");
+    let mut meshed = Netns::new("lkd-pod");
+    let peer = Netns::new("lkd-peer");
+    let client = Netns::new("lkd-client");
+    node.attach(&meshed, "eth0", "vl", "10.215.1.2/24");
+    node.attach(&peer, "ext0", "vp", "10.215.1.3/24");
+    node.attach(&client, "ext0", "vc", "10.215.1.4/24");
+    mesh::linkerd_redirection(&meshed);
+    let _proxy = mesh::Proxy::linkerd(&mut meshed);
+    let app = Server::start(&meshed, "10.215.1.2:8080");
+    let remote = Server::start(&peer, "10.215.1.3:9090");
+    let ino = meshed.inode().to_string();
+
+    let mut worker = Worker::start(
+        &["--discover"],
+        Some("capture: {rescanSeconds: 1, skipInterfaces: [\"ext*\"]}\n"),
+    );
+    worker.wait_event("tapped", "lo", &ino, 1);
+    let event = tapped_event(&worker, "lo", &ino);
+    assert_eq!(event["fields"]["mesh"], "linkerd", "{event}");
+    assert_eq!(
+        event["fields"]["reason"], "process linkerd2-proxy",
+        "{event}"
+    );
+
+    let keep: Vec<Request> = (0..3)
+        .map(|i| Request::post_json("/echo", &body(&format!("lkd-out-{i}"))))
+        .collect();
+    keep_alive(&meshed, remote.addr, &keep);
+    let short = Request::post_json("/echo", &body("lkd-out-short"));
+    keep_alive(&meshed, remote.addr, std::slice::from_ref(&short));
+    let mut outbound: Vec<String> = keep
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    outbound.push(String::from_utf8(short.body).unwrap());
+    let inbound_requests: Vec<Request> = (0..2)
+        .map(|i| Request::post_json("/echo", &body(&format!("lkd-in-{i}"))))
+        .collect();
+    keep_alive(&client, app.addr, &inbound_requests);
+    let inbound: Vec<String> = inbound_requests
+        .iter()
+        .map(|r| String::from_utf8(r.body.clone()).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let done = worker.stop();
+    assert_eq!(
+        done.tapped_in(&ino),
+        [("lo".to_string(), "loopback".to_string())]
+    );
+    let pairs = done.pairs_in(&ino);
+    assert_eq!(pairs.len(), outbound.len() + inbound.len(), "{pairs:?}");
+    for body in &outbound {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(end(pair, "source").0, "10.215.1.2", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.215.1.3".to_string(), 9090),
+            "the real peer, not the proxy's 127.0.0.1:4140: {pair}"
+        );
+    }
+    for body in &inbound {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.215.1.2".to_string(), 8080),
+            "{pair}"
+        );
+    }
+    assert_eq!(
+        done.stats["redirects"]["resolved"].as_u64(),
+        Some(2),
+        "{}",
+        done.stats
+    );
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
 }
