@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use interceptor_crds::config::WorkerConfig;
 
 use crate::discovery::{plan, HostSnapshot, MeshOverrides, PlanPolicy, Scanner, TapSpec};
+use crate::pipeline::mesh_views::NodeTaps;
 use crate::pipeline::Pipeline;
 use crate::redirect::conntrack::Conntrack;
 use crate::redirect::Redirects;
@@ -125,6 +126,8 @@ pub struct CaptureLoop {
     failed: Vec<(InterfaceInfo, String)>,
     /// Mesh loopback taps opened by the last scan, with their redirect translation, for the pipeline.
     redirects: Vec<(InterfaceInfo, Redirects)>,
+    /// The node's tapped namespaces after the last scan, for the pipeline.
+    node_taps: Option<NodeTaps>,
 }
 
 /// The redirect translation of a mesh's loopback tap: conntrack asked in the tap's namespace. Without
@@ -193,6 +196,7 @@ impl CaptureLoop {
             last_snapshot: None,
             failed: Vec::new(),
             redirects: Vec::new(),
+            node_taps: None,
             selection,
         };
         if let Selection::Interface { name, netns } = &this.selection {
@@ -296,6 +300,7 @@ impl CaptureLoop {
                         tracing::warn!(interface = %info.name, netns = ?info.netns, %error, "cannot tap");
                     }
                 }
+                self.node_taps = Some(NodeTaps::new(&snapshot, &specs));
                 self.last_snapshot = Some(snapshot);
             }
             Err(error) => {
@@ -336,6 +341,9 @@ impl CaptureLoop {
                 for (info, redirects) in self.redirects.drain(..) {
                     let index = pipeline.add_interface(info);
                     pipeline.set_redirects(index, redirects);
+                }
+                if let Some(node_taps) = self.node_taps.take() {
+                    pipeline.set_node_taps(node_taps);
                 }
             }
             self.poll_once(pipeline, &mut interface_cache, POLL_INTERVAL)?;

@@ -10,6 +10,7 @@
 //! ended. Pairs the call completed are then encoded and sent ([`output`]).
 
 mod flow;
+pub mod mesh_views;
 mod output;
 mod shared;
 
@@ -32,6 +33,7 @@ use crate::stats::{Counters, DropReason};
 use crate::tcp::reassembly::{Reassembler, ReassemblyStats, SegmentIn};
 use crate::tcp::{Direction, FlowKey};
 use flow::{count_flow_kind, Close, Flow, TableLimits, Tombstone, TOMBSTONE_US};
+use mesh_views::NodeTaps;
 use output::{Ends, Output};
 use shared::Shared;
 
@@ -77,6 +79,8 @@ pub struct Pipeline {
     /// Per interface: the real destination of connections a mesh redirected to its proxy (mesh
     /// loopback taps only; see `redirect`).
     redirects: HashMap<usize, Redirects>,
+    /// The node's tapped namespaces, to skip the server-side copy of an exchange with a meshed pod.
+    node_taps: NodeTaps,
     last_sweep_us: i64,
     output: Output,
 }
@@ -116,6 +120,7 @@ impl Pipeline {
             interfaces: Vec::new(),
             pods: None,
             redirects: HashMap::new(),
+            node_taps: NodeTaps::default(),
             last_sweep_us: i64::MIN,
             output: Output::new(sink),
         }
@@ -140,6 +145,11 @@ impl Pipeline {
     /// Packets of `interface` from now on have the destination a mesh's redirection hid restored.
     pub fn set_redirects(&mut self, interface: usize, redirects: Redirects) {
         self.redirects.insert(interface, redirects);
+    }
+
+    /// The node's tapped namespaces as of the last scan (see `mesh_views`).
+    pub fn set_node_taps(&mut self, node_taps: NodeTaps) {
+        self.node_taps = node_taps;
     }
 
     /// What the redirect translation did, over every interface.
@@ -290,7 +300,14 @@ impl Pipeline {
             .then(|| if flags.ack { dir.reverse() } else { dir });
         let from_start = [client.is_some(); 2];
         let client_syn = (flags.syn && !flags.ack).then_some(seg.seq);
-        let mirror = client_syn.is_some_and(|isn| self.is_second_view(seg.src, isn, key));
+        let tap_netns = self
+            .interfaces
+            .get(interface)
+            .and_then(|(info, _)| info.netns.as_deref());
+        let meshed_copy =
+            client_syn.is_some() && self.node_taps.is_server_side_copy(tap_netns, seg.src.ip());
+        let mirror =
+            meshed_copy || client_syn.is_some_and(|isn| self.is_second_view(seg.src, isn, key));
         if mirror {
             self.shared.counters.flows_mirrored += 1;
         } else {

@@ -282,3 +282,79 @@ fn linkerd_pod_each_exchange_once_with_its_real_destination() {
     );
     assert_eq!(done.total_drops(), 0, "{}", done.stats);
 }
+
+/// An ambient pod and two plain pods on one node, all tapped: the ambient pod calls one plain pod, the
+/// other plain pod calls the ambient pod. ztunnel re-originates each connection, so the client's tap and
+/// the server's tap see two different connections; each exchange still comes out once, from the
+/// client's tap, with the real peer on both ends.
+#[test]
+fn ambient_and_plain_pods_on_one_node_each_exchange_once() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("ambient_and_plain_pods_on_one_node_each_exchange_once") {
+        return;
+    }
+    let node = Node::new("amb2-node");
+    let mut ambient = Netns::new("amb2-pod");
+    let server = Netns::new("amb2-srv");
+    let client = Netns::new("amb2-cli");
+    node.attach(&ambient, "eth0", "va", "10.216.1.2/24");
+    node.attach(&server, "eth0", "vs", "10.216.1.3/24");
+    node.attach(&client, "eth0", "vc", "10.216.1.4/24");
+    mesh::ambient_redirection(&ambient);
+    let _ztunnel = Ztunnel::start(&mut ambient);
+    let app = Server::start(&ambient, "10.216.1.2:8080");
+    let remote = Server::start(&server, "10.216.1.3:9090");
+    let inodes = [&ambient, &server, &client].map(|n| n.inode().to_string());
+
+    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
+    worker.wait_event("tapped", "lo", &inodes[0], 1);
+    worker.wait_event("tapped", "eth0", &inodes[1], 1);
+    worker.wait_event("tapped", "eth0", &inodes[2], 1);
+    // The node's taps reach the pipeline with the scan after the last one opened.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let out: Vec<Request> = (0..2)
+        .map(|i| Request::post_json("/echo", &body(&format!("node-out-{i}"))))
+        .collect();
+    keep_alive(&ambient, remote.addr, &out);
+    let inb: Vec<Request> = (0..2)
+        .map(|i| Request::post_json("/echo", &body(&format!("node-in-{i}"))))
+        .collect();
+    keep_alive(&client, app.addr, &inb);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let done = worker.stop();
+    let pairs: Vec<&Value> = inodes.iter().flat_map(|i| done.pairs_in(i)).collect();
+    assert_eq!(pairs.len(), 4, "each exchange once: {pairs:?}");
+    for r in &out {
+        let pair = the_pair(&pairs, std::str::from_utf8(&r.body).unwrap());
+        assert_eq!(
+            pair["interface"]["netns"],
+            inodes[0].as_str(),
+            "the client's tap: {pair}"
+        );
+        assert_eq!(end(pair, "source").0, "10.216.1.2", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.216.1.3".to_string(), 9090),
+            "{pair}"
+        );
+    }
+    for r in &inb {
+        let pair = the_pair(&pairs, std::str::from_utf8(&r.body).unwrap());
+        assert_eq!(
+            pair["interface"]["netns"],
+            inodes[2].as_str(),
+            "the client's tap: {pair}"
+        );
+        assert_eq!(end(pair, "source").0, "10.216.1.4", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.216.1.2".to_string(), 8080),
+            "{pair}"
+        );
+    }
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
+    assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
+}
