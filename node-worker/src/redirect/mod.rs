@@ -142,7 +142,12 @@ impl Redirects {
             }
             Err(error) => {
                 self.stats.errors += 1;
-                tracing::debug!(%client, %error, "conntrack lookup failed");
+                if self.stats.errors == 1 {
+                    tracing::warn!(%client, %error,
+                        "conntrack cannot be asked on this tap: destinations of redirected connections are unknown");
+                } else {
+                    tracing::debug!(%client, %error, "conntrack lookup failed");
+                }
                 None
             }
         };
