@@ -274,6 +274,75 @@ pub fn linkerd_redirection(pod: &Netns) {
     ipt(&["-A", "OUTPUT", "-j", "PROXY_INIT_OUTPUT"]);
 }
 
+/// Istio's proxy user (uid 1337): its own connections are never redirected.
+pub const ISTIO_PROXY_UID: &str = "1337";
+
+/// Writes the Istio sidecar's rules (istio-init / istio-cni for sidecars, nat table) into `pod`'s
+/// namespace: inbound TCP REDIRECTed to envoy's 15006 (its own ports excepted), the application's
+/// outbound TCP to 15001; the proxy's user and `lo` are left alone.
+pub fn istio_sidecar_redirection(pod: &Netns) {
+    let ipt = |args: &[&str]| {
+        let mut all = vec![
+            "netns",
+            "exec",
+            pod.name.as_str(),
+            "iptables",
+            "-w",
+            "-t",
+            "nat",
+        ];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    };
+    ipt(&["-N", "ISTIO_INBOUND"]);
+    ipt(&[
+        "-A",
+        "ISTIO_INBOUND",
+        "-p",
+        "tcp",
+        "-m",
+        "multiport",
+        "--dports",
+        "15008,15090,15021,15020",
+        "-j",
+        "RETURN",
+    ]);
+    ipt(&[
+        "-A",
+        "ISTIO_INBOUND",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15006",
+    ]);
+    ipt(&["-A", "PREROUTING", "-p", "tcp", "-j", "ISTIO_INBOUND"]);
+    ipt(&["-N", "ISTIO_OUTPUT"]);
+    ipt(&[
+        "-A",
+        "ISTIO_OUTPUT",
+        "-m",
+        "owner",
+        "--uid-owner",
+        ISTIO_PROXY_UID,
+        "-j",
+        "RETURN",
+    ]);
+    ipt(&["-A", "ISTIO_OUTPUT", "-o", "lo", "-j", "RETURN"]);
+    ipt(&[
+        "-A",
+        "ISTIO_OUTPUT",
+        "-p",
+        "tcp",
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "15001",
+    ]);
+    ipt(&["-A", "OUTPUT", "-p", "tcp", "-j", "ISTIO_OUTPUT"]);
+}
+
 /// A mesh proxy stand-in running in a pod; it stops with the pod's [`Netns`].
 pub struct Proxy {
     _dir: tempfile::TempDir,
@@ -303,6 +372,18 @@ impl Proxy {
             "linkerd2-proxy",
             Some(LINKERD_PROXY_UID),
             &[LINKERD_OUTBOUND, LINKERD_INBOUND, 0],
+            "redirect",
+        )
+    }
+
+    /// Starts the Istio sidecar stand-in in `pod` (a process named `envoy` running as Istio's proxy
+    /// user; 15001 outbound, 15006 inbound) and waits for its listeners.
+    pub fn istio_sidecar(pod: &mut Netns) -> Proxy {
+        Proxy::spawn(
+            pod,
+            "envoy",
+            Some(ISTIO_PROXY_UID),
+            &[OUTBOUND, INBOUND_PLAIN, 0],
             "redirect",
         )
     }

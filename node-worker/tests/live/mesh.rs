@@ -192,29 +192,37 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
     );
 }
 
-/// A Linkerd pod (proxy-init's rules, a proxy stand-in named `linkerd2-proxy` running as Linkerd's
-/// proxy user on 4140 and 4143) calls a peer and is called by a client, neither tapped. Discovery
-/// recognises the proxy process and taps `lo` only; each outbound exchange comes out once to the peer's
-/// real address (on `lo` the app's packets go to 127.0.0.1:4140), each inbound one once to the app (its
-/// source is the proxy's leg from the pod itself: a sidecar does not keep the client's address).
-#[test]
-fn linkerd_pod_each_exchange_once_with_its_real_destination() {
-    let _isolated = testkit::isolate::module(module_path!());
-    let _serial = serial();
-    if !netns::require_root("linkerd_pod_each_exchange_once_with_its_real_destination") {
-        return;
-    }
-    let node = Node::new("lkd-node");
-    let mut meshed = Netns::new("lkd-pod");
-    let peer = Netns::new("lkd-peer");
-    let client = Netns::new("lkd-client");
-    node.attach(&meshed, "eth0", "vl", "10.215.1.2/24");
-    node.attach(&peer, "ext0", "vp", "10.215.1.3/24");
-    node.attach(&client, "ext0", "vc", "10.215.1.4/24");
-    mesh::linkerd_redirection(&meshed);
-    let _proxy = mesh::Proxy::linkerd(&mut meshed);
-    let app = Server::start(&meshed, "10.215.1.2:8080");
-    let remote = Server::start(&peer, "10.215.1.3:9090");
+/// A sidecar pod (Linkerd's proxy-init rules and a `linkerd2-proxy` stand-in running as uid 2102 on
+/// 4140/4143, or Istio's sidecar rules and an `envoy` stand-in running as uid 1337 on 15001/15006) calls
+/// a peer and is called by a client, neither tapped. Discovery recognises the proxy process and taps
+/// `lo` only; each outbound exchange comes out once to the peer's real address (on `lo` the app's
+/// packets go to the proxy's 127.0.0.1 port), each inbound one once to the app (its source is the
+/// proxy's leg from the pod itself: a sidecar does not keep the client's address).
+fn sidecar_pod_each_exchange_once(kind: &str, subnet: &str) {
+    let node = Node::new(&format!("{kind}-node"));
+    let mut meshed = Netns::new(&format!("{kind}-pod"));
+    let peer = Netns::new(&format!("{kind}-peer"));
+    let client = Netns::new(&format!("{kind}-cli"));
+    let ip = |host: u8| format!("{subnet}.{host}");
+    node.attach(&meshed, "eth0", "vl", &format!("{}/24", ip(2)));
+    node.attach(&peer, "ext0", "vp", &format!("{}/24", ip(3)));
+    node.attach(&client, "ext0", "vc", &format!("{}/24", ip(4)));
+    let (_proxy, mesh_name, process) = match kind {
+        "linkerd" => {
+            mesh::linkerd_redirection(&meshed);
+            (
+                mesh::Proxy::linkerd(&mut meshed),
+                "linkerd",
+                "linkerd2-proxy",
+            )
+        }
+        _ => {
+            mesh::istio_sidecar_redirection(&meshed);
+            (mesh::Proxy::istio_sidecar(&mut meshed), "istio", "envoy")
+        }
+    };
+    let app = Server::start(&meshed, &format!("{}:8080", ip(2)));
+    let remote = Server::start(&peer, &format!("{}:9090", ip(3)));
     let ino = meshed.inode().to_string();
 
     let mut worker = Worker::start(
@@ -223,17 +231,18 @@ fn linkerd_pod_each_exchange_once_with_its_real_destination() {
     );
     worker.wait_event("tapped", "lo", &ino, 1);
     let event = tapped_event(&worker, "lo", &ino);
-    assert_eq!(event["fields"]["mesh"], "linkerd", "{event}");
+    assert_eq!(event["fields"]["mesh"], mesh_name, "{event}");
     assert_eq!(
-        event["fields"]["reason"], "process linkerd2-proxy",
+        event["fields"]["reason"].as_str(),
+        Some(format!("process {process}").as_str()),
         "{event}"
     );
 
     let keep: Vec<Request> = (0..3)
-        .map(|i| Request::post_json("/echo", &body(&format!("lkd-out-{i}"))))
+        .map(|i| Request::post_json("/echo", &body(&format!("{kind}-out-{i}"))))
         .collect();
     keep_alive(&meshed, remote.addr, &keep);
-    let short = Request::post_json("/echo", &body("lkd-out-short"));
+    let short = Request::post_json("/echo", &body(&format!("{kind}-out-short")));
     keep_alive(&meshed, remote.addr, std::slice::from_ref(&short));
     let mut outbound: Vec<String> = keep
         .iter()
@@ -241,7 +250,7 @@ fn linkerd_pod_each_exchange_once_with_its_real_destination() {
         .collect();
     outbound.push(String::from_utf8(short.body).unwrap());
     let inbound_requests: Vec<Request> = (0..2)
-        .map(|i| Request::post_json("/echo", &body(&format!("lkd-in-{i}"))))
+        .map(|i| Request::post_json("/echo", &body(&format!("{kind}-in-{i}"))))
         .collect();
     keep_alive(&client, app.addr, &inbound_requests);
     let inbound: Vec<String> = inbound_requests
@@ -259,20 +268,16 @@ fn linkerd_pod_each_exchange_once_with_its_real_destination() {
     assert_eq!(pairs.len(), outbound.len() + inbound.len(), "{pairs:?}");
     for body in &outbound {
         let pair = the_pair(&pairs, body);
-        assert_eq!(end(pair, "source").0, "10.215.1.2", "{pair}");
+        assert_eq!(end(pair, "source").0, ip(2), "{pair}");
         assert_eq!(
             end(pair, "destination"),
-            ("10.215.1.3".to_string(), 9090),
-            "the real peer, not the proxy's 127.0.0.1:4140: {pair}"
+            (ip(3), 9090),
+            "the real peer, not the proxy's 127.0.0.1 port: {pair}"
         );
     }
     for body in &inbound {
         let pair = the_pair(&pairs, body);
-        assert_eq!(
-            end(pair, "destination"),
-            ("10.215.1.2".to_string(), 8080),
-            "{pair}"
-        );
+        assert_eq!(end(pair, "destination"), (ip(2), 8080), "{pair}");
     }
     assert_eq!(
         done.stats["redirects"]["resolved"].as_u64(),
@@ -281,6 +286,26 @@ fn linkerd_pod_each_exchange_once_with_its_real_destination() {
         done.stats
     );
     assert_eq!(done.total_drops(), 0, "{}", done.stats);
+}
+
+#[test]
+fn linkerd_pod_each_exchange_once_with_its_real_destination() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("linkerd_pod_each_exchange_once_with_its_real_destination") {
+        return;
+    }
+    sidecar_pod_each_exchange_once("linkerd", "10.215.1");
+}
+
+#[test]
+fn istio_sidecar_pod_each_exchange_once_with_its_real_destination() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("istio_sidecar_pod_each_exchange_once_with_its_real_destination") {
+        return;
+    }
+    sidecar_pod_each_exchange_once("istio", "10.217.1");
 }
 
 /// An ambient pod and two plain pods on one node, all tapped: the ambient pod calls one plain pod, the
