@@ -128,6 +128,8 @@ pub struct CaptureLoop {
     redirects: Vec<(InterfaceInfo, Redirects)>,
     /// The node's tapped namespaces after the last scan, for the pipeline.
     node_taps: Option<NodeTaps>,
+    /// Taps the last scan closed, whose redirect translation the pipeline drops.
+    closed: Vec<InterfaceInfo>,
 }
 
 /// The redirect translation of a mesh's loopback tap: conntrack asked in the tap's namespace. Without
@@ -197,6 +199,7 @@ impl CaptureLoop {
             failed: Vec::new(),
             redirects: Vec::new(),
             node_taps: None,
+            closed: Vec::new(),
             selection,
         };
         if let Selection::Interface { name, netns } = &this.selection {
@@ -284,6 +287,7 @@ impl CaptureLoop {
                         self.redirects.push((info.clone(), redirects));
                     }
                 }
+                self.closed.extend(report.closed.iter().cloned());
                 for info in &report.closed {
                     tracing::info!(interface = %info.name, netns = ?info.netns, "released");
                 }
@@ -338,6 +342,9 @@ impl CaptureLoop {
             let discover = self.selection == Selection::Discover;
             if discover && (self.take_rescan_request() || Instant::now() >= self.next_scan) {
                 self.rescan_now();
+                for info in self.closed.drain(..) {
+                    pipeline.drop_redirects(&info);
+                }
                 for (info, redirects) in self.redirects.drain(..) {
                     let index = pipeline.add_interface(info);
                     pipeline.set_redirects(index, redirects);
@@ -371,6 +378,7 @@ impl CaptureLoop {
             pipeline.handle(index, packet);
         })?;
         for info in &report.lost {
+            pipeline.drop_redirects(info);
             tracing::debug!(interface = %info.name, netns = ?info.netns, "interface went away");
         }
         pipeline.tick(wall_clock_us());

@@ -147,6 +147,20 @@ impl Pipeline {
         self.redirects.insert(interface, redirects);
     }
 
+    /// The tap `info` closed: its redirect translation goes (its conntrack socket and file hold the
+    /// pod's namespace open). Returns whether it had one.
+    pub fn drop_redirects(&mut self, info: &InterfaceInfo) -> bool {
+        self.interfaces
+            .iter()
+            .position(|(known, _)| known == info)
+            .is_some_and(|index| self.redirects.remove(&index).is_some())
+    }
+
+    /// Interfaces with a redirect translation now.
+    pub fn redirected_interfaces(&self) -> usize {
+        self.redirects.len()
+    }
+
     /// The node's tapped namespaces as of the last scan (see `mesh_views`).
     pub fn set_node_taps(&mut self, node_taps: NodeTaps) {
         self.node_taps = node_taps;

@@ -383,3 +383,35 @@ fn ambient_and_plain_pods_on_one_node_each_exchange_once() {
     assert_eq!(done.total_drops(), 0, "{}", done.stats);
     assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
 }
+
+/// An ambient pod that goes away: its tap is released with its conntrack socket and table file, which
+/// would otherwise keep the pod's namespace alive for the worker's lifetime.
+#[test]
+fn a_mesh_pod_that_goes_away_releases_its_conntrack_handles() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("a_mesh_pod_that_goes_away_releases_its_conntrack_handles") {
+        return;
+    }
+    let node = Node::new("amb3-node");
+    let mut ambient = Netns::new("amb3-pod");
+    node.attach(&ambient, "eth0", "va", "10.218.1.2/24");
+    mesh::ambient_redirection(&ambient);
+    let ztunnel = Ztunnel::start(&mut ambient);
+    let ino = ambient.inode().to_string();
+    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
+    worker.wait_event("tapped", "lo", &ino, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let with_pod = worker.fds();
+    ambient.delete();
+    drop(ztunnel);
+    worker.wait_event("released", "lo", &ino, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let without = worker.fds();
+    // The capture socket, the ctnetlink socket and the conntrack table file.
+    assert!(
+        without + 3 <= with_pod,
+        "fds with the pod {with_pod}, after it went away {without}"
+    );
+    worker.stop();
+}
