@@ -95,9 +95,8 @@ class Demo:
                f"pairs: expected {DEMO_PAIRS}\nseen {self.pair_rows()}\n{self.describe()}")
         expect(self.drops() == DEMO_DROPS, f"drops: expected {DEMO_DROPS}, seen {self.drops()}\n{self.describe()}")
         expect(self.taps() == DEMO_TAPS, f"taps: expected {DEMO_TAPS}, seen {self.taps()}\n{self.describe()}")
-        # The ambient pod's outbound call names its real destination (api), recovered from conntrack in the
-        # pod's namespace: over ctnetlink, or, without NET_ADMIN (the DaemonSet's capabilities), from
-        # /proc/net/nf_conntrack; not ztunnel's 127.0.0.1:15001.
+        # The ambient pod's outbound call names its real destination (api), not ztunnel's 127.0.0.1:15001:
+        # from conntrack with NET_ADMIN, else (the DaemonSet's capabilities) from the connection's answers.
         ambient = [p for p in self.pairs if self.pods.get(p["interface"]["netns"]) == "ambient"]
         ends = [(p["destination"]["ip"], p["destination"]["port"]) for p in ambient]
         expect(ends == [("10.88.0.20", 8080)], f"the ambient pod's call: {ends}\n{self.describe()}")

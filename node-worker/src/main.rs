@@ -335,8 +335,8 @@ fn report(
     let redirects = pipeline.redirect_stats();
     if redirects != RedirectStats::default() {
         eprintln!(
-            "redirected connections: {} destinations from conntrack, {} unknown, {} conntrack errors, {} untracked (table full)",
-            redirects.resolved, redirects.unknown, redirects.errors, redirects.table_full
+            "redirected connections: {} destinations from conntrack, {} from their answers, {} not in conntrack, {} conntrack errors, {} untracked (table full)",
+            redirects.resolved, redirects.learned, redirects.unknown, redirects.errors, redirects.table_full
         );
     }
     eprint!("{}", counters.summary());
@@ -361,6 +361,7 @@ fn report(
             "redirects": {
                 "resolved": redirects.resolved,
                 "unknown": redirects.unknown,
+                "learned": redirects.learned,
                 "errors": redirects.errors,
                 "table_full": redirects.table_full,
             },

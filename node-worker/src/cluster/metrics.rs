@@ -103,12 +103,13 @@ fn redirects(encoder: &mut DescriptorEncoder<'_>, snapshot: &LoopSnapshot) -> fm
     let r = &snapshot.redirects;
     let mut family = encoder.encode_descriptor(
         "redirected_connections",
-        "Connections a mesh redirected to its proxy on a pod's loopback, by outcome: destination from conntrack (resolved), unknown, conntrack error, not tracked (table full)",
+        "Connections a mesh redirected to its proxy on a pod's loopback, by outcome: destination from conntrack (resolved), not in conntrack (unknown), conntrack error, destination from the answers (learned), not tracked (table full)",
         None,
         MetricType::Counter,
     )?;
     for (outcome, n) in [
         ("resolved", r.resolved),
+        ("learned", r.learned),
         ("unknown", r.unknown),
         ("error", r.errors),
         ("table_full", r.table_full),

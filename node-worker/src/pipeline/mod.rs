@@ -558,10 +558,19 @@ impl Pipeline {
                 &fallback
             }
         };
+        let (client, mut server) = (key.source(client_dir), key.source(client_dir.reverse()));
+        // A connection a mesh redirected to its proxy: the real destination its answers told.
+        if let Some(real) = self
+            .redirects
+            .get(&interface)
+            .and_then(|r| r.learned(client, server))
+        {
+            server = real;
+        }
         let ends = Ends {
             origin,
-            source: lookup(key.source(client_dir)),
-            destination: lookup(key.source(client_dir.reverse())),
+            source: lookup(client),
+            destination: lookup(server),
         };
         let Shared {
             completed,

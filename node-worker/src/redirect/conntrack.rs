@@ -197,66 +197,15 @@ pub fn original_destination(buf: &[u8], seq: u32) -> Result<(Answer, usize), Con
     ))
 }
 
-/// The original destination of the TCP connection whose reply tuple is `reply_src -> reply_dst`, from
-/// the text of `/proc/net/nf_conntrack` (kernels with `CONFIG_NF_CONNTRACK_PROCFS`): each line holds
-/// the original tuple's `src= dst= sport= dport=` and then the reply tuple's. Lines that do not parse
-/// are skipped.
-pub fn original_from_table(
-    table: &str,
-    reply_src: SocketAddr,
-    reply_dst: SocketAddr,
-) -> Option<SocketAddr> {
-    table.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        if fields.nth(2) != Some("tcp") {
-            return None;
-        }
-        let mut tuples: Vec<[Option<&str>; 4]> = Vec::with_capacity(2);
-        for field in fields {
-            let Some((key, value)) = field.split_once('=') else {
-                continue;
-            };
-            let slot = match key {
-                "src" => 0,
-                "dst" => 1,
-                "sport" => 2,
-                "dport" => 3,
-                _ => continue,
-            };
-            if slot == 0 {
-                tuples.push([None; 4]);
-            }
-            if let Some(tuple) = tuples.last_mut() {
-                tuple[slot] = Some(value);
-            }
-        }
-        let addr = |t: &[Option<&str>; 4], ip: usize, port: usize| -> Option<SocketAddr> {
-            Some(SocketAddr::new(
-                t[ip]?.parse().ok()?,
-                t[port]?.parse().ok()?,
-            ))
-        };
-        let (original, reply) = (tuples.first()?, tuples.get(1)?);
-        (addr(reply, 0, 2)? == reply_src && addr(reply, 1, 3)? == reply_dst)
-            .then(|| addr(original, 1, 3))
-            .flatten()
-    })
-}
-
-/// `/proc/net/nf_conntrack` of a pod's namespace can be long; beyond this it is read no further.
-const MAX_TABLE_BYTES: u64 = 8 << 20;
-
 /// How long one question may wait for its answer (the capture thread waits meanwhile).
 const ANSWER_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// Conntrack of one network namespace: a ctnetlink socket (needs CAP_NET_ADMIN), and, for when the
-/// kernel refuses it, the namespace's `/proc/net/nf_conntrack` opened in it (readable by root without
-/// that capability, where the kernel has it).
+/// A ctnetlink socket in one network namespace (asking needs CAP_NET_ADMIN; once the kernel refuses,
+/// the socket is closed and every question is answered "cannot tell", without a system call).
 #[derive(Debug)]
 pub struct Conntrack {
     fd: Option<OwnedFd>,
     seq: u32,
-    table: Option<std::fs::File>,
 }
 
 impl Conntrack {
@@ -279,22 +228,8 @@ impl Conntrack {
         }
     }
 
-    /// Opens the socket and the table in the calling thread's namespace (at least one of them).
+    /// Opens the socket in the calling thread's namespace.
     pub fn open_here() -> Result<Conntrack, ConntrackError> {
-        let fd = Conntrack::netlink_socket();
-        // The table's file is bound to the namespace it was opened in, whoever reads it later.
-        let table = std::fs::File::open("/proc/thread-self/net/nf_conntrack").ok();
-        match (fd, table) {
-            (Err(e), None) => Err(e),
-            (fd, table) => Ok(Conntrack {
-                fd: fd.ok(),
-                seq: 0,
-                table,
-            }),
-        }
-    }
-
-    fn netlink_socket() -> Result<OwnedFd, ConntrackError> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -304,48 +239,23 @@ impl Conntrack {
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))?;
         let timeout = TimeVal::new(0, ANSWER_TIMEOUT.as_micros() as libc::suseconds_t);
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)?;
-        Ok(fd)
+        Ok(Conntrack {
+            fd: Some(fd),
+            seq: 0,
+        })
     }
 
-    /// The original destination of the TCP connection whose reply goes `reply_src -> reply_dst`: asked
-    /// over ctnetlink; read from the table once the kernel refuses ctnetlink (no CAP_NET_ADMIN).
+    /// The original destination of the TCP connection whose reply goes `reply_src -> reply_dst`.
     pub fn lookup_reply(
         &mut self,
         reply_src: SocketAddr,
         reply_dst: SocketAddr,
     ) -> Result<Option<SocketAddr>, ConntrackError> {
-        if self.fd.is_some() {
-            match self.ask_netlink(reply_src, reply_dst) {
-                Err(ConntrackError::Kernel(code))
-                    if code == -libc::EPERM && self.table.is_some() =>
-                {
-                    tracing::info!(
-                        "ctnetlink refused (no CAP_NET_ADMIN): reading /proc/net/nf_conntrack instead"
-                    );
-                    self.fd = None;
-                }
-                other => return other,
-            }
+        let answer = self.ask_netlink(reply_src, reply_dst);
+        if matches!(answer, Err(ConntrackError::Kernel(code)) if code == -libc::EPERM) {
+            self.fd = None;
         }
-        self.read_table(reply_src, reply_dst)
-    }
-
-    fn read_table(
-        &mut self,
-        reply_src: SocketAddr,
-        reply_dst: SocketAddr,
-    ) -> Result<Option<SocketAddr>, ConntrackError> {
-        use std::io::{Read, Seek};
-        let Some(file) = self.table.as_mut() else {
-            return Err(ConntrackError::NoAnswer);
-        };
-        let mut text = String::new();
-        file.rewind()
-            .and_then(|()| file.take(MAX_TABLE_BYTES).read_to_string(&mut text))
-            .map_err(|e| {
-                ConntrackError::Socket(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
-            })?;
-        Ok(original_from_table(&text, reply_src, reply_dst))
+        answer
     }
 
     fn ask_netlink(
@@ -478,38 +388,6 @@ mod tests {
         assert_eq!(
             original_destination(&error, 9).unwrap().0,
             Answer::Error(-libc::ENOENT)
-        );
-    }
-
-    #[test]
-    fn the_procfs_table_gives_the_original_destination_by_reply_tuple() {
-        let table = "ipv4     2 tcp      6 119 TIME_WAIT src=10.77.0.1 dst=10.77.0.2 sport=51794 dport=8080 src=127.0.0.1 dst=10.77.0.1 sport=15001 dport=51794 [ASSURED] mark=0 zone=0 use=2\n\
-ipv4     2 tcp      6 119 TIME_WAIT src=10.77.0.1 dst=10.77.0.2 sport=51806 dport=8080 src=10.77.0.2 dst=10.77.0.1 sport=8080 dport=51806 [ASSURED] mark=0 zone=0 use=2\n\
-ipv4     2 udp      17 29 src=10.77.0.1 dst=10.96.0.10 sport=5000 dport=53 src=127.0.0.1 dst=10.77.0.1 sport=15001 dport=5000 mark=0 use=2\n\
-ipv6     10 tcp     6 431999 ESTABLISHED src=fd00::5 dst=fd00::9 sport=40000 dport=443 src=::1 dst=fd00::5 sport=15001 dport=40000 mark=0 use=1\n\
-garbage line\n\
-ipv4 2 tcp 6 1 CLOSE src=1.2.3.4 dst=x sport=1 dport=2 src=127.0.0.1 dst=1.2.3.4 sport=15001 dport=1\n";
-        assert_eq!(
-            original_from_table(table, addr("127.0.0.1:15001"), addr("10.77.0.1:51794")),
-            Some(addr("10.77.0.2:8080"))
-        );
-        assert_eq!(
-            original_from_table(table, addr("[::1]:15001"), addr("[fd00::5]:40000")),
-            Some(addr("[fd00::9]:443"))
-        );
-        assert_eq!(
-            original_from_table(table, addr("127.0.0.1:15001"), addr("10.77.0.1:5000")),
-            None,
-            "UDP is not asked for"
-        );
-        assert_eq!(
-            original_from_table(table, addr("127.0.0.1:15001"), addr("1.2.3.4:1")),
-            None,
-            "an unparsable original destination"
-        );
-        assert_eq!(
-            original_from_table("", addr("127.0.0.1:1"), addr("10.0.0.1:2")),
-            None
         );
     }
 

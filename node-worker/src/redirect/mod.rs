@@ -6,9 +6,11 @@
 //! 127.0.0.1:15001` (after the nat), the proxy's answers come back `destination -> pod:port` (the nat
 //! undone before they reach `lo`). [`Redirects`] gives the application's packets their real
 //! destination, asked once per connection from conntrack in the pod's namespace ([`conntrack`]), so
-//! that both directions are one connection between the pod and its real peer. When conntrack cannot tell,
-//! the answers are made to come from the proxy's address instead: the exchange is still paired, and its
-//! destination is the proxy's port, which names no pod (unknown).
+//! that both directions are one connection between the pod and its real peer. When conntrack cannot tell
+//! (no entry, or no CAP_NET_ADMIN for ctnetlink), the answers are made to come from the proxy's address
+//! instead, so that the exchange is still one connection, and the real destination they carried is
+//! remembered ([`Redirects::learned`]): the pipeline names it when it emits the pair. Only a connection
+//! whose answers were never seen keeps the proxy's port as destination, which names no pod (unknown).
 //!
 //! Pure apart from the [`Resolve`] it is given; bounded (a table of at most [`MAX_CLIENTS`] entries,
 //! forgotten after [`ENTRY_TTL_US`] without a packet).
@@ -43,8 +45,10 @@ const SWEEP_EVERY_US: i64 = 10_000_000;
 pub struct RedirectStats {
     /// Redirected connections whose original destination conntrack gave.
     pub resolved: u64,
-    /// Redirected connections conntrack did not know (their destination stays the proxy's port).
+    /// Redirected connections conntrack did not know.
     pub unknown: u64,
+    /// Redirected connections conntrack did not tell whose destination the answers told.
+    pub learned: u64,
     /// Conntrack could not be asked (the answer is then unknown too).
     pub errors: u64,
     /// Redirected connections not tracked because the table was full.
@@ -55,6 +59,7 @@ impl RedirectStats {
     pub fn add(&mut self, other: &RedirectStats) {
         self.resolved += other.resolved;
         self.unknown += other.unknown;
+        self.learned += other.learned;
         self.errors += other.errors;
         self.table_full += other.table_full;
     }
@@ -65,6 +70,8 @@ struct Entry {
     /// The proxy's listener the connection was redirected to (`127.0.0.1:15001`).
     proxy: SocketAddr,
     original: Option<SocketAddr>,
+    /// Where the answers came from, when conntrack did not tell.
+    learned: Option<SocketAddr>,
     seen_us: i64,
 }
 
@@ -113,6 +120,10 @@ impl Redirects {
         if let Some(entry) = self.clients.get_mut(&seg.dst) {
             if entry.original.is_none() && !seg.src.ip().is_loopback() {
                 entry.seen_us = now_us;
+                if entry.learned.is_none() {
+                    self.stats.learned += 1;
+                }
+                entry.learned = Some(seg.src);
                 seg.src = entry.proxy;
             } else if entry.original == Some(seg.src) {
                 entry.seen_us = now_us;
@@ -144,7 +155,7 @@ impl Redirects {
                 self.stats.errors += 1;
                 if self.stats.errors == 1 {
                     tracing::warn!(%client, %error,
-                        "conntrack cannot be asked on this tap: destinations of redirected connections are unknown");
+                        "conntrack cannot be asked on this tap: destinations of redirected connections are taken from their answers");
                 } else {
                     tracing::debug!(%client, %error, "conntrack lookup failed");
                 }
@@ -163,6 +174,7 @@ impl Redirects {
             Entry {
                 proxy: seg.dst,
                 original,
+                learned: None,
                 seen_us: now_us,
             },
         );
@@ -179,6 +191,18 @@ impl Redirects {
         self.last_sweep_us = now_us;
         self.clients
             .retain(|_, e| now_us.saturating_sub(e.seen_us) < ENTRY_TTL_US);
+    }
+
+    /// The real destination of the connection from `client` to the proxy at `proxy` as its answers
+    /// told it, when conntrack did not (the pipeline names it in the pair).
+    pub fn learned(&self, client: SocketAddr, proxy: SocketAddr) -> Option<SocketAddr> {
+        if !proxy.ip().is_loopback() || !self.ports.contains(&proxy.port()) {
+            return None;
+        }
+        self.clients
+            .get(&client)
+            .filter(|e| e.proxy == proxy)
+            .and_then(|e| e.learned)
     }
 
     /// Connections tracked now.
@@ -297,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_destinations_keep_the_proxys_address_on_both_directions() {
+    fn unknown_destinations_keep_the_proxys_address_on_both_directions_and_are_learned() {
         for fail in [false, true] {
             let mut r = Redirects::new(
                 &[15001],
@@ -309,6 +333,7 @@ mod tests {
             let mut syn = seg(APP, PROXY, true, false);
             r.translate(&mut syn, 0);
             assert_eq!(ends(&syn), (APP.into(), PROXY.into()));
+            assert_eq!(r.learned(addr(APP), addr(PROXY)), None, "nothing seen yet");
             let mut answer = seg(PEER, APP, true, true);
             r.translate(&mut answer, 1);
             assert_eq!(ends(&answer), (PROXY.into(), APP.into()));
@@ -316,6 +341,13 @@ mod tests {
                 (r.stats.unknown, r.stats.errors),
                 if fail { (0, 1) } else { (1, 0) }
             );
+            // The answers told the real destination: the pair will name it.
+            assert_eq!(r.learned(addr(APP), addr(PROXY)), Some(addr(PEER)));
+            assert_eq!(r.learned(addr(APP), addr("127.0.0.1:8080")), None);
+            assert_eq!(r.learned(addr("10.1.0.5:1"), addr(PROXY)), None);
+            let mut more = seg(PEER, APP, false, true);
+            r.translate(&mut more, 2);
+            assert_eq!(r.stats.learned, 1, "counted once per connection");
         }
     }
 

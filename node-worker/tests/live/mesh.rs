@@ -72,6 +72,22 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
     if !netns::require_root("ambient_pod_each_exchange_once_in_clear_with_its_real_peer") {
         return;
     }
+    ambient_pod_each_exchange_once(true);
+}
+
+/// The same without CAP_NET_ADMIN (the DaemonSet does not grant it): ctnetlink is refused, and the real
+/// destinations are taken from the answers, which the kernel shows un-redirected.
+#[test]
+fn ambient_pod_without_net_admin_takes_destinations_from_the_answers() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("ambient_pod_without_net_admin_takes_destinations_from_the_answers") {
+        return;
+    }
+    ambient_pod_each_exchange_once(false);
+}
+
+fn ambient_pod_each_exchange_once(net_admin: bool) {
     let node = Node::new("amb-node");
     let mut ambient = Netns::new("amb-pod");
     let peer = Netns::new("amb-peer");
@@ -85,10 +101,12 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
     let remote = Server::start(&peer, "10.214.1.3:9090");
     let ino = ambient.inode().to_string();
 
-    let mut worker = Worker::start(
-        &["--discover"],
-        Some("capture: {rescanSeconds: 1, skipInterfaces: [\"ext*\"]}\n"),
-    );
+    let config = "capture: {rescanSeconds: 1, skipInterfaces: [\"ext*\"]}\n";
+    let mut worker = if net_admin {
+        Worker::start(&["--discover"], Some(config))
+    } else {
+        Worker::start_without(&["--discover"], Some(config), &["net_admin"])
+    };
     worker.wait_event("tapped", "lo", &ino, 1);
     let event = tapped_event(&worker, "lo", &ino);
     assert_eq!(event["fields"]["mesh"], "istio-ambient", "{event}");
@@ -176,10 +194,19 @@ fn ambient_pod_each_exchange_once_in_clear_with_its_real_peer() {
         );
     }
     assert_eq!(done.total_drops(), 0, "{}", done.stats);
-    // One conntrack question per redirected connection (one keep-alive, two short).
+    // One conntrack question per redirected connection (one keep-alive, two short); without
+    // NET_ADMIN, each destination taken from the connection's answers instead.
+    let redirects = &done.stats["redirects"];
+    let (resolved, learned) = if net_admin { (3, 0) } else { (0, 3) };
     assert_eq!(
-        done.stats["redirects"]["resolved"].as_u64(),
-        Some(3),
+        redirects["resolved"].as_u64(),
+        Some(resolved),
+        "{}",
+        done.stats
+    );
+    assert_eq!(
+        redirects["learned"].as_u64(),
+        Some(learned),
         "{}",
         done.stats
     );
@@ -384,8 +411,8 @@ fn ambient_and_plain_pods_on_one_node_each_exchange_once() {
     assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
 }
 
-/// An ambient pod that goes away: its tap is released with its conntrack socket and table file, which
-/// would otherwise keep the pod's namespace alive for the worker's lifetime.
+/// An ambient pod that goes away: its tap is released with its conntrack socket, which would otherwise
+/// keep the pod's namespace alive for the worker's lifetime.
 #[test]
 fn a_mesh_pod_that_goes_away_releases_its_conntrack_handles() {
     let _isolated = testkit::isolate::module(module_path!());
@@ -408,9 +435,9 @@ fn a_mesh_pod_that_goes_away_releases_its_conntrack_handles() {
     worker.wait_event("released", "lo", &ino, 1);
     std::thread::sleep(Duration::from_millis(1500));
     let without = worker.fds();
-    // The capture socket, the ctnetlink socket and the conntrack table file.
+    // The capture socket and the ctnetlink socket.
     assert!(
-        without + 3 <= with_pod,
+        without + 2 <= with_pod,
         "fds with the pod {with_pod}, after it went away {without}"
     );
     worker.stop();
