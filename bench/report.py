@@ -10,6 +10,7 @@
 The check commands print JSON and exit 1 when the output is wrong.
 """
 import csv
+import datetime
 import glob
 import gzip
 import json
@@ -24,7 +25,16 @@ TARGETS = {
     "peak_rss_mib": 64.0,
     "live_share_pct": 99.9,
     "live_cpu_share": 0.25,
+    "kafka_peak_rss_mib": 96.0,  # issue 19: librdkafka's buffers included
 }
+
+# The live runs are judged per kind: HTTP/1.1 into a pipe (issue 7), HTTP/2 (issue 17), Kafka (issue 19).
+LIVE_KINDS = [
+    ("HTTP/1.1, pipe", lambda r: r["client"] == "wrk" and r["sink"] != "kafka"),
+    ("HTTP/2 (h2load), pipe", lambda r: r["client"] == "h2load" and r["sink"] != "kafka"),
+    ("HTTP/1.1, Kafka", lambda r: r["client"] == "wrk" and r["sink"] == "kafka"
+     and r["name"] not in ("kafka-outage", "kafka-verify")),
+]
 
 
 def load(path, default=None):
@@ -102,8 +112,85 @@ def wrk_summary(path):
     return None
 
 
+H2LOAD_UNITS = {"us": 1, "ms": 1e3, "s": 1e6}
+
+
+def h2load_summary(path):
+    """The figures of an h2load run (its text output), in the shape of wrk_summary's."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return None
+    done = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", text, re.M)
+    took = re.search(r"^finished in ([\d.]+)s", text, re.M)
+    if not done or not took:
+        return None
+    summary = {
+        "requests": int(done.group(4)),
+        "duration_us": int(float(took.group(1)) * 1e6),
+        "errors": {"started": int(done.group(2)), "done": int(done.group(3)), "failed": int(done.group(5)),
+                   "errored": int(done.group(6)), "timeout": int(done.group(7))},
+    }
+    lat = re.search(r"^time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text, re.M)
+    if lat:
+        us = [float(lat.group(i)) * H2LOAD_UNITS[lat.group(i + 1)] for i in (1, 3, 5)]
+        summary["latency_us"] = {"min": round(us[0]), "max": round(us[1]), "mean": round(us[2])}
+    return summary
+
+
+def client_summary(d):
+    """What the load generator of a live run says it did: wrk's WRK_JSON line or h2load's report."""
+    return wrk_summary(os.path.join(d, "wrk.out")) or h2load_summary(os.path.join(d, "h2load.out"))
+
+
+def pair_key(pair, path):
+    """What makes a captured exchange unique: wrk sends each path once; h2load reuses its paths on every
+    connection, where (client port, stream) tells the exchanges apart."""
+    if pair["request"].get("version") == "HTTP/2":
+        return (pair["source"]["port"], pair["request"]["stream_id"], path)
+    return path
+
+
+def timestamp(text):
+    """Seconds since the epoch of an RFC 3339 time (the pair's)."""
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def outage_restart(d):
+    """When the broker of an outage run was started again (epoch seconds), from outage.log; None otherwise."""
+    try:
+        for line in open(os.path.join(d, "outage.log")):
+            parts = line.split()
+            if len(parts) == 2 and parts[1] == "started":
+                return float(parts[0])
+    except OSError:
+        pass
+    return None
+
+
+def kafka_accounting(stats, read_back):
+    """Every pair the worker emitted was handed to the Kafka sink and ends delivered, dropped because the
+    buffer was full, purged after an outage or failed; what was delivered is on the topic (the consumer counts it)."""
+    emitted = stats.get("counters", {}).get("pairs_emitted")
+    sink = stats.get("sink") or {}
+    settled = sum(sink.get(k) or 0 for k in ("delivered", "dropped_full", "purged", "failed"))
+    return {
+        "emitted": emitted,
+        "accepted": sink.get("accepted"),
+        "delivered": sink.get("delivered"),
+        "dropped_full": sink.get("dropped_full"),
+        "purged": sink.get("purged"),
+        "failed": sink.get("failed"),
+        "buffered_at_end": sink.get("buffered_pairs"),
+        "on_topic": read_back,
+        "adds_up": emitted is not None and emitted == sink.get("accepted") == settled
+        and read_back == sink.get("delivered"),
+    }
+
+
 def check_live(d):
-    wrk = wrk_summary(os.path.join(d, "wrk.out")) or {}
+    wrk = client_summary(d) or {}
     run = load(os.path.join(d, "run.json"), {})
     stats = load(os.path.join(d, "worker.stats.json"), {})
     total = ok_pairs = wrong = dup = 0
@@ -117,13 +204,18 @@ def check_live(d):
             f = open(os.path.join(d, "pairs.jsonl"), "rb")
     except OSError:
         f = []
+    restarted = outage_restart(d)
+    after_restart = 0
     for line in f:
         total += 1
         try:
             pair = json.loads(line)
+            if restarted and timestamp(pair["request"]["timestamp"]) > restarted:
+                after_restart += 1
             path = pair["request"]["path"]
             body = json.loads(pair["response"]["body"])
             good = pair["response"]["status"] == 200 and body.get("path") == path
+            key = pair_key(pair, path)
         except (ValueError, KeyError, TypeError, AttributeError):
             path, good = None, False
         if not good:
@@ -131,18 +223,31 @@ def check_live(d):
             if len(examples) < 5:
                 examples.append(line[:300].decode(errors="replace"))
             continue
-        if path in seen:
+        if key in seen:
             dup += 1
             continue
-        seen.add(path)
+        seen.add(key)
         ok_pairs += 1
     capture = stats.get("capture", {})
+    kafka = run.get("sink") == "kafka"
+    on_topic = run.get("kafka_messages")
+    if kafka and not run.get("kafka_read_back") and on_topic is not None:
+        # Counted on the topic, not read back (the verification run reads its pairs back and checks them).
+        ok_pairs = on_topic
+    accounting = kafka_accounting(stats, on_topic if kafka else total) if kafka else None
+    if accounting and restarted:
+        # Delivery resumed by itself: pairs of requests made after the broker came back are on the topic.
+        accounting["read_back_after_restart"] = after_restart
+        accounting["adds_up"] = accounting["adds_up"] and after_restart > 0
     result = {
-        "ok": wrong == 0 and dup == 0,
+        "ok": wrong == 0 and dup == 0 and (accounting is None or accounting["adds_up"]),
+        "kafka_accounting": accounting,
         "wrk_requests": wrk.get("requests"),
         "wrk_errors": wrk.get("errors"),
         "server_requests": run.get("server_requests"),
         "pairs_lines": total,
+        "pairs_on_topic": on_topic,
+        "pairs_checked": total,
         "pairs_ok": ok_pairs,
         "pairs_wrong": wrong,
         "pairs_duplicate": dup,
@@ -151,6 +256,7 @@ def check_live(d):
         "kernel_dropped": capture.get("kernel_dropped"),
         "interface_dropped": capture.get("interface_dropped"),
         "drops": stats.get("drops"),
+        "sink": stats.get("sink"),
         "wrong_examples": examples,
     }
     out(result, result["ok"])
@@ -329,19 +435,21 @@ def live_summary(root):
         if not run:
             continue
         check = load(os.path.join(d, "check.json"), {})
-        wrk = load(os.path.join(d, "wrk.json"), {})
-        summary = wrk_summary(os.path.join(d, "wrk.out")) or {}
+        client = load(os.path.join(d, "client.json"), {})
+        summary = client_summary(d) or {}
         tck = run["clk_tck"]
         sent = summary.get("requests") or 0
         server = run.get("server_requests") or 0
         denominator = max(sent, server)
         pairs = check.get("pairs_ok") or 0
         worker_cpu = run["worker_ticks"] / tck
-        client_cpu = wrk.get("cpu_s") or 0
+        client_cpu = client.get("cpu_s") or 0
         server_cpu = run["nginx_ticks"] / tck
         duration = (summary.get("duration_us") or 0) / 1e6
         entry = {
             "name": run["name"],
+            "client": run.get("client", "wrk"),
+            "sink": run.get("sink", "local"),
             "target_rate": run["rate"],
             "connections": run["connections"],
             "delay_ms": run["delay_ms"],
@@ -351,6 +459,7 @@ def live_summary(root):
             "rate_achieved": round(sent / duration) if duration else None,
             "pairs_captured": pairs,
             "pairs_wrong": check.get("pairs_wrong"),
+            "pairs_checked": check.get("pairs_checked"),
             "pairs_duplicate": check.get("pairs_duplicate"),
             "captured_pct": round(100.0 * min(pairs, denominator) / denominator, 3) if denominator else None,
             "missing": max(0, denominator - pairs),
@@ -362,6 +471,9 @@ def live_summary(root):
             "worker_cpu_s": round(worker_cpu, 2),
             "client_cpu_s": round(client_cpu, 2),
             "server_cpu_s": round(server_cpu, 2),
+            "broker_cpu_s": round(run.get("broker_ticks", 0) / tck, 2) if run.get("sink") == "kafka" else None,
+            "sink_stats": check.get("sink"),
+            "kafka_accounting": check.get("kafka_accounting"),
             "worker_cpu_vs_client_server": round(worker_cpu / (client_cpu + server_cpu), 3)
             if client_cpu + server_cpu else None,
             "worker_cpu_s_per_100k_pairs": round(worker_cpu * 1e5 / pairs, 3) if pairs else None,
@@ -379,7 +491,8 @@ def live_summary(root):
             entry["memory"] = memory_trend(rss_path)
         runs.append(entry)
     def order(r):
-        return (r["name"] == "long", float("inf") if r["target_rate"] == "max" else float(r["target_rate"]))
+        return (r["name"] == "long", r["client"] != "wrk", r["sink"] == "kafka",
+                float("inf") if r["target_rate"] == "max" else float(r["target_rate"]))
     runs.sort(key=order)
     return runs
 
@@ -433,20 +546,35 @@ def targets(offline, live):
         t.append({"target": "throughput >= 1/3 of tcpdump's", "value": f"{lo_w} wall, {lo_c} CPU (lowest over sizes)",
                   "met": lo_w >= TARGETS["tcpdump_ratio"] and lo_c >= TARGETS["tcpdump_ratio"]})
     rss = [s["worker"]["peak_rss_mib"] for s in offline if s["worker"]]
-    rss += [r["worker_peak_rss_mib"] for r in live]
+    rss += [r["worker_peak_rss_mib"] for r in live if r["sink"] != "kafka"]
     if rss:
         t.append({"target": "peak RSS < 64 MiB (offline and live)", "value": f"{max(rss)} MiB at most",
                   "met": max(rss) < TARGETS["peak_rss_mib"]})
-    rated = [r for r in live if r["name"] != "long"]
-    if rated:
+    kafka_rss = [r["worker_peak_rss_mib"] for r in live if r["sink"] == "kafka"]
+    if kafka_rss:
+        t.append({"target": "peak RSS <= 96 MiB into Kafka (librdkafka included)",
+                  "value": f"{max(kafka_rss)} MiB at most", "met": max(kafka_rss) <= TARGETS["kafka_peak_rss_mib"]})
+    for kind, belongs in LIVE_KINDS:
+        rated = [r for r in live if r["name"] != "long" and belongs(r)]
+        if not rated:
+            continue
         top = max(rated, key=lambda r: r["rate_achieved"] or 0)
-        t.append({"target": ">= 99.9% of pairs captured at the highest rate",
+        t.append({"target": f"{kind}: >= 99.9% of pairs captured at the highest rate",
                   "value": f"{top['captured_pct']}% at {top['rate_achieved']}/s ({top['name']}), "
                            f"{top['kernel_dropped']} kernel drops",
                   "met": (top["captured_pct"] or 0) >= TARGETS["live_share_pct"] and not top["pairs_wrong"]})
         worst = max((r["worker_cpu_vs_client_server"] or 0) for r in rated)
-        t.append({"target": "worker CPU < 1/4 of client + server", "value": f"{worst} at most",
+        t.append({"target": f"{kind}: worker CPU < 1/4 of client + server", "value": f"{worst} at most",
                   "met": worst < TARGETS["live_cpu_share"]})
+    outage = [r for r in live if r["name"] == "kafka-outage"]
+    if outage:
+        r, a = outage[0], outage[0].get("kafka_accounting") or {}
+        t.append({"target": "Kafka outage: every pair delivered or counted, delivery resumes, memory bounded",
+                  "value": f"emitted {a.get('emitted')} = delivered {a.get('delivered')} + full {a.get('dropped_full')}"
+                           f" + purged {a.get('purged')} + failed {a.get('failed')}; "
+                           f"{a.get('read_back_after_restart')} pairs read back from after the restart; "
+                           f"peak RSS {r['worker_peak_rss_mib']} MiB",
+                  "met": bool(a.get("adds_up")) and r["worker_peak_rss_mib"] <= TARGETS["kafka_peak_rss_mib"]})
     longs = [r for r in live if r["name"] == "long" and "memory" in r]
     if longs and longs[0]["memory"].get("samples", 0) >= 4:
         m = longs[0]["memory"]
@@ -539,30 +667,40 @@ def summary(root):
         for t in pf["top_symbols"][:12]:
             print(f"  {t['pct']:5.1f}%  {'[kernel] ' if t['kernel'] else ''}{t['symbol']}")
     if live:
-        print("\nlive (wrk -> nginx through a veth; the worker taps the server's side):")
+        print("\nlive (wrk (HTTP/1.1) or h2load (HTTP/2) -> nginx through a veth; the worker taps the server's side;"
+              " sink: a pipe, or Kafka (pairs read back from the topic)):")
         rows = []
         for r in live:
-            rows.append([r["name"], fmt(r["rate_achieved"], "{:,}"), r["connections"], r["requests_sent"],
+            rows.append([r["name"], r["client"], r["sink"], fmt(r["rate_achieved"], "{:,}"), r["connections"],
+                         r["requests_sent"],
                          r["requests_at_server"], r["pairs_captured"], fmt(r["captured_pct"], "{:.2f}"),
                          r["kernel_dropped"], r["pairs_wrong"], fmt(r["worker_cpu_s"], "{:.2f}"),
                          fmt(r["client_cpu_s"], "{:.2f}"), fmt(r["server_cpu_s"], "{:.2f}"),
                          fmt(r["worker_cpu_vs_client_server"], "{:.3f}"),
-                         fmt(r["worker_cpu_s_per_100k_pairs"], "{:.2f}"), fmt(r["worker_peak_rss_mib"])])
-        table(["run", "req/s", "conns", "sent (wrk)", "at server", "pairs ok", "captured %", "kernel drops",
+                         fmt(r["worker_cpu_s_per_100k_pairs"], "{:.2f}"), fmt(r["worker_peak_rss_mib"]),
+                         fmt(r["broker_cpu_s"], "{:.2f}")])
+        table(["run", "client", "sink", "req/s", "conns", "sent", "at server", "pairs ok", "captured %", "kernel drops",
                "wrong", "worker CPU s", "wrk CPU s", "nginx CPU s", "worker/(c+s)", "CPU s/100k pairs",
-               "peak RSS MiB"], rows)
+               "peak RSS MiB", "broker CPU s"], rows)
         for r in live:
             if r.get("worker_perf"):
                 print(f"  the worker during {r['name']} (perf, self time):")
                 for t in r["worker_perf"][:12]:
                     print(f"    {t['pct']:5.1f}%  {'[kernel] ' if t['kernel'] else ''}{t['symbol']}")
         for r in live:
+            a = r.get("kafka_accounting")
+            if a:
+                print(f"  {r['name']}: emitted {a['emitted']} = delivered {a['delivered']} + full {a['dropped_full']}"
+                      f" + purged {a['purged']} + failed {a['failed']} ({'adds up' if a['adds_up'] else 'DOES NOT ADD UP'});"
+                      f" on the topic {a['on_topic']}" + (f", all read back and checked ({r['pairs_checked']})"
+                                                         if r["pairs_checked"] else ", counted"))
+        for r in live:
             if "memory" in r and r["memory"].get("samples", 0) >= 4:
                 m = r["memory"]
                 print(f"  memory over {m['seconds']} s ({m['samples']} samples): RSS {m['rss_first_mib']} -> "
                       f"{m['rss_last_mib']} MiB, max {m['rss_max_mib']} MiB, slope after 60 s "
                       f"{m['slope_after_60s_mib_per_10min']} MiB per 10 min")
-    print("\ntargets (issue 7):")
+    print("\ntargets (issues 7, 17 and 19):")
     for t in result["targets"]:
         status = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]
         print(f"  {status:<12} {t['target']}: {t['value']}")

@@ -34,9 +34,29 @@
 #                                file: the worker writes the file itself (its CPU then includes the page
 #                                cache's cost of every byte)
 #   BENCH_LIVE_PERF=1            perf profile of the worker during the max-rate run (perf/, results.json)
-#   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live
+#   BENCH_KAFKA=1                live runs again with `--sink kafka`, the production data path (issue 19): the
+#                                tests' broker (tansu) on loopback ($INTERCEPTOR_TEST_KAFKA, else one started
+#                                here with scripts/broker.sh), a fresh topic of 3 partitions per run, the default
+#                                config's lz4 and acks=all. After each run a consumer (examples/read_topic) counts
+#                                the messages on the topic. First a verification run (kafka-verify: 2000/s for 5 s,
+#                                compression none) whose pairs are all read back and checked like the others:
+#                                tansu 0.6 takes minutes to serve a few thousand lz4-compressed messages back.
+#                                The broker's CPU is reported beside the worker's, not counted as client or server
+#   BENCH_KAFKA_RATES="2000 10000 max"  rates of the Kafka runs  READ_TOPIC=   the consumer binary
+#   BENCH_KAFKA_OUTAGE=0         1: one more Kafka run with a broker outage (issue 19): a broker of its own, killed
+#                                (-9) after BENCH_OUTAGE_AFTER=30 s of load, restarted BENCH_OUTAGE_SECONDS=300 s
+#                                later, the load going on BENCH_OUTAGE_TAIL=60 s more, at BENCH_OUTAGE_RATE=5000/s;
+#                                the default config's purgeAfter (60 s) and buffer (64 MiB); RSS sampled each second.
+#                                Checked: every pair the worker emitted is delivered or counted (full, purged,
+#                                failed), what was delivered is on the topic, delivery resumed by itself
+#   BENCH_H2=1                   an HTTP/2 load (issue 17): h2load (nghttp2-client) -> nginx's h2c listener
+#                                (prior knowledge), GETs of unique paths echoed in the JSON answers, one pair
+#                                per stream checked (same path, no stream twice)
+#   BENCH_H2_RATES="2000 10000 max"  BENCH_H2_CONNS=8 (fixed rates)  BENCH_H2_STREAMS=10 (per connection)
+#   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live (and
+#                                3 s of HTTP/2; 3 s into Kafka when $INTERCEPTOR_TEST_KAFKA names a broker)
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
-# Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl. Missing Debian
+# Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl, h2load. Missing Debian
 # packages are installed when running as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,11 +72,25 @@ if [ "$SMOKE" = 1 ]; then
   SIZES=${BENCH_SIZES:-5}; RUNS=${BENCH_RUNS:-1}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-5}
   CALLGRIND_MB=${BENCH_CALLGRIND_MB:-1}; PERF=${BENCH_PERF:-0}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-3}
   RATES=${BENCH_RATES:-500}; LONG=0
+  KAFKA_RATES=${BENCH_KAFKA_RATES:-}; H2_RATES=${BENCH_H2_RATES:-500}
+  KAFKA_VERIFY_RATE=500; KAFKA_VERIFY_SECONDS=3
+  KAFKA=${BENCH_KAFKA:-$([ -n "${INTERCEPTOR_TEST_KAFKA:-}" ] && echo 1 || echo 0)}
 else
   SIZES=${BENCH_SIZES:-100 300 1000}; RUNS=${BENCH_RUNS:-3}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-1000}
   CALLGRIND_MB=${BENCH_CALLGRIND_MB:-20}; PERF=${BENCH_PERF:-1}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
   RATES=${BENCH_RATES:-2000 5000 10000 20000 max}; LONG=${BENCH_LONG:-0}
+  KAFKA_RATES=${BENCH_KAFKA_RATES:-2000 10000 max}; H2_RATES=${BENCH_H2_RATES:-2000 10000 max}
+  KAFKA_VERIFY_RATE=2000; KAFKA_VERIFY_SECONDS=5
+  KAFKA=${BENCH_KAFKA:-1}
 fi
+H2=${BENCH_H2:-1}
+KAFKA_OUTAGE=${BENCH_KAFKA_OUTAGE:-0}
+OUTAGE_AFTER=${BENCH_OUTAGE_AFTER:-30}
+OUTAGE_SECONDS=${BENCH_OUTAGE_SECONDS:-300}
+OUTAGE_TAIL=${BENCH_OUTAGE_TAIL:-60}
+OUTAGE_RATE=${BENCH_OUTAGE_RATE:-5000}
+H2_CONNS=${BENCH_H2_CONNS:-8}
+H2_STREAMS=${BENCH_H2_STREAMS:-10}
 TSHARK_RUNS=${BENCH_TSHARK_RUNS:-1}
 PERF_MB=${BENCH_PERF_MB:-$(for s in $SIZES; do echo "$s"; done | sort -n | tail -1)}
 LIVE=${BENCH_LIVE:-1}
@@ -83,6 +117,8 @@ is_root() { [ "$(id -u)" -eq 0 ]; }
 [ -x "$BIN" ] || die "$BIN not found: run 'make build' first (or set NODE_WORKER)"
 [ -x "$GEN" ] || die "$GEN not found: run 'make build' first (or set CAPTURE_GEN)"
 BIN=$(realpath "$BIN"); GEN=$(realpath "$GEN")
+# The consumer of the Kafka runs: the example built beside the worker (cargo builds it with the tests).
+READ_TOPIC=${READ_TOPIC:-$(dirname "$BIN")/examples/read_topic}
 MEASURE=$ROOT/bench/measure.py
 REPORT=$ROOT/bench/report.py
 
@@ -295,6 +331,8 @@ cleanup() {
   stop_worker
   [ -z "$writer_pid" ] || kill "$writer_pid" 2>/dev/null
   [ -z "$nginx_pid" ] || kill -TERM "$nginx_pid" 2>/dev/null
+  [ -z "${outage_pid:-}" ] || kill "$outage_pid" 2>/dev/null
+  for dir in ${KAFKA_DIRS_STARTED:-}; do "$ROOT/scripts/broker.sh" stop "$dir" >/dev/null 2>&1; done
   del_namespace "$NS_C"
   del_namespace "$NS_S"
   [ "$KEEP" = 1 ] || rm -f "$OUT"/live/*/pairs.jsonl "$OUT"/live/*/pairs.jsonl.gz "$OUT"/offline/*/pairs.jsonl "$OUT"/offline/*/tshark.tsv
@@ -353,12 +391,20 @@ live_setup() {
   die "nginx did not start: $(cat "$nd/error.log" "$nd/nginx.out" 2>/dev/null | tail -3)"
 }
 
-# One load run: fresh worker, wrk at a rate for some seconds, figures into $OUT/live/<name>/.
+# One load run: fresh worker, a client at a rate for some seconds, figures into $OUT/live/<name>/.
+#   RUN_CLIENT=wrk (HTTP/1.1 POSTs, keep-alive) or h2load (HTTP/2 GETs, h2c prior knowledge)
+#   RUN_SINK=local (BENCH_PAIRS_VIA: a pipe or a file) or kafka (the broker in $KAFKA_BROKER, read back after)
+#   RUN_OUTAGE=AFTER:SECONDS  kill -9 the broker of $OUTAGE_DIR after AFTER s of load, restart it SECONDS later
 live_run() { # name rate seconds [sample_every_seconds]
   local name=$1 rate=$2 seconds=$3 sample=${4:-0}
+  local client=${RUN_CLIENT:-wrk} sink_kind=${RUN_SINK:-local}
   local d="$OUT/live/$name" conns delay
   mkdir -p "$d"
-  if [ "$rate" = max ]; then
+  if [ "$client" = h2load ]; then
+    # h2load paces per connection (--rps); a few connections, many streams each, as gRPC clients do.
+    if [ "$rate" = max ]; then conns=$MAX_CONNS; else conns=$H2_CONNS; fi
+    delay=0
+  elif [ "$rate" = max ]; then
     conns=$MAX_CONNS; delay=0
   else
     conns=$(( (rate * DELAY_MS + 999) / 1000 )); delay=$DELAY_MS
@@ -367,15 +413,32 @@ live_run() { # name rate seconds [sample_every_seconds]
   fi
   local threads=$WRK_THREADS
   [ "$threads" -le "$conns" ] || threads=$conns
-  log "live $name: rate $rate/s ($conns connections, $delay ms pause, $threads wrk threads) for $seconds s"
+  log "live $name: $client, rate $rate/s ($conns connections, $delay ms pause, $threads threads), sink $sink_kind, for $seconds s"
   local pairs="$d/pairs.jsonl"
   rm -f "$pairs"
   if [ -n "$PAIRS_DIR" ] && [ "$name" != long ]; then
     pairs="$PAIRS_DIR/icbench-$$-$name.jsonl"
     ln -s "$pairs" "$d/pairs.jsonl"
   fi
-  local sink="file:$pairs"
-  if [ "$PAIRS_VIA" = pipe ]; then
+  local sink="file:$pairs" config=$LIVE_CONFIG topic=
+  if [ "$sink_kind" = kafka ]; then
+    # The user's live config (if any) plus the broker; everything else is the default config's (lz4, acks=all,
+    # 3 partitions for a created topic). A fresh topic per run: the consumer reads exactly this run's pairs.
+    topic="icbench-$$-$name"
+    config="$d/config.yaml"
+    /usr/bin/python3 - "$LIVE_CONFIG" "$KAFKA_BROKER" "$topic" "${RUN_KAFKA_VERIFY:-0}" >"$config" <<'PY' ||
+import json, sys, yaml
+config = (yaml.safe_load(open(sys.argv[1])) if sys.argv[1] else None) or {}
+kafka = config.setdefault("kafka", None) or {}
+config["kafka"] = kafka
+kafka.update({"brokers": [sys.argv[2]], "topic": sys.argv[3], "createTopic": True})
+if sys.argv[4] == "1":
+    kafka["compression"] = "none"
+json.dump(config, sys.stdout)  # JSON is YAML
+PY
+      die "cannot read $LIVE_CONFIG"
+    sink=kafka
+  elif [ "$PAIRS_VIA" = pipe ]; then
     rm -f "$d/pairs.fifo"
     mkfifo "$d/pairs.fifo"
     if [ "$name" = long ]; then
@@ -388,7 +451,7 @@ live_run() { # name rate seconds [sample_every_seconds]
     writer_pid=$!
     sink="file:$d/pairs.fifo"
   fi
-  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${LIVE_CONFIG:+--config "$LIVE_CONFIG"} \
+  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${config:+--config "$config"} \
     --sink "$sink" \
     --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
   worker_pid=$!
@@ -412,13 +475,31 @@ live_run() { # name rate seconds [sample_every_seconds]
     perf record -q -F 999 -p "$worker_pid" -o "$d/perf.data" >/dev/null 2>"$d/perf.err" &
     perf_pid=$!
   fi
-  local w0 n0 m0 r0
+  local w0 n0 m0 r0 b0=0 kafka_messages=null
   w0=$(cpu_ticks "$worker_pid"); n0=$(cpu_ticks "$nginx_pid"); m0=$(machine_ticks); r0=$(nginx_requests)
-  WRK_DELAY_MS=$delay python3 "$MEASURE" "$d/wrk.json" --stdout "$d/wrk.out" --stderr "$d/wrk.err" -- \
-    ip netns exec "$NS_C" wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s -s "$ROOT/bench/wrk.lua" \
-    "http://$S_ADDR:8080" || die "wrk failed: $(tail -3 "$d/wrk.err")"
+  [ "$sink_kind" != kafka ] || b0=$(cpu_ticks "$KAFKA_PID")
+  if [ -n "${RUN_OUTAGE:-}" ]; then
+    ( sleep "${RUN_OUTAGE%:*}"
+      "$ROOT/scripts/broker.sh" kill "$OUTAGE_DIR" && echo "$(date +%s.%N) killed" >>"$d/outage.log"
+      sleep "${RUN_OUTAGE#*:}"
+      "$ROOT/scripts/broker.sh" start "$OUTAGE_DIR" >/dev/null && echo "$(date +%s.%N) started" >>"$d/outage.log"
+    ) 2>>"$d/outage.log" &
+    outage_pid=$!
+  fi
+  if [ "$client" = h2load ]; then
+    local rps=()
+    [ "$rate" = max ] || rps=(--rps "$(( (rate + conns - 1) / conns ))")
+    python3 "$MEASURE" "$d/client.json" --stdout "$d/h2load.out" --stderr "$d/h2load.err" -- \
+      ip netns exec "$NS_C" h2load -c "$conns" -m "$H2_STREAMS" -t "$threads" -D "$seconds" "${rps[@]}" \
+      -i "$OUT/live/h2-uris.txt" || die "h2load failed: $(tail -3 "$d/h2load.err" "$d/h2load.out")"
+  else
+    WRK_DELAY_MS=$delay python3 "$MEASURE" "$d/client.json" --stdout "$d/wrk.out" --stderr "$d/wrk.err" -- \
+      ip netns exec "$NS_C" wrk -t "$threads" -c "$conns" -d "${seconds}s" --timeout 5s -s "$ROOT/bench/wrk.lua" \
+      "http://$S_ADDR:8080" || die "wrk failed: $(tail -3 "$d/wrk.err")"
+  fi
+  if [ -n "$outage_pid" ]; then wait "$outage_pid" || true; outage_pid=; fi
   sleep 1 # the last packets reach the worker (blocks of the ring are handed over every few ms)
-  local w1 n1 m1 r1 hwm rss
+  local w1 n1 m1 r1 b1=0 hwm rss
   w1=$(cpu_ticks "$worker_pid"); n1=$(cpu_ticks "$nginx_pid"); m1=$(machine_ticks); r1=$(nginx_requests)
   hwm=$(vm_kib "$worker_pid" VmHWM); rss=$(vm_kib "$worker_pid" VmRSS)
   if [ -n "$perf_pid" ]; then
@@ -428,7 +509,21 @@ live_run() { # name rate seconds [sample_every_seconds]
       | grep -v '^$' >"$d/perf-flat.txt" || true
     [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
   fi
+  # The worker flushes what Kafka has not acknowledged yet on its way out (within its flush timeout).
   stop_worker
+  if [ "$sink_kind" = kafka ]; then
+    b1=$(cpu_ticks "$KAFKA_PID")
+    [ "$b1" -ge "$b0" ] || b1=$b0 # the broker was restarted (outage): its CPU is not counted
+    # Every message is counted (the broker's watermarks). The pairs are read back and checked only in the
+    # verification run: tansu 0.6 takes minutes to serve a few thousand lz4-compressed messages.
+    kafka_messages=$("$READ_TOPIC" --count "$KAFKA_BROKER" "$topic" 2>"$d/read_topic.err") ||
+      wrong "live run $name: counting the messages of $topic failed: $(tail -2 "$d/read_topic.err")"
+    [[ "$kafka_messages" =~ ^[0-9]+$ ]] || kafka_messages=null
+    if [ "${RUN_KAFKA_VERIFY:-0}" = 1 ]; then
+      "$READ_TOPIC" "$KAFKA_BROKER" "$topic" >"$pairs" 2>"$d/read_topic.err" ||
+        wrong "live run $name: reading $topic back failed: $(tail -2 "$d/read_topic.err")"
+    fi
+  fi
   if [ -n "$writer_pid" ]; then
     wait "$writer_pid" 2>/dev/null || true
     writer_pid=
@@ -436,15 +531,51 @@ live_run() { # name rate seconds [sample_every_seconds]
   fi
   if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; wait "$sampler_pid" 2>/dev/null || true; sampler_pid=; fi
   cat >"$d/run.json" <<JSON
-{"name": "$name", "rate": "$rate", "connections": $conns, "delay_ms": $delay, "wrk_threads": $threads,
- "seconds": $seconds, "clk_tck": $(getconf CLK_TCK),
- "worker_ticks": $((w1 - w0)), "nginx_ticks": $((n1 - n0)),
+{"name": "$name", "rate": "$rate", "client": "$client", "sink": "$sink_kind", "connections": $conns,
+ "delay_ms": $delay, "threads": $threads, "seconds": $seconds, "clk_tck": $(getconf CLK_TCK),
+ "worker_ticks": $((w1 - w0)), "nginx_ticks": $((n1 - n0)), "broker_ticks": $((b1 - b0)),
  "machine_busy_ticks": $(( ${m1% *} - ${m0% *} )), "machine_softirq_ticks": $(( ${m1#* } - ${m0#* } )),
  "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss,
- "pairs_file": "$pairs", "pairs_via": "$PAIRS_VIA"}
+ "kafka_messages": $kafka_messages, "kafka_read_back": $([ "${RUN_KAFKA_VERIFY:-0}" = 1 ] && echo true || echo false),
+ "pairs_file": "$pairs", "pairs_via": "$([ "$sink_kind" = kafka ] && echo "kafka:$topic" || echo "$PAIRS_VIA")"}
 JSON
   python3 "$REPORT" check-live "$d" >"$d/check.json" || wrong "live run $name: $(cat "$d/check.json")"
   [ "$KEEP" = 1 ] || rm -f "$pairs" "$d/pairs.jsonl"
+}
+
+# The broker of the Kafka runs: the tests' one when $INTERCEPTOR_TEST_KAFKA names it, else one started here.
+KAFKA_BROKER=
+KAFKA_PID=
+KAFKA_DIRS_STARTED=
+OUTAGE_DIR=
+outage_pid=
+start_broker() { # dir -> sets KAFKA_BROKER and KAFKA_PID
+  local exports
+  exports=$("$ROOT/scripts/broker.sh" start ${1:+"$1"} 2>"$OUT/live/broker-start.log") ||
+    { log "kafka: the broker did not start: $(tail -3 "$OUT/live/broker-start.log")"; return 1; }
+  KAFKA_BROKER=$(sed -n 's/^export INTERCEPTOR_TEST_KAFKA=//p' <<<"$exports")
+  local dir
+  dir=$(sed -n 's/^export INTERCEPTOR_TEST_KAFKA_DIR=//p' <<<"$exports")
+  KAFKA_DIRS_STARTED="$KAFKA_DIRS_STARTED $dir"
+  KAFKA_PID=$(cat "$dir/pid")
+}
+kafka_setup() {
+  if [ -n "${INTERCEPTOR_TEST_KAFKA:-}" ]; then
+    KAFKA_BROKER=$INTERCEPTOR_TEST_KAFKA
+    KAFKA_PID=$(cat "${INTERCEPTOR_TEST_KAFKA_DIR:-/nonexistent}/pid" 2>/dev/null || echo 0)
+  else
+    log "kafka: installing (first run: a build of 10-15 minutes) and starting the tests' broker"
+    "$ROOT/scripts/broker.sh" install >"$OUT/live/broker-install.log" 2>&1 ||
+      { log "kafka: installing the broker failed: $(tail -3 "$OUT/live/broker-install.log")"; return 1; }
+    start_broker "" || return 1
+  fi
+  # A consumer built before `--count` existed (a partial `cargo test` builds no examples) counts as missing.
+  if ! { [ -x "$READ_TOPIC" ] && { "$READ_TOPIC" 2>&1 || true; } | grep -q -- --count; }; then
+    [ "$SMOKE" = 1 ] && { log "SKIPPED kafka: $READ_TOPIC not built or out of date (cargo build --example read_topic)"; return 1; }
+    log "kafka: building the consumer (examples/read_topic)"
+    cargo build --release --locked -q -p node-worker --example read_topic || return 1
+    READ_TOPIC=$ROOT/${CARGO_TARGET_DIR:-target}/release/examples/read_topic
+  fi
 }
 
 live() {
@@ -456,6 +587,31 @@ live() {
   live_setup
   local rate
   for rate in $RATES; do live_run "rate-$rate" "$rate" "$LIVE_SECONDS"; done
+  if [ "$H2" = 1 ] && need "live HTTP/2" h2load=nghttp2-client; then
+    # Unique paths, used in turn by every connection: a pair is told apart by its connection and stream.
+    seq 1 997 | sed "s#^#http://$S_ADDR:8082/api/v2/items/#" >"$OUT/live/h2-uris.txt"
+    for rate in $H2_RATES; do RUN_CLIENT=h2load live_run "h2-rate-$rate" "$rate" "$LIVE_SECONDS"; done
+  fi
+  if [ "$KAFKA" = 1 ]; then
+    if kafka_setup; then
+      RUN_SINK=kafka RUN_KAFKA_VERIFY=1 live_run kafka-verify "$KAFKA_VERIFY_RATE" "$KAFKA_VERIFY_SECONDS"
+      for rate in $KAFKA_RATES; do RUN_SINK=kafka live_run "kafka-rate-$rate" "$rate" "$LIVE_SECONDS"; done
+      if [ "$KAFKA_OUTAGE" = 1 ]; then
+        # A broker of its own, so that killing it disturbs nobody else's.
+        OUTAGE_DIR="$OUT/live/outage-broker"
+        rm -rf "$OUTAGE_DIR"
+        start_broker "$OUTAGE_DIR" || die "kafka outage: no broker"
+        RUN_SINK=kafka RUN_OUTAGE="$OUTAGE_AFTER:$OUTAGE_SECONDS" live_run kafka-outage "$OUTAGE_RATE" \
+          $((OUTAGE_AFTER + OUTAGE_SECONDS + OUTAGE_TAIL)) 1
+        "$ROOT/scripts/broker.sh" stop "$OUTAGE_DIR" >/dev/null 2>&1 || true
+        [ "$KEEP" = 1 ] || rm -rf "$OUTAGE_DIR/data"
+      fi
+    elif [ "$SMOKE" = 1 ] || [ -n "${BENCH_KAFKA:-}" ]; then
+      [ "$SMOKE" = 1 ] || die "BENCH_KAFKA=1: no broker"
+    else
+      log "SKIPPED kafka: no broker (BENCH_KAFKA=0 to not try)"
+    fi
+  fi
   if [ "$LONG" = 1 ]; then live_run long "$LONG_RATE" "$LONG_SECONDS" "$LONG_SAMPLE"; fi
 }
 

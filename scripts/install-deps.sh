@@ -11,6 +11,8 @@ else
             iproute2 tcpdump tshark python3 curl procps
             # HTTP/2 and gRPC live tests: h2c server and clients, Python gRPC
             nghttp2-server nghttp2-client python3-grpcio
+            # CONNECT tunnels live test: a forward proxy (the binary only, no service)
+            tinyproxy-bin
             # mesh live tests: istio-cni's in-pod rules (REDIRECT, TPROXY, CONNMARK) in pod namespaces
             iptables
             # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node (kubernetes.sh

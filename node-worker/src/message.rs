@@ -193,15 +193,37 @@ fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     out.push(b'"');
 }
 
-/// The body as the contract wants it: content-decoded, text when UTF-8, else base64.
+/// A body as the pair message carries it.
+struct BodyText<'a> {
+    text: Cow<'a, str>,
+    /// `text` is the base64 of the bytes (they are not UTF-8, or not decoded).
+    base64: bool,
+    /// The body is kept as sent, still content-encoded: it decodes past `maxDecodedBodyBytes`.
+    not_decoded: bool,
+}
+
+/// The body as the contract wants it: content-decoded, text when UTF-8, else base64. A body that
+/// decodes past `maxDecodedBodyBytes` is kept as sent (the message's limits are on the wire, where it
+/// is within them): base64 of the encoded bytes, no bigger than the message (the decoder stops at the
+/// cap, and what it produced is freed).
 fn body_text<'a>(
     message: &'a HttpMessage,
     encoding: Option<&[u8]>,
     rules: &Rules,
-) -> Result<(Cow<'a, str>, bool), DropReason> {
-    let decoded = body::decode(&message.body, encoding, rules.max_decoded_body_bytes)?;
+) -> Result<BodyText<'a>, DropReason> {
     let base64 = |b: &[u8]| Cow::Owned(base64::engine::general_purpose::STANDARD.encode(b));
-    Ok(match decoded {
+    let decoded = match body::decode(&message.body, encoding, rules.max_decoded_body_bytes) {
+        Ok(decoded) => decoded,
+        Err(DropReason::DecodedTooLarge) => {
+            return Ok(BodyText {
+                text: base64(&message.body),
+                base64: true,
+                not_decoded: true,
+            })
+        }
+        Err(reason) => return Err(reason),
+    };
+    let (text, base64) = match decoded {
         None => match simdutf8::basic::from_utf8(&message.body) {
             Ok(s) => (Cow::Borrowed(s), false),
             Err(_) => (base64(&message.body), true),
@@ -210,6 +232,11 @@ fn body_text<'a>(
             Ok(s) => (Cow::Owned(s), false),
             Err(e) => (base64(e.as_bytes()), true),
         },
+    };
+    Ok(BodyText {
+        text,
+        base64,
+        not_decoded: false,
     })
 }
 
@@ -223,7 +250,7 @@ fn write_message(
     let head = &message.head;
     // Decode first: a body that cannot be decoded drops the pair before anything is written.
     let encoding = head.header_joined("content-encoding");
-    let (body, body_base64) = body_text(message, encoding.as_deref(), rules)?;
+    let body = body_text(message, encoding.as_deref(), rules)?;
     let grpc_encoding = head.header("grpc-encoding");
     let grpc_messages = match grpc {
         true => Some(grpc::messages(
@@ -265,11 +292,16 @@ fn write_message(
         None => headers.push(b'['),
     }
     headers.push(b']');
-    o.str("body", &body);
-    o.bool("body_base64", body_base64);
+    o.str("body", &body.text);
+    o.bool("body_base64", body.base64);
     match encoding {
         Some(v) => json::lossy(o.key("content_encoding"), &v),
         None => o.key("content_encoding").extend_from_slice(b"null"),
+    }
+    if body.not_decoded {
+        // Present only then (an optional field of the contract): `body` is the base64 of the bytes
+        // as sent, still encoded as `content_encoding` says.
+        o.bool("body_decoded", false);
     }
     o.num("wire_bytes", message.wire_bytes);
     json::token(

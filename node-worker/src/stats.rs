@@ -51,7 +51,7 @@ drop_reasons! {
     UnmatchedResponse => "unmatched_response", "a response without a request to pair it with";
     TooManyPending => "too_many_pending", "a request beyond limits.maxPendingRequests on one connection";
     BodyDecode => "body_decode_error", "a body whose Content-Encoding could not be decoded";
-    DecodedTooLarge => "decoded_too_large", "a body that decodes to more than limits.maxDecodedBodyBytes (decompression bomb)";
+    DecodedTooLarge => "decoded_too_large", "a gRPC message that decompresses to more than limits.maxDecodedBodyBytes (a body that does is kept as sent, not decoded)";
     FlowBufferFull => "flow_buffer_full", "a message dropped because its connection used limits.maxFlowBufferBytes";
     TotalBufferFull => "total_buffer_full", "a message dropped because all connections together used limits.maxTotalBufferBytes";
     FlowTableFull => "flow_table_full", "a packet of a connection not tracked: limits.maxFlows connections were tracked already";
@@ -92,8 +92,13 @@ pub struct Counters {
     /// Connections whose bytes were not HTTP (another protocol, TLS): ignored after their first bytes.
     /// HTTP/2 in clear text is decoded, and not counted here.
     pub flows_not_http: u64,
-    /// Connections that switched protocol (CONNECT tunnel, Upgrade): ignored after the switch.
+    /// CONNECT tunnels whose bytes are not HTTP/1.x (TLS, another protocol): ignored after their first
+    /// bytes. (A tunnel carrying plain HTTP/1.x, as an egress proxy does, is parsed and paired as
+    /// usual, and not counted here.)
     pub flows_tunneled: u64,
+    /// Connections that switched protocol with `101 Switching Protocols` (WebSocket, ...): nothing
+    /// after the switch is parsed. (An upgrade to h2c is decoded as HTTP/2, and not counted here.)
+    pub flows_upgraded: u64,
     /// Connections forgotten because they were idle.
     pub flows_expired: u64,
     /// Payload bytes that were already seen (retransmissions, overlaps).
@@ -128,6 +133,28 @@ impl Counters {
         self.drops.iter().sum()
     }
 
+    /// Connections not read, each as (name, what it means, count): for the metrics, which say what
+    /// each one means where they are scraped.
+    pub fn skipped_flows(&self) -> [(&'static str, &'static str, u64); 3] {
+        [
+            (
+                "flows_not_http",
+                "Connections whose first bytes are not HTTP (another protocol, TLS): not read",
+                self.flows_not_http,
+            ),
+            (
+                "flows_tunneled",
+                "CONNECT tunnels that are not HTTP/1.x (TLS, ...): not read after their first bytes (a tunnel carrying plain HTTP is read)",
+                self.flows_tunneled,
+            ),
+            (
+                "flows_upgraded",
+                "Connections that switched protocol with 101 Switching Protocols (WebSocket, ...): not read after it (h2c is read as HTTP/2)",
+                self.flows_upgraded,
+            ),
+        ]
+    }
+
     /// Non-zero drops, in the stable order of [`DropReason::ALL`].
     pub fn drops_by_reason(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
         DropReason::ALL
@@ -152,10 +179,11 @@ impl Counters {
         );
         let _ = writeln!(
             out,
-            "flows: {} (not HTTP: {}, tunneled: {}, expired idle: {}, second views: {}); retransmitted bytes: {}; missing bytes: {}",
+            "flows: {} (not HTTP: {}, tunneled: {}, upgraded: {}, expired idle: {}, second views: {}); retransmitted bytes: {}; missing bytes: {}",
             self.flows,
             self.flows_not_http,
             self.flows_tunneled,
+            self.flows_upgraded,
             self.flows_expired,
             self.flows_mirrored,
             self.bytes_retransmitted,

@@ -18,17 +18,21 @@ use node_worker::discovery::in_netns;
 
 const PREFIX: &str = "ilt-";
 
-/// True when running as root; otherwise prints why the test is skipped.
-pub fn require_root(test: &str) -> bool {
-    let euid = std::fs::read_to_string("/proc/self/status")
+/// True when this process runs as root (its effective user id is 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("Uid:"))
                 .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
         })
-        .unwrap_or_default();
-    if euid == "0" {
+        .is_some_and(|euid| euid == "0")
+}
+
+/// True when running as root; otherwise prints why the test is skipped.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
         true
     } else {
         eprintln!("skipping {test}: needs root (network namespaces, packet capture)");

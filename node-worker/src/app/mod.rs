@@ -38,8 +38,12 @@ pub enum Opaque {
     /// HTTP/2 that is not decoded. (HTTP/2 with prior knowledge is decoded: detection's HTTP/2
     /// verdict selects [`crate::http2`]; this remains for what it cannot read.)
     Http2,
-    /// It switched protocol after an HTTP/1 exchange (CONNECT, Upgrade).
+    /// A CONNECT tunnel whose bytes are not HTTP/1.x (TLS, another protocol). (A tunnel carrying
+    /// plain HTTP/1.x stays HTTP/1 and is read.)
     Tunnel,
+    /// It switched protocol with `101 Switching Protocols` (WebSocket, ...; h2c is decoded as
+    /// HTTP/2 instead).
+    Upgraded,
     /// Far too many requests pipelined to keep in step.
     GaveUp,
 }
@@ -364,7 +368,8 @@ impl Connection {
     }
 
     /// HTTP/1 found the connection is no longer HTTP/1: it upgraded to h2c (then `rest`, what
-    /// followed the `101` in `dir`'s chunk, is HTTP/2's), or it becomes opaque (a tunnel, given up).
+    /// followed the `101` in `dir`'s chunk, is HTTP/2's), or it becomes opaque (another upgrade, a
+    /// tunnel that is not HTTP/1, given up).
     #[inline]
     fn after_http1(
         &mut self,

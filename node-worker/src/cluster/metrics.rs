@@ -163,6 +163,9 @@ impl Collector for WorkerCollector {
             c.pairs_emitted,
         )?;
         drops(e, &snapshot)?;
+        for (name, help, n) in c.skipped_flows() {
+            counter(e, name, help, n)?;
+        }
         counter(
             e,
             "kernel_drops",
@@ -295,6 +298,7 @@ mod tests {
         snapshot.counters.packets = 12;
         snapshot.counters.pairs_emitted = 3;
         snapshot.counters.add_drops(DropReason::StatusCode, 2);
+        snapshot.counters.flows_tunneled = 4;
         snapshot.sink = SinkStats {
             delivered: 2,
             purged: 1,
@@ -343,6 +347,9 @@ mod tests {
             "interceptor_worker_tapped_interfaces 1",
             "interceptor_worker_tapped_pods 1",
             "interceptor_worker_kernel_drops_total 0",
+            "interceptor_worker_flows_tunneled_total 4",
+            "interceptor_worker_flows_upgraded_total 0",
+            "interceptor_worker_flows_not_http_total 0",
             "interceptor_worker_tap_info{pod=\"netns:5\",interface=\"eth0\",mode=\"external\",mesh=\"none\",mesh_reason=\"\"} 1",
             "interceptor_worker_tap_info{pod=\"netns:6\",interface=\"lo\",mode=\"loopback\",mesh=\"linkerd\",mesh_reason=\"native sidecar linkerd-proxy\"} 1",
             "interceptor_worker_redirected_connections_total{outcome=\"resolved\"} 4",
@@ -350,5 +357,11 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        assert!(
+            text.contains(
+                "# HELP interceptor_worker_flows_tunneled_total CONNECT tunnels that are not"
+            ),
+            "each skipped-connection counter says what it means: {text}"
+        );
     }
 }

@@ -93,6 +93,10 @@ impl MessageHandler for Handler<'_, '_> {
     fn on_not_http(&mut self, _allowance: &mut Allowance<'_>) {
         self.pairing.stop(Opaque::NotHttp);
     }
+
+    fn on_tunnel(&mut self, role: Role, _allowance: &mut Allowance<'_>) {
+        self.pairing.tunnel(role);
+    }
 }
 
 impl Connection {

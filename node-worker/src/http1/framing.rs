@@ -10,8 +10,12 @@ pub enum Framing {
     Chunked,
     /// The body runs until the connection closes.
     UntilClose,
-    /// The connection switches protocol after this message (CONNECT, Upgrade): stop parsing it.
+    /// The connection switches protocol after this message (`101 Switching Protocols`): stop parsing it.
     Tunnel,
+    /// No body, and what follows in this direction may be a CONNECT tunnel's bytes (after a CONNECT
+    /// request, or a `2xx` answering one): read as HTTP/1 if it starts as HTTP/1 (a proxy carrying
+    /// plain HTTP), otherwise not read at all (TLS, anything else).
+    ConnectTunnel,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +56,7 @@ pub fn response_framing(
     match request_method {
         Some(m) if m.eq_ignore_ascii_case(b"HEAD") => return Ok(Framing::None),
         Some(m) if m.eq_ignore_ascii_case(b"CONNECT") && (200..300).contains(&status) => {
-            return Ok(Framing::Tunnel)
+            return Ok(Framing::ConnectTunnel)
         }
         _ => {}
     }
@@ -159,7 +163,8 @@ mod tests {
         assert_eq!(response_framing(&res(ok), Some(b"HEAD")), Ok(Framing::None));
         assert_eq!(
             response_framing(&res(ok), Some(b"CONNECT")),
-            Ok(Framing::Tunnel)
+            Ok(Framing::ConnectTunnel),
+            "a 2xx to CONNECT has no body, whatever its head says"
         );
         assert_eq!(
             response_framing(&res("HTTP/1.1 100 Continue\r\n\r\n"), None),

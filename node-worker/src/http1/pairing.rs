@@ -59,6 +59,8 @@ pub struct Http1Request {
     /// had received when it sent it (the ack of its first segment).
     start: MessageStart,
     end_seq: u32,
+    /// Whether it came after the latest loss of request bytes (see `Pairing::requests_lost`).
+    after_loss: bool,
 }
 
 type Slot = Exchange<Http1Request>;
@@ -94,10 +96,26 @@ pub(super) struct Pairing {
     responses_seen_to: Option<u32>,
     /// Whether requests are trusted after request bytes were lost (see [`Trust`]).
     trust: Trust,
+    /// Requests already counted as dropped that have no slot in the queue, whose responses may still
+    /// come: such a response is the rest of an exchange already counted, not a drop of its own (one
+    /// loss, one count). Bounded by the requests seen; at most one response is absorbed per request.
+    /// (Small counters, saturating: every connection carries them, and a flow must stay small.)
+    counted_without_slot: u8,
+    /// Request bytes were lost, and no response has paired since with a request that came after the
+    /// loss: a response without a request to pair with answers a lost one, and is counted as that
+    /// loss (`stream_gap`), not as unmatched.
+    requests_lost: bool,
+    /// Responses to client bytes the capture had not seen, counted as lost exchanges before the loss
+    /// showed in the client stream: the request lost there (or seen late) is that exchange, counted.
+    responses_ahead: u8,
     /// Why the connection is no longer read as HTTP/1, once it is not.
     stopped: Option<Opaque>,
     /// The tunnel is HTTP/2 in clear text (a 101 answering `Upgrade: h2c`).
     h2c: bool,
+    /// The client's bytes after a CONNECT are not HTTP/1.x, and the CONNECT's response has not come
+    /// yet (a client that does not wait for it, or a capture that shows the tunnel's first bytes
+    /// first): the connection becomes an opaque tunnel once that response is seen.
+    tunnel_pending: bool,
 }
 
 impl Pairing {
@@ -106,12 +124,27 @@ impl Pairing {
     }
 
     pub(super) fn upgraded_to_h2c(&self) -> bool {
-        self.h2c && self.stopped == Some(Opaque::Tunnel)
+        self.h2c && self.stopped == Some(Opaque::Upgraded)
     }
 
     /// The connection stops being read as HTTP/1 (after the call in progress). The first reason stays.
     pub(super) fn stop(&mut self, why: Opaque) {
         self.stopped.get_or_insert(why);
+    }
+
+    /// `role`'s bytes after a CONNECT are not HTTP/1.x: a tunnel, not read. The server's (after its
+    /// `2xx`) make the connection opaque at once; the client's wait until the CONNECT's response is
+    /// seen, so that the CONNECT itself is still paired.
+    pub(super) fn tunnel(&mut self, role: Role) {
+        let connect_waiting = self
+            .queue
+            .iter()
+            .any(|e| e.protocol.method == MethodKind::Connect && e.response.is_none());
+        if role == Role::Request && connect_waiting {
+            self.tunnel_pending = true;
+        } else {
+            self.stop(Opaque::Tunnel);
+        }
     }
 
     /// Requests waiting for responses.
@@ -171,10 +204,27 @@ impl Pairing {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
-        if role == Role::Request {
-            self.trust = Trust::after_loss(self.last_request_ack);
-        }
-        self.abandon_all(|_| DropReason::StreamGap, env, allowance);
+        // Lost request bytes cost only what they held: requests complete before them were sent first,
+        // so their responses come first, and a response pairs only with a request the server had
+        // received whole (its ACK covers the request's end). Lost response bytes leave no telling which
+        // waiting request they answered: every waiting one is given up.
+        let from = match role {
+            Role::Request => {
+                self.trust = Trust::after_loss(self.last_request_ack);
+                self.requests_lost = true;
+                // Requests waiting now were sent before this loss: a response pairing with one of
+                // them says nothing of the responses to what this loss hid.
+                for e in self.queue.iter_mut() {
+                    e.protocol.after_loss = false;
+                }
+                self.queue
+                    .iter()
+                    .position(|e| !e.request.done)
+                    .unwrap_or(self.queue.len())
+            }
+            Role::Response => 0,
+        };
+        self.abandon_from(from, |_| DropReason::StreamGap, env, allowance);
         if let Some(client) = streams.client {
             self.barrier = streams.next_seq[client.reverse().index()];
         }
@@ -189,9 +239,14 @@ impl Pairing {
     ) -> Option<BodyPlan> {
         env.counters.requests += 1;
         let framing = match request_framing(&head) {
+            // What the client sends next may already be the tunnel's (before the 2xx is seen).
+            Ok(Framing::None) if MethodKind::of(&head) == MethodKind::Connect => {
+                Framing::ConnectTunnel
+            }
             Ok(f) => f,
             Err(_) => {
                 env.counters.count_drop(DropReason::HttpParse);
+                self.counted_without_slot = self.counted_without_slot.saturating_add(1);
                 return None;
             }
         };
@@ -200,8 +255,29 @@ impl Pairing {
             env.counters.count_drop(DropReason::TooManyPending);
             return skip(framing);
         }
-        if !self.trust.admit(start.ack) {
+        // Trust is evaluated for every request (the first after a loss sets the mark), but a request
+        // already answered is dealt with first: its exchange may have been counted by its response.
+        let trusted = self.trust.admit(start.ack);
+        if let Some(answered) = self.answered_up_to {
+            if seq_diff(start.seq, answered) < 0 {
+                if self.responses_ahead > 0 {
+                    // Its response came first and was counted as this exchange.
+                    self.responses_ahead -= 1;
+                } else {
+                    // The response that showed it sent took another request's place; its own
+                    // response may still come, and is this drop too.
+                    env.counters.count_drop(DropReason::PairingUncertain);
+                    self.counted_without_slot = self.counted_without_slot.saturating_add(1);
+                }
+                self.current_request = None;
+                return skip(framing);
+            }
+            self.answered_up_to = None;
+        }
+        if !trusted {
             env.counters.count_drop(DropReason::PairingUncertain);
+            // Its response will come, and is this drop too.
+            self.counted_without_slot = self.counted_without_slot.saturating_add(1);
             self.current_request = None;
             return skip(framing);
         }
@@ -214,14 +290,6 @@ impl Pairing {
             Framing::Length(n) => head_len.saturating_add(n),
             _ => head_len,
         };
-        if let Some(answered) = self.answered_up_to {
-            if seq_diff(start.seq, answered) < 0 {
-                env.counters.count_drop(DropReason::PairingUncertain);
-                self.current_request = None;
-                return skip(framing);
-            }
-            self.answered_up_to = None;
-        }
         let mut dropped = None;
         if let Some(barrier) = self.barrier {
             if seq_diff(start.ack, barrier) < 0 {
@@ -250,6 +318,7 @@ impl Pairing {
             method: MethodKind::of(&head),
             start,
             end_seq: start.seq,
+            after_loss: self.requests_lost,
         };
         let request = Half {
             done: false,
@@ -288,6 +357,7 @@ impl Pairing {
             method: MethodKind::Other,
             start,
             end_seq: start.seq,
+            after_loss: self.requests_lost,
         };
         self.push(request, protocol, env.now_us).dropped = Some(DropReason::TooManyPending);
         skip(framing)
@@ -369,18 +439,33 @@ impl Pairing {
         if self.response_follows_unseen_request_bytes(start, streams) {
             return self.answers_an_unseen_request(&head, start, env, allowance);
         }
-        // The oldest request without a response, if the server had received all of it.
+        // The oldest request without a response, if the server had received all of it (or, for one
+        // still arriving, at least its start: a server may answer early). A response sent before the
+        // server had any of it answers an earlier request, one the capture lost (seen when a
+        // response is captured late, after the next request's first segment).
         let target = self.queue.iter_mut().find(|e| e.response.is_none());
         let target = match target {
-            Some(ex) if !ex.request.done || seq_diff(start.ack, ex.protocol.end_seq) >= 0 => {
+            Some(ex)
+                if seq_diff(start.ack, ex.protocol.start.seq) > 0
+                    && (!ex.request.done || seq_diff(start.ack, ex.protocol.end_seq) >= 0) =>
+            {
                 Some(ex)
             }
             _ => None,
         };
         let Some(ex) = target else {
-            env.counters.count_drop(DropReason::UnmatchedResponse);
-            return response_framing(&head, None).ok().and_then(skip);
+            self.count_unmatched(DropReason::UnmatchedResponse, env);
+            let framing = response_framing(&head, None).ok();
+            self.stop_if_switching(framing);
+            return framing.and_then(skip);
         };
+        if ex.protocol.after_loss {
+            self.requests_lost = false;
+        }
+        if self.tunnel_pending && ex.protocol.method == MethodKind::Connect {
+            // The client is already in its tunnel: whatever the answer, nothing more is HTTP/1.x.
+            self.stopped.get_or_insert(Opaque::Tunnel);
+        }
         let framing = match response_framing(&head, Some(ex.protocol.method.name())) {
             Ok(f) => f,
             Err(_) => {
@@ -396,11 +481,11 @@ impl Pairing {
             // HTTP/2 follows (RFC 7540 section 3.2), and the request's response comes as HTTP/2 on
             // stream 1: the request keeps waiting for it, and the 101 is not its response.
             self.h2c = true;
-            self.stopped = Some(Opaque::Tunnel);
+            self.stopped = Some(Opaque::Upgraded);
             return skip(Framing::Tunnel);
         }
         if framing == Framing::Tunnel {
-            self.stopped.get_or_insert(Opaque::Tunnel);
+            self.stopped.get_or_insert(Opaque::Upgraded);
         }
         let head_len = head.wire_len() as u64;
         let declared = match framing {
@@ -444,6 +529,7 @@ impl Pairing {
             self.trust = Trust::after_loss(self.last_request_ack);
         }
         let framing = response_framing(head, None).ok();
+        self.stop_if_switching(framing);
         match self.queue.iter_mut().find(|e| e.response.is_none()) {
             Some(ex) => {
                 ex.doom(DropReason::PairingUncertain, env.counters, allowance);
@@ -454,9 +540,39 @@ impl Pairing {
                 });
                 self.current_response = Some(ex.id);
             }
-            None => env.counters.count_drop(DropReason::UnmatchedResponse),
+            // It answers client bytes the capture lost or has not seen yet (captured out of order):
+            // which, cannot be told yet, so its exchange is counted as uncertain, unless its request
+            // was counted already.
+            None => {
+                if self.counted_without_slot > 0 {
+                    self.counted_without_slot -= 1;
+                } else {
+                    env.counters.count_drop(DropReason::PairingUncertain);
+                    self.responses_ahead = self.responses_ahead.saturating_add(1);
+                }
+            }
         }
         framing.and_then(skip)
+    }
+
+    /// After a `101 Switching Protocols` (WebSocket, anything but h2c) the connection is no longer
+    /// HTTP/1.x, whichever request it answered.
+    fn stop_if_switching(&mut self, framing: Option<Framing>) {
+        if framing == Some(Framing::Tunnel) {
+            self.stop(Opaque::Upgraded);
+        }
+    }
+
+    /// A response without a request to pair with, of which `reason` would say why: nothing when it
+    /// answers a request already counted, a loss when request bytes were lost.
+    fn count_unmatched(&mut self, reason: DropReason, env: &mut Env<'_>) {
+        if self.counted_without_slot > 0 {
+            self.counted_without_slot -= 1;
+        } else if self.requests_lost {
+            env.counters.count_drop(DropReason::StreamGap);
+        } else {
+            env.counters.count_drop(reason);
+        }
     }
 
     pub(super) fn on_body(
@@ -574,7 +690,22 @@ impl Pairing {
         allowance: &mut Allowance<'_>,
     ) {
         if !had_head {
-            env.counters.count_drop(reason);
+            match role {
+                // A request lost before its head was whole: its response, if it comes, is this loss;
+                // if it came already, it was counted as this exchange.
+                Role::Request if self.responses_ahead > 0 => self.responses_ahead -= 1,
+                Role::Request => {
+                    env.counters.count_drop(reason);
+                    self.counted_without_slot = self.counted_without_slot.saturating_add(1);
+                }
+                // A response lost before its head was whole answered the oldest request waiting: that
+                // exchange is what is lost (the desynchronisation or the end that follows gives it up
+                // without counting it again).
+                Role::Response => match self.queue.iter_mut().find(|e| e.response.is_none()) {
+                    Some(ex) => ex.doom(reason, env.counters, allowance),
+                    None => self.count_unmatched(reason, env),
+                },
+            }
             return;
         }
         let id = match role {
@@ -607,8 +738,33 @@ impl Pairing {
         env: &mut Env<'_>,
         allowance: &mut Allowance<'_>,
     ) {
-        exchange::abandon(&mut self.queue, 0, reason, env.counters, allowance);
-        self.current_request = None;
-        self.current_response = None;
+        self.abandon_from(0, reason, env, allowance);
+    }
+
+    /// Gives up on the exchanges from the `from`th on, each dropped for `reason(exchange)`; the
+    /// current messages are those of exchanges kept, if any.
+    fn abandon_from(
+        &mut self,
+        from: usize,
+        reason: impl Fn(&Slot) -> DropReason,
+        env: &mut Env<'_>,
+        allowance: &mut Allowance<'_>,
+    ) {
+        // Responses not begun may still come (after a desynchronisation): they belong to these
+        // exchanges, counted here.
+        let unanswered = self
+            .queue
+            .iter()
+            .skip(from)
+            .filter(|e| e.response.is_none())
+            .count();
+        let unanswered = u8::try_from(unanswered).unwrap_or(u8::MAX);
+        self.counted_without_slot = self.counted_without_slot.saturating_add(unanswered);
+        exchange::abandon(&mut self.queue, from, reason, env.counters, allowance);
+        let kept = |id: Option<u64>, queue: &Queue<Http1Request>| {
+            id.filter(|id| queue.iter().any(|e| e.id == *id))
+        };
+        self.current_request = kept(self.current_request, &self.queue);
+        self.current_response = kept(self.current_response, &self.queue);
     }
 }

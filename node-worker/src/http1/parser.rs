@@ -68,6 +68,9 @@ pub trait MessageHandler {
     fn on_desync(&mut self, role: Role, allowance: &mut Allowance<'_>);
     /// The stream never carried an HTTP/1.x message start, however far it was searched.
     fn on_not_http(&mut self, allowance: &mut Allowance<'_>);
+    /// What follows a CONNECT (or its `2xx`) in this stream is not HTTP/1.x: a tunnel (TLS, another
+    /// protocol), of which nothing more is read.
+    fn on_tunnel(&mut self, role: Role, allowance: &mut Allowance<'_>);
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,10 @@ pub struct HalfParser {
     collect: bool,
     /// Whether this stream ever carried an HTTP message (then scanning never gives up).
     seen_http: bool,
+    /// The next message may be the first of a CONNECT tunnel: if it does not start as HTTP/1.x, or
+    /// a gap comes before it, the stream is a tunnel and nothing more of it is read (no
+    /// `http_parse_error`, no search through encrypted bytes for a message start).
+    probing: bool,
     scanned: u64,
     max_header_bytes: usize,
 }
@@ -141,6 +148,7 @@ impl HalfParser {
             wire: 0,
             collect: false,
             seen_http: false,
+            probing: false,
             scanned: 0,
             max_header_bytes,
         }
@@ -219,6 +227,11 @@ impl HalfParser {
         allowance: &mut Allowance<'_>,
     ) {
         let role = self.role_or_request();
+        if self.probing && self.phase == Phase::Head {
+            // What the tunnel carries cannot be told past a hole.
+            self.enter_tunnel(handler, allowance);
+            return;
+        }
         match self.phase {
             Phase::Ignored => {}
             // Inside a body of known length: skip the hole and stay in step.
@@ -434,7 +447,7 @@ impl HalfParser {
         };
         let Some(head_len) = end else {
             if self.buf.len() + used > self.max_header_bytes {
-                self.resync(role, Some(DropReason::HeaderTooLarge), handler, allowance);
+                self.refuse_head(role, DropReason::HeaderTooLarge, handler, allowance);
                 return used;
             }
             if let Err(reason) = self.buffer(&bytes[..used], allowance) {
@@ -443,7 +456,7 @@ impl HalfParser {
             return used;
         };
         if head_len > self.max_header_bytes {
-            self.resync(role, Some(DropReason::HeaderTooLarge), handler, allowance);
+            self.refuse_head(role, DropReason::HeaderTooLarge, handler, allowance);
             return used;
         }
         let mut raw = std::mem::take(&mut self.buf);
@@ -457,12 +470,14 @@ impl HalfParser {
         let head = match parsed {
             Ok(head) => head,
             Err(_) => {
-                self.resync(role, Some(DropReason::HttpParse), handler, allowance);
+                self.refuse_head(role, DropReason::HttpParse, handler, allowance);
                 return used;
             }
         };
         self.role = Some(role);
         self.seen_http = true;
+        // A tunnel that starts with an HTTP/1.x message is read as HTTP/1.x.
+        self.probing = false;
         self.had_head = true;
         self.wire = head.wire_len() as u64;
         let end_seq = seq.wrapping_add(used as u32);
@@ -483,6 +498,11 @@ impl HalfParser {
                         self.finish_message(role, end_seq, handler, allowance);
                         self.phase = Phase::Ignored;
                     }
+                    Framing::ConnectTunnel => {
+                        self.phase = Phase::Head;
+                        self.finish_message(role, end_seq, handler, allowance);
+                        self.probing = true;
+                    }
                 }
             }
         }
@@ -496,8 +516,35 @@ impl HalfParser {
         allowance: &mut Allowance<'_>,
     ) -> usize {
         let role = self.role_or_request();
-        self.resync(role, Some(DropReason::HttpParse), handler, allowance);
+        self.refuse_head(role, DropReason::HttpParse, handler, allowance);
         0
+    }
+
+    /// The head being collected is not one (`reason`): a message lost, and the search for the next
+    /// start; or, for the first bytes of a CONNECT tunnel, the sign that the tunnel is not HTTP/1.x.
+    fn refuse_head<H: MessageHandler>(
+        &mut self,
+        role: Role,
+        reason: DropReason,
+        handler: &mut H,
+        allowance: &mut Allowance<'_>,
+    ) {
+        if self.probing {
+            self.enter_tunnel(handler, allowance);
+        } else {
+            self.resync(role, Some(reason), handler, allowance);
+        }
+    }
+
+    /// The stream is a tunnel that is not HTTP/1.x: nothing more of it is read, nothing is counted
+    /// as a lost message (the handler counts the tunnel).
+    fn enter_tunnel<H: MessageHandler>(&mut self, handler: &mut H, allowance: &mut Allowance<'_>) {
+        self.probing = false;
+        self.in_message = false;
+        self.had_head = false;
+        self.collect = false;
+        self.ignore_rest(allowance);
+        handler.on_tunnel(self.role_or_request(), allowance);
     }
 
     fn finish_message<H: MessageHandler>(

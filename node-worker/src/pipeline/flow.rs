@@ -71,6 +71,7 @@ pub(super) fn count_flow_kind(counters: &mut Counters, conn: &Connection) {
     match conn.opaque() {
         Some(why) if why.is_not_http() => counters.flows_not_http += 1,
         Some(Opaque::Tunnel) => counters.flows_tunneled += 1,
+        Some(Opaque::Upgraded) => counters.flows_upgraded += 1,
         _ => {}
     }
 }

@@ -16,6 +16,10 @@ pub struct ReassemblyStats {
     pub bytes_missing: u64,
 }
 
+/// The largest hole at the end of a stream that a FIN or an acknowledgment is believed to prove: more
+/// than the largest window in flight is a number from a garbled or hostile segment, not a loss.
+const MAX_TRAILING_HOLE: i64 = 1 << 24;
+
 /// `a - b` in sequence space: positive when `a` is after `b`.
 pub fn seq_diff(a: u32, b: u32) -> i64 {
     i64::from(a.wrapping_sub(b) as i32)
@@ -216,6 +220,20 @@ impl Reassembler {
                     self.skip_to(to, missing, allowance, counters, out);
                 }
                 _ => break,
+            }
+        }
+        // Bytes after the last one seen that the FIN (or else the peer's acknowledgment) proves were
+        // sent: lost, and said so, so that what they held is counted as a loss rather than as a
+        // request never answered. An acknowledgment may cover a FIN the capture missed (one sequence
+        // number, no data): it proves one byte less.
+        if let Some(next) = self.next {
+            let proven_end = self
+                .fin
+                .or_else(|| self.peer_ack.map(|ack| ack.wrapping_sub(1)));
+            let plausible = |end: &u32| (1..=MAX_TRAILING_HOLE).contains(&seq_diff(*end, next));
+            if let Some(end) = proven_end.filter(plausible) {
+                let missing = seq_diff(end, next) as u64;
+                self.skip_to(end, missing, allowance, counters, out);
             }
         }
         self.ended = true;
@@ -602,6 +620,32 @@ mod tests {
         assert_eq!(h.out.bytes, b"a??d?f");
         assert!(h.out.ended);
         assert_eq!(h.flow.used(), 0);
+    }
+
+    #[test]
+    fn a_hole_before_the_fin_or_the_peers_ack_is_a_gap_at_the_end() {
+        // The last segment before the FIN was lost.
+        let mut h = Harness::new(100);
+        h.data(0, b"ab");
+        h.seg(4, b"", false, true);
+        h.finish();
+        assert_eq!(h.out.bytes, b"ab??");
+        assert_eq!(h.counters.bytes_missing, 2);
+        assert!(h.out.ended);
+        // No FIN: the peer acknowledged bytes the capture never saw.
+        // (It may acknowledge a FIN not captured, the last sequence number: not counted as data.)
+        let mut h = Harness::new(100);
+        h.data(0, b"ab");
+        h.ack(6);
+        h.finish();
+        assert_eq!(h.out.bytes, b"ab???");
+        // Nothing proven missing: nothing reported.
+        let mut h = Harness::new(100);
+        h.data(0, b"ab");
+        h.ack(3);
+        h.finish();
+        assert_eq!(h.out.bytes, b"ab");
+        assert_eq!(h.counters.bytes_missing, 0);
     }
 
     #[test]

@@ -55,8 +55,24 @@ fn make_bench_runs_on_a_tiny_input() {
     );
     assert!(results["targets"].as_array().is_some_and(|t| !t.is_empty()));
     assert_eq!(results["wrong_output"], serde_json::json!([]), "{text}");
-    for run in results["live"].as_array().unwrap() {
+    let live = results["live"].as_array().unwrap();
+    for run in live {
         assert_eq!(run["pairs_wrong"], 0, "{run}");
+        assert_eq!(run["pairs_duplicate"], 0, "{run}");
         assert!(run["requests_sent"].as_u64().unwrap() > 0, "{run}");
+        assert!(run["pairs_captured"].as_u64().unwrap() > 0, "{run}");
+    }
+    if testkit::netns::is_root() {
+        // As root the live part runs: HTTP/1.1 into a pipe, HTTP/2 (h2load), and into Kafka when the
+        // tests' broker is there (`make test` starts it).
+        let kinds: Vec<(&str, &str)> = live
+            .iter()
+            .map(|r| (r["client"].as_str().unwrap(), r["sink"].as_str().unwrap()))
+            .collect();
+        assert!(kinds.contains(&("wrk", "local")), "{kinds:?}");
+        assert!(kinds.contains(&("h2load", "local")), "{kinds:?}");
+        if std::env::var_os("INTERCEPTOR_TEST_KAFKA").is_some() {
+            assert!(kinds.contains(&("wrk", "kafka")), "{kinds:?}");
+        }
     }
 }

@@ -21,4 +21,5 @@ mod hostile_process;
 mod http2;
 mod load;
 mod mesh;
+mod proxy;
 mod scale;

@@ -449,6 +449,10 @@ fn an_upgrade_to_h2c_goes_on_as_http2() {
     assert_eq!(up["response"]["version"], "HTTP/2");
     assert_eq!(up["response"]["stream_id"], 1);
     assert_eq!(out.counters.flows_tunneled, 0);
+    assert_eq!(
+        out.counters.flows_upgraded, 0,
+        "h2c is decoded, not counted as upgraded"
+    );
     assert_eq!(out.counters.total_drops(), 0);
     // A 101 to anything else is a tunnel, as before.
     let mut c = conversation(2);
@@ -458,7 +462,8 @@ fn an_upgrade_to_h2c_goes_on_as_http2() {
     c.server_sends(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\x81\x05hello");
     c.close();
     let out = run(c.frames(), &open_config());
-    assert_eq!(out.counters.flows_tunneled, 1);
+    assert_eq!(out.counters.flows_upgraded, 1);
+    assert_eq!(out.counters.flows_tunneled, 0);
 }
 
 /// An HTTP/1 request answered by an HTTP/2 server's SETTINGS (a server that speaks only HTTP/2 with

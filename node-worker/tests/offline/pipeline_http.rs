@@ -3,7 +3,10 @@
 
 use std::io::Write;
 
+use base64::Engine as _;
+
 use interceptor_crds::config::WorkerConfig;
+use node_worker::stats::DropReason;
 use node_worker::synth::{chunked, gzip, http_request, http_response, Side};
 use testkit::pipeline::{conversation, open_config, run, JSON};
 
@@ -190,7 +193,7 @@ fn head_interim_and_bodiless_statuses() {
 }
 
 #[test]
-fn connect_and_upgrade_stop_parsing_the_connection() {
+fn an_upgrade_stops_parsing_the_connection_and_is_counted() {
     let mut c = conversation(1);
     c.client_sends(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
     c.server_sends(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
@@ -200,17 +203,162 @@ fn connect_and_upgrade_stop_parsing_the_connection() {
     c.close();
     let out = run(c.frames(), &open_config());
     assert_eq!(out.summary(), [("GET".into(), "/ws".into(), 101)]);
-    assert_eq!(out.counters.flows_tunneled, 1);
+    assert_eq!(out.counters.flows_upgraded, 1);
+    assert_eq!(out.counters.flows_tunneled, 0);
     assert_eq!(out.counters.requests, 1);
+    assert_eq!(out.counters.total_drops(), 0);
+}
 
-    let mut c = conversation(2);
-    c.client_sends(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n");
-    c.server_sends(b"HTTP/1.1 200 Connection established\r\n\r\n");
-    c.client_sends(b"\x16\x03\x01 tls hello");
+/// A 101 whose request the capture lost still ends HTTP/1.x on the connection: the WebSocket
+/// frames after it, HTTP-looking text included, are not parsed (issue 15, item 4). Before, only the
+/// direction of the 101 stopped, and the client's frames were searched and parsed as requests.
+#[test]
+fn an_upgrade_answering_a_lost_request_stops_parsing_too() {
+    let mut c = conversation(1);
+    let lost = c.frames().len();
+    c.client_sends(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n");
+    c.server_sends(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+    for _ in 0..3 {
+        c.client_sends(b"\x81\x20GET /chat HTTP/1.1\r\nHost: a\r\n\r\n");
+        c.server_sends(b"\x81\x30HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+    }
+    c.close();
+    let mut frames = c.into_frames();
+    frames.remove(lost);
+    let out = run(&frames, &open_config());
+    assert_eq!(out.pairs.len(), 0, "{:?}", out.pairs);
+    assert_eq!(out.counters.flows_upgraded, 1, "{}", out.counters.summary());
+    assert_eq!(
+        (out.counters.requests, out.counters.responses),
+        (0, 1),
+        "only the 101 is parsed: {}",
+        out.counters.summary()
+    );
+    assert_eq!(
+        out.counters.total_drops(),
+        1,
+        "the lost exchange: {}",
+        out.counters.summary()
+    );
+}
+
+/// An egress proxy carrying plain HTTP through CONNECT: the tunnel's exchanges are parsed and paired
+/// like any others (issue 15, item 4). Before, everything after the `200` was ignored.
+#[test]
+fn plain_http_inside_a_connect_tunnel_is_paired() {
+    let mut c = conversation(1);
+    c.client_sends(b"CONNECT users.shop:80 HTTP/1.1\r\nHost: users.shop:80\r\n\r\n");
+    // A 2xx to CONNECT has no body, whatever its head says (RFC 9110 section 9.3.6).
+    c.server_sends(b"HTTP/1.1 200 Connection established\r\nContent-Length: 12\r\n\r\n");
+    c.client_sends(&http_request(
+        "POST",
+        "/v1/users",
+        &[JSON],
+        br#"{"name":"ann"}"#,
+    ));
+    c.server_sends(&http_response(201, &[JSON], br#"{"id":3}"#));
+    // Pipelined, and a request and its response in one segment each.
+    c.client_sends(
+        &[
+            http_request("GET", "/v1/users/3", &[], b""),
+            http_request("GET", "/v1/users/4", &[], b""),
+        ]
+        .concat(),
+    );
+    c.server_sends(
+        &[
+            http_response(200, &[JSON], br#"{"id":3}"#),
+            http_response(200, &[JSON], br#"{"id":4}"#),
+        ]
+        .concat(),
+    );
+    c.close();
+    let out = run(c.frames(), &WorkerConfig::default());
+    assert_eq!(
+        out.summary(),
+        [
+            ("POST".into(), "/v1/users".into(), 201),
+            ("GET".into(), "/v1/users/3".into(), 200),
+            ("GET".into(), "/v1/users/4".into(), 200),
+        ],
+        "{}",
+        out.counters.summary()
+    );
+    assert_eq!(out.pairs[0]["request"]["body"], r#"{"name":"ann"}"#);
+    assert_eq!(out.pairs[2]["response"]["body"], r#"{"id":4}"#);
+    assert_eq!(out.counters.flows_tunneled, 0);
+    assert_eq!(out.counters.requests, 4);
+    // The CONNECT exchange itself has no allowed content type: the default rules drop it.
+    assert_eq!(out.counters.total_drops(), 1, "{}", out.counters.summary());
+    assert_eq!(out.counters.drops(DropReason::ContentType), 1);
+}
+
+/// TLS (or anything not HTTP/1.x) inside a CONNECT tunnel is ignored cheaply and counted as
+/// tunneled: no parse error, no search through it for a message start, nothing more parsed, HTTP-
+/// looking bytes included; also when the client sends its first tunnel bytes before the `200`
+/// is seen (a client that does not wait, or a capture that shows them first), and when a gap comes
+/// where the tunnel starts.
+#[test]
+fn tls_inside_a_connect_tunnel_is_ignored_cheaply_and_counted() {
+    let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 GET / HTTP/1.1\r\n\r\n";
+    for case in ["after the 200", "before the 200", "a gap at its start"] {
+        let mut c = conversation(1);
+        c.client_sends(b"CONNECT db:443 HTTP/1.1\r\nHost: db:443\r\n\r\n");
+        if case == "before the 200" {
+            c.client_sends(hello);
+        }
+        c.server_sends(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        let lost = c.frames().len();
+        if case != "before the 200" {
+            c.client_sends(hello);
+        }
+        c.server_sends(b"\x16\x03\x03\x00\x40 server hello HTTP/1.1 200 OK\r\n\r\n");
+        for _ in 0..3 {
+            c.client_sends(b"\x17\x03\x03\x00\x20GET /x HTTP/1.1\r\n\r\n");
+            c.server_sends(&[0x17; 3000]);
+        }
+        c.close();
+        let mut frames = c.into_frames();
+        if case == "a gap at its start" {
+            frames.remove(lost);
+        }
+        let out = run(&frames, &open_config());
+        let summary = out.counters.summary();
+        assert_eq!(
+            out.summary(),
+            [("CONNECT".into(), "db:443".into(), 200)],
+            "{case}: {summary}"
+        );
+        assert_eq!(out.counters.flows_tunneled, 1, "{case}: {summary}");
+        assert_eq!(out.counters.flows_not_http, 0, "{case}: {summary}");
+        assert_eq!(
+            (out.counters.requests, out.counters.responses),
+            (1, 1),
+            "{case}: {summary}"
+        );
+        assert_eq!(out.counters.total_drops(), 0, "{case}: {summary}");
+    }
+}
+
+/// A refused CONNECT (407) leaves the connection HTTP/1.x: the next request is read as one.
+#[test]
+fn a_refused_connect_leaves_the_connection_http() {
+    let mut c = conversation(1);
+    c.client_sends(b"CONNECT db:443 HTTP/1.1\r\nHost: db:443\r\n\r\n");
+    c.server_sends(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 2\r\n\r\nno");
+    c.client_sends(&http_request("GET", "/after", &[], b""));
+    c.server_sends(&http_response(200, &[JSON], b"{}"));
     c.close();
     let out = run(c.frames(), &open_config());
-    assert_eq!(out.summary(), [("CONNECT".into(), "db:5432".into(), 200)]);
-    assert_eq!(out.counters.flows_tunneled, 1);
+    assert_eq!(
+        out.summary(),
+        [
+            ("CONNECT".into(), "db:443".into(), 407),
+            ("GET".into(), "/after".into(), 200)
+        ]
+    );
+    assert_eq!(out.counters.flows_tunneled, 0);
+    assert_eq!(out.counters.total_drops(), 0);
 }
 
 #[test]
@@ -444,7 +592,7 @@ fn a_doomed_pair_stops_buffering_at_once() {
 }
 
 #[test]
-fn bodies_are_decoded_and_bombs_dropped() {
+fn bodies_are_decoded_and_bombs_kept_as_sent() {
     let json = br#"{"a":1}"#;
     let mut deflate = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     deflate.write_all(json).unwrap();
@@ -465,15 +613,41 @@ fn bodies_are_decoded_and_bombs_dropped() {
         assert_eq!(out.pairs[0]["response"]["body"], r#"{"a":1}"#, "{coding}");
         assert_eq!(out.pairs[0]["response"]["content_encoding"], coding);
     }
+    // Within the wire limits, past maxDecodedBodyBytes once decoded: kept as sent (issue 15, item
+    // 5), the other half decoded as usual. Before, the pair was dropped (decoded_too_large).
     let bomb = gzip(&vec![b'0'; 50 << 20]);
     assert!(bomb.len() < 100_000);
     let out = exchange_with(
-        http_request("GET", "/", &[], b""),
+        http_request(
+            "POST",
+            "/",
+            &[JSON, ("Content-Encoding", "gzip")],
+            &gzip(json),
+        ),
         http_response(200, &[JSON, ("Content-Encoding", "gzip")], &bomb),
         &WorkerConfig::default(),
     );
-    assert_eq!(out.pairs.len(), 0);
-    assert_eq!(out.drops("decoded_too_large"), 1);
+    assert_eq!(out.pairs.len(), 1, "{}", out.counters.summary());
+    assert_eq!(out.counters.total_drops(), 0);
+    let response = &out.pairs[0]["response"];
+    assert_eq!(
+        response["body"],
+        base64::engine::general_purpose::STANDARD.encode(&bomb)
+    );
+    assert_eq!(response["body_base64"], true);
+    assert_eq!(response["content_encoding"], "gzip");
+    assert_eq!(response["body_decoded"], false);
+    let request = &out.pairs[0]["request"];
+    assert_eq!(request["body"], r#"{"a":1}"#);
+    assert!(
+        request.get("body_decoded").is_none(),
+        "present only on a body kept as sent: {request}"
+    );
+    assert!(
+        out.peak_buffered < 2 * bomb.len() + 4096,
+        "only the encoded bytes are held: {}",
+        out.peak_buffered
+    );
     // Binary bodies travel as base64.
     let out = exchange_with(
         http_request("POST", "/bin", &[JSON], &[0xff, 0xfe, 0x00]),

@@ -576,3 +576,50 @@ fn pairs_on_a_pods_loopback_name_that_pod_on_both_ends() {
     assert_eq!(p["destination"]["pod"]["container"], "app");
     assert_eq!(pairs[0].key, "shop/api-1");
 }
+
+/// Issue 15, item 2: packets lost right after a request whose length is known (Content-Length, or a
+/// complete chunked body) cost only what they held. Pipelined: the first request is whole, the second
+/// is lost entirely, the third shows the hole before the responses come. The first is paired; the
+/// second is one loss; the third cannot be trusted after the loss (its client had received nothing
+/// new when it sent it): one drop each, no response counted again.
+#[test]
+fn a_gap_after_a_whole_request_costs_only_what_it_held() {
+    for chunked_first in [false, true] {
+        let mut c = conversation(1);
+        let body = br#"{"first":true}"#;
+        let first = if chunked_first {
+            let mut r = b"POST /first HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            r.extend(node_worker::synth::chunked(body, 5, &[]));
+            r
+        } else {
+            http_request("POST", "/first", &[JSON], body)
+        };
+        c.client_sends(&first);
+        let lost_from = c.frames().len();
+        c.client_sends(&http_request("POST", "/second", &[JSON], b"{}"));
+        let lost_to = c.frames().len();
+        c.client_sends(&http_request("POST", "/third", &[JSON], b"{}"));
+        for _ in 0..3 {
+            c.server_sends(&http_response(200, &[JSON], b"{}"));
+        }
+        c.close();
+        let frames: Vec<Frame> = c
+            .into_frames()
+            .into_iter()
+            .enumerate()
+            // The second request's data segment (its ACK is kept: it acknowledges nothing new).
+            .filter(|(i, f)| !((lost_from..lost_to).contains(i) && f.data.len() > 54))
+            .map(|(_, f)| f)
+            .collect();
+        let out = run(&frames, &WorkerConfig::default());
+        let summary = out.counters.summary();
+        assert_eq!(
+            paths_of(&out),
+            ["/first"],
+            "chunked {chunked_first}: {summary}"
+        );
+        assert_eq!(out.drops("stream_gap"), 1, "{summary}");
+        assert_eq!(out.drops("pairing_uncertain"), 1, "{summary}");
+        assert_eq!(out.counters.total_drops(), 2, "{summary}");
+    }
+}

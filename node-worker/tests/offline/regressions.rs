@@ -55,7 +55,8 @@ fn loss_duplication_and_reordering_together() {
 
 #[test]
 fn loss_and_requests_captured_late() {
-    check("loss-and-late-request.pcap", 37);
+    // 39 since the requests complete before a hole in the client stream are kept (issue 15, item 2).
+    check("loss-and-late-request.pcap", 39);
 }
 
 #[test]
