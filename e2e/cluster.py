@@ -254,6 +254,12 @@ def register(suite):
         wait_for("the worker to tap the three pods (eth0 of orders and frontend, lo of payments)",
                  lambda: _tapped(c) >= {("orders", "eth0", "external"), ("frontend", "eth0", "external"),
                                         ("payments", "lo", "loopback")}, 60)
+        # Issue 18: the status says per tapped interface which mesh was detected and why (payments has a
+        # regular `istio-proxy` container; 1.20 has neither native sidecars nor ambient mode).
+        meshes = _meshes(c)
+        expect(meshes.get(("payments", "lo")) == ("istio", "container istio-proxy"),
+               f"payments' lo: mesh and reason {meshes.get(('payments', 'lo'))}; all: {meshes}")
+        expect(meshes.get(("orders", "eth0")) == (None, None), f"orders' eth0 has no mesh: {meshes}")
 
     apps_ok = "cluster: application pods start and the worker taps them"
 
@@ -422,6 +428,18 @@ def _tapped(c):
         app = i["pod"].split("/", 1)[1].split("-", 1)[0]
         seen.add((app, i["interface"], i["mode"]))
     return seen
+
+
+def _meshes(c):
+    """(app, interface) -> (mesh, meshReason) of the active taps of the application pods."""
+    status = (c.icst() or {}).get("status") or {}
+    meshes = {}
+    for i in status.get("interfaces") or []:
+        if i.get("state") != "active" or not i["pod"].startswith(f"{APPS_NS}/"):
+            continue
+        app = i["pod"].split("/", 1)[1].split("-", 1)[0]
+        meshes[(app, i["interface"])] = (i.get("mesh"), i.get("meshReason"))
+    return meshes
 
 
 def _log_lines(pattern):

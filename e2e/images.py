@@ -36,11 +36,14 @@ DEMO_PAIRS = sorted(
         ("GET", "/api/export", 200, "external"),
         ("POST", "/orders", 201, "loopback"),
         ("POST", "/orders", 201, "loopback"),
+        # The ambient pod calls api (captured on its lo), web calls the ambient pod (on web's eth0).
+        ("POST", "/api/users", 201, "loopback"),
+        ("POST", "/orders", 201, "external"),
     ]
 )
 DEMO_DROPS = {"message_too_large": 1, "content_type": 1, "user_agent": 1, "status_code": 1, "excluded_path": 1}
 DEMO_TAPS = sorted([("eth0", "web", "external"), ("eth0", "api", "external"), ("eth0", "shop", "external"),
-                    ("lo", "mesh", "loopback")])
+                    ("lo", "mesh", "loopback"), ("lo", "ambient", "loopback")])
 
 
 def docker():
@@ -92,6 +95,11 @@ class Demo:
                f"pairs: expected {DEMO_PAIRS}\nseen {self.pair_rows()}\n{self.describe()}")
         expect(self.drops() == DEMO_DROPS, f"drops: expected {DEMO_DROPS}, seen {self.drops()}\n{self.describe()}")
         expect(self.taps() == DEMO_TAPS, f"taps: expected {DEMO_TAPS}, seen {self.taps()}\n{self.describe()}")
+        # The ambient pod's outbound call names its real destination (api), not ztunnel's 127.0.0.1:15001:
+        # from conntrack with NET_ADMIN, else (the DaemonSet's capabilities) from the connection's answers.
+        ambient = [p for p in self.pairs if self.pods.get(p["interface"]["netns"]) == "ambient"]
+        ends = [(p["destination"]["ip"], p["destination"]["port"]) for p in ambient]
+        expect(ends == [("10.88.0.20", 8080)], f"the ambient pod's call: {ends}\n{self.describe()}")
 
 
 def _read(path):

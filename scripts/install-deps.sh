@@ -13,6 +13,8 @@ else
             nghttp2-server nghttp2-client python3-grpcio
             # CONNECT tunnels live test: a forward proxy (the binary only, no service)
             tinyproxy-bin
+            # mesh live tests: istio-cni's in-pod rules (REDIRECT, TPROXY, CONNMARK) in pod namespaces
+            iptables
             # make e2e: the Docker engine, base-image stand-ins, the Kubernetes node (kubernetes.sh
             # builds it with Go 1.19 from Debian's source package), Python's YAML for the checks
             docker.io debootstrap busybox-static etcd-server containernetworking-plugins openssl

@@ -142,6 +142,27 @@ pub struct TappedInterface {
     /// Why a tap failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The service mesh detected in the pod, which made this a loopback tap (absent: no mesh).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshMode>,
+    /// What the mesh was detected by (`annotation ambient.istio.io/redirection=enabled`,
+    /// `native sidecar istio-proxy`, `process envoy`, `listeners 15001, 15006, 15008 ...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh_reason: Option<String>,
+}
+
+/// The service mesh of a tapped pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MeshMode {
+    /// An Istio sidecar (classic or native): the app and the sidecar on the pod's loopback.
+    #[serde(rename = "istio")]
+    Istio,
+    /// Istio's ambient mode: the app and ztunnel's listeners in the pod's namespace, on its loopback.
+    #[serde(rename = "istio-ambient")]
+    IstioAmbient,
+    /// A Linkerd proxy (classic or native sidecar): the app and the proxy on the pod's loopback.
+    #[serde(rename = "linkerd")]
+    Linkerd,
 }
 
 /// Which interface of a pod is tapped.
@@ -348,6 +369,8 @@ mod tests {
             mode: TapMode::External,
             state,
             message: None,
+            mesh: (pod == "b/z").then_some(MeshMode::IstioAmbient),
+            mesh_reason: None,
         };
         report.set_interfaces(vec![
             tap("a/x", TapState::Active),
@@ -361,5 +384,7 @@ mod tests {
         assert_eq!(patch["status"]["counters"]["dropsTotal"], 5);
         assert_eq!(patch["status"]["interfaces"][0]["mode"], "external");
         assert_eq!(patch["status"]["interfaces"][2]["state"], "failed");
+        assert_eq!(patch["status"]["interfaces"][3]["mesh"], "istio-ambient");
+        assert!(patch["status"]["interfaces"][0].get("mesh").is_none());
     }
 }

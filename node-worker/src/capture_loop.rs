@@ -12,7 +12,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use interceptor_crds::config::WorkerConfig;
 
 use crate::discovery::{plan, HostSnapshot, MeshOverrides, PlanPolicy, Scanner, TapSpec};
+use crate::pipeline::mesh_views::NodeTaps;
 use crate::pipeline::Pipeline;
+use crate::redirect::conntrack::Conntrack;
+use crate::redirect::Redirects;
 use crate::source::live::{TapOptions, Taps, TapsStats};
 use crate::source::InterfaceInfo;
 
@@ -121,6 +124,43 @@ pub struct CaptureLoop {
     unreadable_warned: bool,
     last_snapshot: Option<HostSnapshot>,
     failed: Vec<(InterfaceInfo, String)>,
+    /// Mesh loopback taps opened by the last scan, with their redirect translation, for the pipeline.
+    redirects: Vec<(InterfaceInfo, Redirects)>,
+    /// The node's tapped namespaces after the last scan, for the pipeline.
+    node_taps: Option<NodeTaps>,
+    /// Taps the last scan closed, whose redirect translation the pipeline drops.
+    closed: Vec<InterfaceInfo>,
+}
+
+/// The redirect translation of a mesh's loopback tap: conntrack asked in the tap's namespace. Without
+/// conntrack (no permission, no module) the tap still works; redirected destinations are then unknown.
+fn redirects_for(spec: &TapSpec) -> Option<Redirects> {
+    let mesh = spec.mesh.as_ref()?;
+    if spec.info.mode != crate::source::CaptureMode::Loopback {
+        return None;
+    }
+    let ports = mesh.kind.outbound_ports();
+    match Conntrack::open_in(&spec.target) {
+        Ok(conntrack) => Some(Redirects::new(ports, Box::new(conntrack))),
+        Err(error) => {
+            tracing::warn!(netns = ?spec.info.netns, %error,
+                "cannot ask conntrack: destinations of redirected connections will be unknown");
+            Some(Redirects::new(ports, Box::new(NoConntrack)))
+        }
+    }
+}
+
+/// Conntrack unavailable: every redirected destination is unknown.
+struct NoConntrack;
+
+impl crate::redirect::Resolve for NoConntrack {
+    fn original_destination(
+        &mut self,
+        _client: std::net::SocketAddr,
+        _proxy: std::net::SocketAddr,
+    ) -> Result<Option<std::net::SocketAddr>, crate::redirect::conntrack::ConntrackError> {
+        Ok(None)
+    }
 }
 
 /// How long one poll waits when nothing happens: bounds how late timers and stop requests are seen.
@@ -157,6 +197,9 @@ impl CaptureLoop {
             unreadable_warned: false,
             last_snapshot: None,
             failed: Vec::new(),
+            redirects: Vec::new(),
+            node_taps: None,
+            closed: Vec::new(),
             selection,
         };
         if let Selection::Interface { name, netns } = &this.selection {
@@ -236,8 +279,15 @@ impl CaptureLoop {
                 let specs = plan(&snapshot, &self.policy, &self.overrides);
                 let report = self.taps.apply(&specs);
                 for info in &report.opened {
-                    tracing::info!(interface = %info.name, netns = ?info.netns, mode = info.mode.as_str(), "tapped");
+                    let spec = specs.iter().find(|s| s.info == *info);
+                    let mesh = spec.and_then(|s| s.mesh.as_ref());
+                    tracing::info!(interface = %info.name, netns = ?info.netns, mode = info.mode.as_str(),
+                        mesh = mesh.map(|m| m.kind.as_str()), reason = mesh.map(|m| m.reason.as_str()), "tapped");
+                    if let Some(redirects) = spec.and_then(redirects_for) {
+                        self.redirects.push((info.clone(), redirects));
+                    }
                 }
+                self.closed.extend(report.closed.iter().cloned());
                 for info in &report.closed {
                     tracing::info!(interface = %info.name, netns = ?info.netns, "released");
                 }
@@ -254,6 +304,7 @@ impl CaptureLoop {
                         tracing::warn!(interface = %info.name, netns = ?info.netns, %error, "cannot tap");
                     }
                 }
+                self.node_taps = Some(NodeTaps::new(&snapshot, &specs));
                 self.last_snapshot = Some(snapshot);
             }
             Err(error) => {
@@ -291,6 +342,16 @@ impl CaptureLoop {
             let discover = self.selection == Selection::Discover;
             if discover && (self.take_rescan_request() || Instant::now() >= self.next_scan) {
                 self.rescan_now();
+                for info in self.closed.drain(..) {
+                    pipeline.drop_redirects(&info);
+                }
+                for (info, redirects) in self.redirects.drain(..) {
+                    let index = pipeline.add_interface(info);
+                    pipeline.set_redirects(index, redirects);
+                }
+                if let Some(node_taps) = self.node_taps.take() {
+                    pipeline.set_node_taps(node_taps);
+                }
             }
             self.poll_once(pipeline, &mut interface_cache, POLL_INTERVAL)?;
             each_round(self, pipeline);
@@ -317,6 +378,7 @@ impl CaptureLoop {
             pipeline.handle(index, packet);
         })?;
         for info in &report.lost {
+            pipeline.drop_redirects(info);
             tracing::debug!(interface = %info.name, netns = ?info.netns, "interface went away");
         }
         pipeline.tick(wall_clock_us());

@@ -18,6 +18,7 @@ pub mod memory;
 pub mod message;
 pub mod pair_id;
 pub mod pipeline;
+pub mod redirect;
 pub mod sink;
 pub mod source;
 pub mod stats;

@@ -12,6 +12,7 @@ use interceptor_crds::config::WorkerConfig;
 use node_worker::capture_loop::{CaptureLoop, LoopReport, Selection};
 use node_worker::pair_id::IdPrefix;
 use node_worker::pipeline::{Identity, Pipeline};
+use node_worker::redirect::RedirectStats;
 use node_worker::sink::{LinesSink, Sink};
 use node_worker::source::file::{FileEnd, FileSource};
 use node_worker::source::{CaptureMode, InterfaceInfo};
@@ -318,14 +319,25 @@ fn report(
         );
         for tap in &live.taps.open {
             eprintln!(
-                "  {:<16} {:<12} {:<9} {:>10} packets {:>8} kernel drops",
+                "  {:<16} {:<12} {:<9} {:>10} packets {:>8} kernel drops{}",
                 tap.info.name,
                 tap.info.netns.as_deref().unwrap_or("host"),
                 tap.info.mode.as_str(),
                 tap.counters.packets,
-                tap.counters.kernel.dropped
+                tap.counters.kernel.dropped,
+                tap.mesh
+                    .as_ref()
+                    .map(|m| format!("  mesh {} ({})", m.kind.as_str(), m.reason))
+                    .unwrap_or_default()
             );
         }
+    }
+    let redirects = pipeline.redirect_stats();
+    if redirects != RedirectStats::default() {
+        eprintln!(
+            "redirected connections: {} destinations from conntrack, {} from their answers, {} not in conntrack, {} conntrack errors, {} untracked (table full)",
+            redirects.resolved, redirects.learned, redirects.unknown, redirects.errors, redirects.table_full
+        );
     }
     eprint!("{}", counters.summary());
     eprintln!(
@@ -346,13 +358,24 @@ fn report(
             "drops": counters.drops_json(),
             "sink": sink,
             "peak_buffered_bytes": peak_buffered,
+            "redirects": {
+                "resolved": redirects.resolved,
+                "unknown": redirects.unknown,
+                "learned": redirects.learned,
+                "errors": redirects.errors,
+                "table_full": redirects.table_full,
+            },
         });
         if let Some(live) = live {
             let totals = live.taps.totals();
             json["capture"] = serde_json::json!({
-                "tapped": live.tapped.iter().map(|i| serde_json::json!({
-                    "name": i.name, "netns": i.netns, "mode": i.mode.as_str()
-                })).collect::<Vec<_>>(),
+                "tapped": live.tapped.iter().map(|i| {
+                    let mesh = live.taps.open.iter().find(|t| t.info == *i).and_then(|t| t.mesh.as_ref());
+                    serde_json::json!({
+                        "name": i.name, "netns": i.netns, "mode": i.mode.as_str(),
+                        "mesh": mesh.map(|m| m.kind.as_str()), "mesh_reason": mesh.map(|m| m.reason.as_str()),
+                    })
+                }).collect::<Vec<_>>(),
                 "opened": live.taps.opened,
                 "released": live.taps.released,
                 "vanished": live.taps.vanished,

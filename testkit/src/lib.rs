@@ -9,6 +9,7 @@
 //! | [`isolate`]  | tests of one module never beside another module's (live, Kafka)                      |
 //! | [`netns`]    | network namespaces and veth links that clean up after themselves (root)              |
 //! | [`http`]     | an HTTP/1.1 server and raw clients inside namespaces                                 |
+//! | [`mesh`]     | pod namespaces set up as a mesh sets them up (ambient redirection, a ztunnel stand-in)|
 //! | [`relay`]    | a user-space relay that drops, duplicates and reorders frames between namespaces     |
 //! | [`worker`]   | the `node-worker` binary as a child process                                          |
 //! | [`kafka`]    | the test broker, pairs to send, a consumer to read them back                         |
@@ -23,6 +24,7 @@ pub mod fuzz;
 pub mod http;
 pub mod isolate;
 pub mod kafka;
+pub mod mesh;
 pub mod netns;
 pub mod pipeline;
 pub mod relay;

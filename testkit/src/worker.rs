@@ -63,11 +63,34 @@ impl Worker {
 
     /// [`Worker::start`] with a `RUST_LOG` filter (e.g. `info,node_worker=debug` to see vanished taps).
     pub fn start_logging(source_args: &[&str], config: Option<&str>, log: &str) -> Worker {
+        Self::launch(source_args, config, log, &[])
+    }
+
+    /// [`Worker::start`] without these capabilities (e.g. `net_admin`), as a DaemonSet that does not
+    /// grant them runs it (`setpriv` drops them from the bounding and inheritable sets).
+    pub fn start_without(
+        source_args: &[&str],
+        config: Option<&str>,
+        capabilities: &[&str],
+    ) -> Worker {
+        Self::launch(source_args, config, "info", capabilities)
+    }
+
+    fn launch(source_args: &[&str], config: Option<&str>, log: &str, drop: &[&str]) -> Worker {
         let dir = tempfile::Builder::new()
             .prefix("ilt-worker-")
             .tempdir()
             .expect("temporary directory");
-        let mut command = Command::new(binary());
+        let mut command = if drop.is_empty() {
+            Command::new(binary())
+        } else {
+            let dropped: Vec<String> = drop.iter().map(|c| format!("-{c}")).collect();
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--bounding-set={}", dropped.join(",")))
+                .arg(format!("--inh-caps={}", dropped.join(",")))
+                .arg(binary());
+            c
+        };
         command.arg("capture").args(source_args);
         if let Some(config) = config {
             let path = dir.path().join("config.yaml");

@@ -47,12 +47,23 @@ impl PodLookup for NodePods {
         self.pods.pod(addr)
     }
 
+    /// A loopback address at the mesh's outbound port is the proxy standing in for a destination the
+    /// redirection hid (see `redirect`): not this pod, an unknown one.
     fn pod_in_netns(&self, netns: &str, port: u16) -> Option<PodRef> {
         let view = self.shared.netns();
         let table = self.pods.current();
-        view.addresses_of(netns)?
+        let ip = view
+            .addresses_of(netns)?
             .iter()
-            .find_map(|ip| table.lookup(&SocketAddr::new(*ip, port)))
+            .find(|ip| table.pod(ip).is_some())?;
+        let redirected = table
+            .pod(ip)
+            .and_then(|pod| pod.mesh.as_ref())
+            .is_some_and(|mesh| mesh.kind.outbound_ports().contains(&port));
+        if redirected {
+            return None;
+        }
+        table.lookup(&SocketAddr::new(*ip, port))
     }
 }
 
@@ -135,6 +146,7 @@ impl Publisher {
             scans: report.scans,
             scan_failures: report.scan_failures,
             purges: self.switch.purges(),
+            redirects: pipeline.redirect_stats(),
         });
     }
 }

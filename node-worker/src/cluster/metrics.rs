@@ -12,9 +12,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::pods::SharedPods;
+use super::pods::{IpTable, SharedPods};
 use super::report::pod_of_interface;
-use super::state::{LoopSnapshot, Shared};
+use super::state::{LoopSnapshot, NetnsView, Shared};
 use crate::stats::DropReason;
 
 /// Metric name prefix.
@@ -65,6 +65,56 @@ fn drops(encoder: &mut DescriptorEncoder<'_>, snapshot: &LoopSnapshot) -> fmt::R
     for (reason, n) in by_reason {
         let labels = [("reason", reason)];
         ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// One series per tapped interface, value 1: its pod, interface, mode, and the mesh detected in the pod
+/// with what it was detected by (`none` and empty without a mesh).
+fn tap_info(
+    encoder: &mut DescriptorEncoder<'_>,
+    snapshot: &LoopSnapshot,
+    netns: &NetnsView,
+    pods: &IpTable,
+) -> fmt::Result {
+    let mut family = encoder.encode_descriptor(
+        "tap_info",
+        "Each tapped interface (value 1): pod, interface, mode, and the service mesh detected and why",
+        None,
+        MetricType::Gauge,
+    )?;
+    for tap in &snapshot.taps.open {
+        let pod = pod_of_interface(&tap.info, netns, pods);
+        let mesh = tap.mesh.as_ref();
+        let labels = [
+            ("pod", pod.as_str()),
+            ("interface", tap.info.name.as_str()),
+            ("mode", tap.info.mode.as_str()),
+            ("mesh", mesh.map_or("none", |m| m.kind.as_str())),
+            ("mesh_reason", mesh.map_or("", |m| m.reason.as_str())),
+        ];
+        ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// Connections a mesh redirected to its proxy, by what became of their real destination.
+fn redirects(encoder: &mut DescriptorEncoder<'_>, snapshot: &LoopSnapshot) -> fmt::Result {
+    let r = &snapshot.redirects;
+    let mut family = encoder.encode_descriptor(
+        "redirected_connections",
+        "Connections a mesh redirected to its proxy on a pod's loopback, by outcome: destination from conntrack (resolved), not in conntrack (unknown), conntrack error, destination from the answers (learned), not tracked (table full)",
+        None,
+        MetricType::Counter,
+    )?;
+    for (outcome, n) in [
+        ("resolved", r.resolved),
+        ("learned", r.learned),
+        ("unknown", r.unknown),
+        ("error", r.errors),
+        ("table_full", r.table_full),
+    ] {
+        ConstCounter::new(n).encode(family.encode_family(&[("outcome", outcome)])?)?;
     }
     Ok(())
 }
@@ -191,6 +241,8 @@ impl Collector for WorkerCollector {
             "Pods (network namespaces) with a tapped interface",
             tapped_pods.len() as u64,
         )?;
+        tap_info(e, &snapshot, &netns, &pods)?;
+        redirects(e, &snapshot)?;
         counter(
             e,
             "tap_open_failures",
@@ -226,8 +278,10 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::{Mesh, MeshKind};
     use crate::sink::SinkStats;
-    use crate::source::{CaptureMode, InterfaceInfo};
+    use crate::source::live::{TapCounters, TapStats};
+    use crate::source::{CaptureMode, InterfaceInfo, LinkType};
 
     #[test]
     fn the_exposition_has_the_status_counters() {
@@ -257,6 +311,27 @@ mod tests {
             netns: Some("5".into()),
             mode: CaptureMode::External,
         }];
+        let tap = |name: &str, netns: &str, mode, mesh| TapStats {
+            info: InterfaceInfo {
+                name: name.into(),
+                netns: Some(netns.into()),
+                mode,
+            },
+            link_type: LinkType::ETHERNET,
+            mesh,
+            counters: TapCounters::default(),
+        };
+        snapshot.taps.open = vec![
+            tap("eth0", "5", CaptureMode::External, None),
+            tap(
+                "lo",
+                "6",
+                CaptureMode::Loopback,
+                Some(Mesh::new(MeshKind::Linkerd, "native sidecar linkerd-proxy")),
+            ),
+        ];
+        snapshot.redirects.resolved = 4;
+        snapshot.redirects.unknown = 1;
         shared.publish_snapshot(snapshot);
         let text = metrics.encode();
         for line in [
@@ -275,6 +350,10 @@ mod tests {
             "interceptor_worker_flows_tunneled_total 4",
             "interceptor_worker_flows_upgraded_total 0",
             "interceptor_worker_flows_not_http_total 0",
+            "interceptor_worker_tap_info{pod=\"netns:5\",interface=\"eth0\",mode=\"external\",mesh=\"none\",mesh_reason=\"\"} 1",
+            "interceptor_worker_tap_info{pod=\"netns:6\",interface=\"lo\",mode=\"loopback\",mesh=\"linkerd\",mesh_reason=\"native sidecar linkerd-proxy\"} 1",
+            "interceptor_worker_redirected_connections_total{outcome=\"resolved\"} 4",
+            "interceptor_worker_redirected_connections_total{outcome=\"unknown\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

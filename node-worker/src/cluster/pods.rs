@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::state::NetnsView;
-use crate::discovery::{MeshKind, MeshOverride, MeshOverrides};
+use crate::discovery::{Mesh, MeshKind, MeshOverride, MeshOverrides};
 use crate::message::PodRef;
 use crate::pipeline::PodLookup;
 
@@ -18,6 +18,9 @@ use crate::pipeline::PodLookup;
 pub const ISTIO_STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
 /// Set by Linkerd's injector on every pod it gave a proxy.
 pub const LINKERD_VERSION_ANNOTATION: &str = "linkerd.io/proxy-version";
+/// Set by istio-cni on a pod once its traffic is redirected to ztunnel (Istio ambient mode); the
+/// namespace label `istio.io/dataplane-mode=ambient` is only the intent.
+pub const AMBIENT_REDIRECTION_ANNOTATION: &str = "ambient.istio.io/redirection";
 /// Istio's sidecar container.
 pub const ISTIO_PROXY: &str = "istio-proxy";
 /// Linkerd's proxy container.
@@ -47,7 +50,7 @@ pub struct PodInfo {
     pub deleting: bool,
     /// Creation time (seconds), to prefer the newest of two pods claiming one address.
     pub created: i64,
-    pub mesh: Option<MeshKind>,
+    pub mesh: Option<Mesh>,
     /// Regular containers and native sidecars (init containers that keep running).
     pub containers: Vec<ContainerInfo>,
 }
@@ -63,11 +66,22 @@ impl PodInfo {
         !self.host_network && !self.terminal && !self.ips.is_empty()
     }
 
-    /// The container an address's port belongs to: the one declaring the port, else the only
-    /// application container (a client's ephemeral port tells nothing), else none.
+    /// The container an address's port belongs to: the one declaring the port, else the mesh proxy
+    /// for the mesh's own ports (Linkerd's 4140, 4143, 4191; in ambient mode ztunnel's ports belong to
+    /// no container of the pod), else the only application container (a client's ephemeral port tells
+    /// nothing), else none.
     pub fn container_for_port(&self, port: u16) -> Option<&str> {
         if let Some(c) = self.containers.iter().find(|c| c.ports.contains(&port)) {
             return Some(&c.name);
+        }
+        if let Some(mesh) = &self.mesh {
+            if mesh.kind.proxy_ports().contains(&port) {
+                return self
+                    .containers
+                    .iter()
+                    .find(|c| c.proxy)
+                    .map(|c| c.name.as_str());
+            }
         }
         let mut apps = self.containers.iter().filter(|c| !c.proxy);
         match (apps.next(), apps.next()) {
@@ -109,22 +123,47 @@ fn proxy_kind(container_name: &str) -> Option<MeshKind> {
     }
 }
 
-/// The service mesh whose sidecar runs in the pod: by the injectors' annotations, or by a proxy container
-/// (regular, or a native sidecar: an init container with `restartPolicy: Always`).
-pub fn mesh_of(pod: &Pod) -> Option<MeshKind> {
-    let annotated = |key: &str| {
+/// The service mesh of the pod, and what told: the injectors' annotations, a proxy container (regular,
+/// or a native sidecar: an init container with `restartPolicy: Always`), else istio-cni's ambient
+/// annotation (a pod with a sidecar is never redirected to ztunnel).
+pub fn mesh_of(pod: &Pod) -> Option<Mesh> {
+    let annotation = |key: &str| {
         pod.metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(key))
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
     };
-    if annotated(ISTIO_STATUS_ANNOTATION) {
-        return Some(MeshKind::Istio);
+    if annotation(ISTIO_STATUS_ANNOTATION).is_some() {
+        return Some(Mesh::new(
+            MeshKind::Istio,
+            format!("annotation {ISTIO_STATUS_ANNOTATION}"),
+        ));
     }
-    if annotated(LINKERD_VERSION_ANNOTATION) {
-        return Some(MeshKind::Linkerd);
+    if annotation(LINKERD_VERSION_ANNOTATION).is_some() {
+        return Some(Mesh::new(
+            MeshKind::Linkerd,
+            format!("annotation {LINKERD_VERSION_ANNOTATION}"),
+        ));
     }
-    running_containers(pod).find_map(|c| proxy_kind(&c.name))
+    let sidecar = |c: &Container| {
+        let kind = proxy_kind(&c.name)?;
+        let how = if is_native_sidecar(c) {
+            "native sidecar"
+        } else {
+            "container"
+        };
+        Some(Mesh::new(kind, format!("{how} {}", c.name)))
+    };
+    if let Some(mesh) = running_containers(pod).find_map(sidecar) {
+        return Some(mesh);
+    }
+    (annotation(AMBIENT_REDIRECTION_ANNOTATION) == Some("enabled")).then(|| {
+        Mesh::new(
+            MeshKind::IstioAmbient,
+            format!("annotation {AMBIENT_REDIRECTION_ANNOTATION}=enabled"),
+        )
+    })
 }
 
 /// The pod's addresses: `status.podIPs`, else `status.podIP`; unparsable ones are skipped.
@@ -291,8 +330,8 @@ impl PodIndex {
             let decision = if exclude_namespaces.contains(&pod.namespace) {
                 MeshOverride::Exclude
             } else {
-                match pod.mesh {
-                    Some(kind) => MeshOverride::Mesh(kind),
+                match &pod.mesh {
+                    Some(mesh) => MeshOverride::Mesh(mesh.clone()),
                     None => MeshOverride::NoMesh,
                 }
             };
@@ -376,9 +415,123 @@ mod tests {
         }
     }
 
-    fn annotated(mut p: Pod, key: &str) -> Pod {
-        p.metadata.annotations = Some([(key.to_string(), "x".to_string())].into());
+    fn annotated(p: Pod, key: &str) -> Pod {
+        annotated_with(p, key, "x")
+    }
+
+    fn annotated_with(mut p: Pod, key: &str, value: &str) -> Pod {
+        p.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_string(), value.to_string());
         p
+    }
+
+    fn kind_of(p: &Pod) -> Option<MeshKind> {
+        mesh_of(p).map(|m| m.kind)
+    }
+
+    fn reason_of(p: &Pod) -> String {
+        mesh_of(p).map(|m| m.reason).unwrap_or_default()
+    }
+
+    fn native(mut c: Container) -> Container {
+        c.restart_policy = Some("Always".into());
+        c
+    }
+
+    fn with_init(mut p: Pod, init: Vec<Container>) -> Pod {
+        if let Some(spec) = p.spec.as_mut() {
+            spec.init_containers = Some(init);
+        }
+        p
+    }
+
+    #[test]
+    fn ambient_pods_are_recognised_by_istio_cnis_annotation() {
+        let plain = pod("a", "p", &["10.0.0.1"], vec![container("app", &[8080])]);
+        let ambient = annotated_with(plain.clone(), AMBIENT_REDIRECTION_ANNOTATION, "enabled");
+        assert_eq!(kind_of(&ambient), Some(MeshKind::IstioAmbient));
+        assert_eq!(
+            reason_of(&ambient),
+            "annotation ambient.istio.io/redirection=enabled"
+        );
+        // Any other value (istio-cni writes "disabled" when it lets go) is not ambient.
+        for value in ["disabled", "", "Enabled "] {
+            let p = annotated_with(plain.clone(), AMBIENT_REDIRECTION_ANNOTATION, value);
+            assert_eq!(kind_of(&p), None, "{value:?}");
+        }
+        // The namespace's intent label on a pod is not redirection.
+        let mut labelled = plain.clone();
+        labelled.metadata.labels =
+            Some([("istio.io/dataplane-mode".to_string(), "ambient".to_string())].into());
+        assert_eq!(kind_of(&labelled), None);
+        // A sidecar wins: istio-cni never redirects a pod that has one.
+        let both = annotated(ambient.clone(), ISTIO_STATUS_ANNOTATION);
+        assert_eq!(kind_of(&both), Some(MeshKind::Istio));
+        // ztunnel's ports belong to no container of the pod; the app keeps its own and client ports.
+        let info = pod_info(&ambient).unwrap();
+        assert_eq!(info.container_for_port(15001), None);
+        assert_eq!(info.container_for_port(15008), None);
+        assert_eq!(info.container_for_port(8080), Some("app"));
+        assert_eq!(info.container_for_port(40000), Some("app"));
+    }
+
+    #[test]
+    fn each_sidecar_shape_says_how_it_was_recognised() {
+        let app = || pod("a", "p", &["10.0.0.1"], vec![container("app", &[8080])]);
+        let classic = pod(
+            "a",
+            "p",
+            &["10.0.0.1"],
+            vec![container("app", &[]), container(LINKERD_PROXY, &[])],
+        );
+        assert_eq!(reason_of(&classic), "container linkerd-proxy");
+        // Linkerd's native sidecar (config.beta.linkerd.io/proxy-enable-native-sidecar).
+        let linkerd_native = with_init(
+            app(),
+            vec![
+                container("linkerd-init", &[]),
+                native(container(LINKERD_PROXY, &[])),
+            ],
+        );
+        assert_eq!(kind_of(&linkerd_native), Some(MeshKind::Linkerd));
+        assert_eq!(reason_of(&linkerd_native), "native sidecar linkerd-proxy");
+        let istio_native = with_init(app(), vec![native(container(ISTIO_PROXY, &[15090]))]);
+        assert_eq!(reason_of(&istio_native), "native sidecar istio-proxy");
+        assert_eq!(
+            reason_of(&annotated(app(), ISTIO_STATUS_ANNOTATION)),
+            "annotation sidecar.istio.io/status"
+        );
+        // A native sidecar that is not a mesh proxy is not a mesh.
+        let other = with_init(app(), vec![native(container("log-shipper", &[]))]);
+        assert_eq!(kind_of(&other), None);
+    }
+
+    #[test]
+    fn linkerds_ports_belong_to_its_proxy_even_undeclared() {
+        for p in [
+            pod(
+                "a",
+                "p",
+                &["10.0.0.1"],
+                vec![container("app", &[8080]), container(LINKERD_PROXY, &[])],
+            ),
+            with_init(
+                pod("a", "p", &["10.0.0.1"], vec![container("app", &[8080])]),
+                vec![native(container(LINKERD_PROXY, &[]))],
+            ),
+        ] {
+            let info = pod_info(&p).unwrap();
+            for port in [4140, 4143, 4191] {
+                assert_eq!(info.container_for_port(port), Some(LINKERD_PROXY), "{port}");
+            }
+            assert_eq!(info.container_for_port(8080), Some("app"));
+            assert_eq!(info.container_for_port(50000), Some("app"));
+        }
+        // Without a mesh, 4143 is just a port.
+        let plain = pod_info(&pod("a", "p", &["10.0.0.1"], vec![container("app", &[])])).unwrap();
+        assert_eq!(plain.container_for_port(4143), Some("app"));
     }
 
     fn addr(s: &str) -> SocketAddr {
@@ -388,18 +541,18 @@ mod tests {
     #[test]
     fn meshes_are_recognised_by_annotation_or_proxy_container() {
         let plain = pod("a", "p", &["10.0.0.1"], vec![container("app", &[])]);
-        assert_eq!(mesh_of(&plain), None);
+        assert_eq!(kind_of(&plain), None);
         assert_eq!(
-            mesh_of(&annotated(plain.clone(), ISTIO_STATUS_ANNOTATION)),
+            kind_of(&annotated(plain.clone(), ISTIO_STATUS_ANNOTATION)),
             Some(MeshKind::Istio)
         );
         assert_eq!(
-            mesh_of(&annotated(plain.clone(), LINKERD_VERSION_ANNOTATION)),
+            kind_of(&annotated(plain.clone(), LINKERD_VERSION_ANNOTATION)),
             Some(MeshKind::Linkerd)
         );
         // An unrelated Istio annotation (injection turned off) is not a sidecar.
         assert_eq!(
-            mesh_of(&annotated(plain.clone(), "sidecar.istio.io/inject")),
+            kind_of(&annotated(plain.clone(), "sidecar.istio.io/inject")),
             None
         );
         let istio = pod(
@@ -408,9 +561,9 @@ mod tests {
             &["10.0.0.1"],
             vec![container("app", &[]), container(ISTIO_PROXY, &[15090])],
         );
-        assert_eq!(mesh_of(&istio), Some(MeshKind::Istio));
+        assert_eq!(kind_of(&istio), Some(MeshKind::Istio));
         let linkerd = pod("a", "p", &["10.0.0.1"], vec![container(LINKERD_PROXY, &[])]);
-        assert_eq!(mesh_of(&linkerd), Some(MeshKind::Linkerd));
+        assert_eq!(kind_of(&linkerd), Some(MeshKind::Linkerd));
     }
 
     #[test]
@@ -419,13 +572,13 @@ mod tests {
         let mut proxy = container(ISTIO_PROXY, &[]);
         p.spec.as_mut().unwrap().init_containers = Some(vec![proxy.clone()]);
         assert_eq!(
-            mesh_of(&p),
+            kind_of(&p),
             None,
             "an init container that ran to completion"
         );
         proxy.restart_policy = Some("Always".into());
         p.spec.as_mut().unwrap().init_containers = Some(vec![container("istio-init", &[]), proxy]);
-        assert_eq!(mesh_of(&p), Some(MeshKind::Istio));
+        assert_eq!(kind_of(&p), Some(MeshKind::Istio));
         let info = pod_info(&p).unwrap();
         let names: Vec<&str> = info.containers.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, vec!["app", ISTIO_PROXY]);
@@ -543,7 +696,10 @@ mod tests {
         assert_eq!(overrides.get(&ns(1)), Some(&MeshOverride::NoMesh));
         assert_eq!(
             overrides.get(&ns(2)),
-            Some(&MeshOverride::Mesh(MeshKind::Linkerd))
+            Some(&MeshOverride::Mesh(Mesh::new(
+                MeshKind::Linkerd,
+                "annotation linkerd.io/proxy-version"
+            )))
         );
         assert_eq!(overrides.get(&ns(3)), Some(&MeshOverride::Exclude));
         assert_eq!(overrides.get(&ns(4)), None, "no pod known for it");

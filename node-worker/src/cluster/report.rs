@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use interceptor_crds::interceptor_status::{
-    KafkaState, NodeCounters, NodePhase, NodeReport, TapMode, TapState, TappedInterface,
+    KafkaState, MeshMode, NodeCounters, NodePhase, NodeReport, TapMode, TapState, TappedInterface,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::pods::IpTable;
 use super::state::{ConfigState, LoopSnapshot, NetnsView};
+use crate::discovery::{Mesh, MeshKind};
 use crate::source::{CaptureMode, InterfaceInfo};
 use crate::stats::DropReason;
 
@@ -47,15 +48,28 @@ fn tapped_interfaces(
     netns: &NetnsView,
     pods: &IpTable,
 ) -> Vec<TappedInterface> {
-    let entry = |info: &InterfaceInfo, state: TapState, message: Option<&String>| TappedInterface {
-        pod: pod_of_interface(info, netns, pods),
-        interface: info.name.clone(),
-        mode: match info.mode {
-            CaptureMode::Loopback => TapMode::Loopback,
-            CaptureMode::External | CaptureMode::File => TapMode::External,
-        },
-        state,
-        message: message.cloned(),
+    let mesh_of = |info: &InterfaceInfo| -> Option<&Mesh> {
+        snapshot
+            .taps
+            .open
+            .iter()
+            .find(|t| t.info == *info)
+            .and_then(|t| t.mesh.as_ref())
+    };
+    let entry = |info: &InterfaceInfo, state: TapState, message: Option<&String>| {
+        let mesh = mesh_of(info);
+        TappedInterface {
+            pod: pod_of_interface(info, netns, pods),
+            interface: info.name.clone(),
+            mode: match info.mode {
+                CaptureMode::Loopback => TapMode::Loopback,
+                CaptureMode::External | CaptureMode::File => TapMode::External,
+            },
+            state,
+            message: message.cloned(),
+            mesh: mesh.map(|m| mesh_mode(m.kind)),
+            mesh_reason: mesh.map(|m| m.reason.clone()),
+        }
     };
     let mut interfaces: Vec<TappedInterface> = snapshot
         .tapped
@@ -70,6 +84,15 @@ fn tapped_interfaces(
         .collect();
     interfaces.sort_by(|a, b| (&a.pod, &a.interface).cmp(&(&b.pod, &b.interface)));
     interfaces
+}
+
+/// The status's name of a mesh.
+pub fn mesh_mode(kind: MeshKind) -> MeshMode {
+    match kind {
+        MeshKind::Istio => MeshMode::Istio,
+        MeshKind::IstioAmbient => MeshMode::IstioAmbient,
+        MeshKind::Linkerd => MeshMode::Linkerd,
+    }
 }
 
 /// Drops by reason: the pipeline's, and the sink's outcomes (buffer full, failed, purged).
@@ -232,7 +255,8 @@ mod tests {
     use crate::cluster::pods::{pod_info, PodIndex};
     use crate::discovery::NetnsId;
     use crate::sink::SinkStats;
-    use crate::source::live::{KernelStats, TapCounters, TapsStats};
+    use crate::source::live::{KernelStats, TapCounters, TapStats, TapsStats};
+    use crate::source::LinkType;
     use k8s_openapi::api::core::v1::{Pod, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -299,6 +323,19 @@ mod tests {
                 },
                 ..TapCounters::default()
             },
+            open: vec![TapStats {
+                info: InterfaceInfo {
+                    name: "lo".into(),
+                    netns: Some("12".into()),
+                    mode: CaptureMode::Loopback,
+                },
+                link_type: LinkType::ETHERNET,
+                mesh: Some(Mesh::new(
+                    MeshKind::IstioAmbient,
+                    "annotation ambient.istio.io/redirection=enabled",
+                )),
+                counters: TapCounters::default(),
+            }],
             ..TapsStats::default()
         };
         s.tapped = vec![
@@ -371,6 +408,23 @@ mod tests {
         assert_eq!(
             report.interfaces[2].message.as_deref(),
             Some("permission denied")
+        );
+        // Per tapped interface: the mesh and why.
+        let meshes: Vec<_> = report
+            .interfaces
+            .iter()
+            .map(|i| (i.mesh, i.mesh_reason.as_deref()))
+            .collect();
+        assert_eq!(
+            meshes,
+            vec![
+                (
+                    Some(MeshMode::IstioAmbient),
+                    Some("annotation ambient.istio.io/redirection=enabled")
+                ),
+                (None, None),
+                (None, None),
+            ]
         );
         assert_eq!(report.pods_tapped, 2, "pods with an active tap");
         assert_eq!(

@@ -65,6 +65,8 @@ pub struct LoopSnapshot {
     pub scan_failures: u64,
     /// Purges of the Kafka buffer so far.
     pub purges: u64,
+    /// What the translation of mesh-redirected connections did (see `redirect`).
+    pub redirects: crate::redirect::RedirectStats,
 }
 
 impl LoopSnapshot {

@@ -11,8 +11,9 @@ pub mod plan;
 mod procfs;
 pub mod scan;
 pub mod snapshot;
+mod sockets;
 
-pub use mesh::MeshKind;
+pub use mesh::{Mesh, MeshKind};
 pub use netns::{in_netns, NetnsError, NetnsTarget};
 pub use plan::{plan, MeshOverride, MeshOverrides, PlanPolicy, TapSpec};
 pub use scan::{ScanError, Scanner};

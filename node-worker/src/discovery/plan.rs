@@ -2,9 +2,10 @@
 //! later take what the Kubernetes API knows about pods).
 //!
 //! Per namespace (the host's and the worker's own are never tapped):
-//! - a service mesh runs in it (a sidecar process, or the API says so) and mesh detection is on: tap its
-//!   loopback `lo`, where the sidecar and the application talk plaintext, and nothing else (what leaves
-//!   the pod is encrypted, and tapping both would capture the same exchange twice);
+//! - a service mesh runs in it (a sidecar process, ztunnel's listeners, or the API says so) and mesh
+//!   detection is on: tap its loopback `lo`, where the application talks plaintext with its sidecar or
+//!   with ztunnel, and nothing else (what leaves the pod is encrypted, or is the proxy's second leg of an
+//!   exchange already seen on `lo`: tapping both would capture it twice);
 //! - otherwise: tap each external interface (not loopback, up, with a non-link-local address);
 //! - an interface named in `skipInterfaces` (exactly, or by a `prefix*`) is never tapped.
 
@@ -12,7 +13,7 @@ use std::collections::HashMap;
 
 use interceptor_crds::config::CaptureConfig;
 
-use super::mesh::{self, MeshKind};
+use super::mesh::{self, Mesh};
 use super::netns::NetnsTarget;
 use super::snapshot::{HostSnapshot, NetnsId, NetnsSnapshot};
 use crate::source::{CaptureMode, InterfaceInfo};
@@ -34,12 +35,13 @@ impl From<&CaptureConfig> for PlanPolicy {
     }
 }
 
-/// What is known about a namespace's mesh from elsewhere than its process names (the in-cluster worker:
-/// pod annotations such as `sidecar.istio.io/status`, or a `linkerd-proxy`/`istio-proxy` container).
-/// It replaces process-name detection for that namespace; `meshDetection: false` still wins.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What is known about a namespace's mesh from elsewhere than the host (the in-cluster worker: pod
+/// annotations such as `sidecar.istio.io/status` or `ambient.istio.io/redirection`, or a
+/// `linkerd-proxy`/`istio-proxy` container). It replaces the host's detection for that namespace;
+/// `meshDetection: false` still wins.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MeshOverride {
-    Mesh(MeshKind),
+    Mesh(Mesh),
     NoMesh,
     /// Never tap this namespace (its pod's Kubernetes namespace is in `filters.excludeNamespaces`).
     Exclude,
@@ -56,8 +58,8 @@ pub struct TapSpec {
     /// (two specs with equal `info` are the same tap).
     pub info: InterfaceInfo,
     pub target: NetnsTarget,
-    /// The mesh that made this a loopback tap.
-    pub mesh: Option<MeshKind>,
+    /// The mesh that made this a loopback tap, and why.
+    pub mesh: Option<Mesh>,
 }
 
 impl TapSpec {
@@ -104,7 +106,7 @@ pub fn plan(
     namespaces.dedup_by_key(|ns| ns.id);
     let mut taps = Vec::new();
     for ns in namespaces {
-        plan_namespace(ns, policy, overrides.get(&ns.id).copied(), &mut taps);
+        plan_namespace(ns, policy, overrides.get(&ns.id), &mut taps);
     }
     taps
 }
@@ -112,19 +114,19 @@ pub fn plan(
 fn plan_namespace(
     ns: &NetnsSnapshot,
     policy: &PlanPolicy,
-    known: Option<MeshOverride>,
+    known: Option<&MeshOverride>,
     taps: &mut Vec<TapSpec>,
 ) {
-    if known == Some(MeshOverride::Exclude) {
+    if known == Some(&MeshOverride::Exclude) {
         return;
     }
     let mesh = if !policy.mesh_detection {
         None
     } else {
         match known {
-            Some(MeshOverride::Mesh(kind)) => Some(kind),
+            Some(MeshOverride::Mesh(mesh)) => Some(mesh.clone()),
             Some(MeshOverride::NoMesh | MeshOverride::Exclude) => None,
-            None => mesh::detect(&ns.processes),
+            None => mesh::detect(&ns.processes, &ns.listening),
         }
     };
     let target = NetnsTarget::Enter {
@@ -136,7 +138,7 @@ fn plan_namespace(
         .iter()
         .filter(|i| i.up && !is_skipped(&i.name, &policy.skip_interfaces))
         .filter(|i| match mesh {
-            // The sidecar and the application talk over `lo` (it has no routable-address rule: the
+            // The proxy and the application talk over `lo` (it has no routable-address rule: the
             // kernel's 127.0.0.1 is enough).
             Some(_) => i.loopback && i.name == "lo",
             None => !i.loopback && i.has_routable_address(),
@@ -155,7 +157,7 @@ fn plan_namespace(
                 },
             },
             target: target.clone(),
-            mesh,
+            mesh: mesh.clone(),
         });
     }
 }
@@ -167,6 +169,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::discovery::mesh::MeshKind;
     use crate::discovery::snapshot::{InterfaceSnapshot, ProcessInfo};
 
     fn iface(name: &str, up: bool, addresses: &[&str]) -> InterfaceSnapshot {
@@ -196,6 +199,7 @@ mod tests {
                 })
                 .collect(),
             interfaces,
+            listening: Vec::new(),
         }
     }
 
@@ -251,7 +255,10 @@ mod tests {
             summary(&taps),
             vec![row("10", "eth0", "external"), row("20", "lo", "loopback")]
         );
-        assert_eq!(taps[1].mesh, Some(MeshKind::Istio));
+        assert_eq!(
+            taps[1].mesh,
+            Some(Mesh::new(MeshKind::Istio, "process envoy"))
+        );
         assert_eq!(
             taps[0].target,
             NetnsTarget::Enter {
@@ -333,7 +340,7 @@ mod tests {
         let mut overrides = MeshOverrides::new();
         overrides.insert(
             NetnsId { dev: 4, ino: 7 },
-            MeshOverride::Mesh(MeshKind::Istio),
+            MeshOverride::Mesh(Mesh::new(MeshKind::Istio, "test")),
         );
         assert_eq!(
             summary(&plan(&snapshot, &off, &overrides)),
@@ -348,14 +355,20 @@ mod tests {
         overrides.insert(NetnsId { dev: 4, ino: 7 }, MeshOverride::NoMesh);
         overrides.insert(
             NetnsId { dev: 4, ino: 8 },
-            MeshOverride::Mesh(MeshKind::Linkerd),
+            MeshOverride::Mesh(Mesh::new(
+                MeshKind::Linkerd,
+                "annotation linkerd.io/proxy-version",
+            )),
         );
         let taps = plan(&snapshot, &policy(), &overrides);
         assert_eq!(
             summary(&taps),
             vec![row("7", "eth0", "external"), row("8", "lo", "loopback")]
         );
-        assert_eq!(taps[1].mesh, Some(MeshKind::Linkerd));
+        assert_eq!(
+            taps[1].mesh.as_ref().map(|m| (m.kind, m.reason.as_str())),
+            Some((MeshKind::Linkerd, "annotation linkerd.io/proxy-version"))
+        );
     }
 
     #[test]
@@ -372,6 +385,34 @@ mod tests {
             vec![iface("lo", false, &[]), iface("eth0", true, &["10.0.0.9"])],
         )]);
         assert!(plan(&down, &policy(), &MeshOverrides::new()).is_empty());
+    }
+
+    #[test]
+    fn an_ambient_pod_is_tapped_on_loopback_only_never_on_eth0() {
+        let mut ambient = pod(11, &["pause", "app"]);
+        ambient.listening = vec![8080, 15001, 15006, 15008, 15053];
+        let taps = plan(
+            &host(vec![ambient, pod(12, &["app"])]),
+            &policy(),
+            &MeshOverrides::new(),
+        );
+        assert_eq!(
+            summary(&taps),
+            vec![row("11", "lo", "loopback"), row("12", "eth0", "external")]
+        );
+        assert_eq!(
+            taps[0].mesh.as_ref().map(|m| m.kind),
+            Some(MeshKind::IstioAmbient)
+        );
+        // The API saying "no mesh" wins over the listeners (e.g. ztunnel not yet told to let go).
+        let mut overrides = MeshOverrides::new();
+        overrides.insert(NetnsId { dev: 4, ino: 11 }, MeshOverride::NoMesh);
+        let mut ambient = pod(11, &["app"]);
+        ambient.listening = vec![15001, 15006, 15008];
+        assert_eq!(
+            summary(&plan(&host(vec![ambient]), &policy(), &overrides)),
+            vec![row("11", "eth0", "external")]
+        );
     }
 
     #[test]

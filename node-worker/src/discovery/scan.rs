@@ -8,6 +8,7 @@ use super::interfaces;
 use super::netns::{netns_id, NetnsError, NetnsHandle};
 use super::procfs::{self, Census};
 use super::snapshot::{HostSnapshot, InterfaceSnapshot, NetnsId, NetnsSnapshot};
+use super::sockets;
 
 /// Why a scan failed as a whole (single namespaces that cannot be read are counted, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -69,13 +70,15 @@ impl Scanner {
                 paths: found.paths,
                 processes: found.processes,
                 interfaces: Vec::new(),
+                listening: Vec::new(),
             })
             .collect();
         let listed = list_interfaces(&candidates)?;
         for (mut ns, interfaces) in candidates.into_iter().zip(listed) {
             match interfaces {
-                Ok(interfaces) => {
+                Ok((interfaces, listening)) => {
                     ns.interfaces = interfaces;
+                    ns.listening = listening;
                     snapshot.namespaces.push(ns);
                 }
                 Err(e) => {
@@ -106,11 +109,14 @@ impl ListError {
     }
 }
 
+/// A namespace's interfaces, and its listening TCP ports.
+type Listed = (Vec<InterfaceSnapshot>, Vec<u16>);
+
 /// Visits the namespaces one after the other on a single thread made for it (it ends in the last one
-/// and exits), listing the interfaces of each.
+/// and exits), listing the interfaces and listeners of each.
 fn list_interfaces(
     namespaces: &[NetnsSnapshot],
-) -> Result<Vec<Result<Vec<InterfaceSnapshot>, ListError>>, ScanError> {
+) -> Result<Vec<Result<Listed, ListError>>, ScanError> {
     if namespaces.is_empty() {
         return Ok(Vec::new());
     }
@@ -127,8 +133,9 @@ fn list_interfaces(
     })
 }
 
-fn list_one(paths: &[PathBuf], id: NetnsId) -> Result<Vec<InterfaceSnapshot>, ListError> {
+fn list_one(paths: &[PathBuf], id: NetnsId) -> Result<Listed, ListError> {
     let handle = NetnsHandle::open(paths, Some(id))?;
     handle.enter_this_thread()?;
-    interfaces::list_current().map_err(ListError::Getifaddrs)
+    let interfaces = interfaces::list_current().map_err(ListError::Getifaddrs)?;
+    Ok((interfaces, sockets::listening_current()))
 }

@@ -65,6 +65,8 @@ pub struct NetnsSnapshot {
     /// The processes whose network namespace this is.
     pub processes: Vec<ProcessInfo>,
     pub interfaces: Vec<InterfaceSnapshot>,
+    /// TCP ports listened on in the namespace (by any process, ztunnel's sockets included), sorted.
+    pub listening: Vec<u16>,
 }
 
 impl NetnsSnapshot {

@@ -10,6 +10,7 @@
 //! ended. Pairs the call completed are then encoded and sent ([`output`]).
 
 mod flow;
+pub mod mesh_views;
 mod output;
 mod shared;
 
@@ -25,12 +26,14 @@ use crate::filters::Rules;
 use crate::memory::{release_flow, FlowBudget, TotalBudget};
 use crate::message::{Endpoint, Origin, PodRef};
 use crate::pair_id::IdPrefix;
+use crate::redirect::{RedirectStats, Redirects};
 use crate::sink::{Sink, SinkStats};
 use crate::source::{InterfaceInfo, Packet};
 use crate::stats::{Counters, DropReason};
 use crate::tcp::reassembly::{Reassembler, ReassemblyStats, SegmentIn};
 use crate::tcp::{Direction, FlowKey};
 use flow::{count_flow_kind, Close, Flow, TableLimits, Tombstone, TOMBSTONE_US};
+use mesh_views::NodeTaps;
 use output::{Ends, Output};
 use shared::Shared;
 
@@ -73,6 +76,11 @@ pub struct Pipeline {
     /// Each interface tapped, with its fields of the pair message.
     interfaces: Vec<(InterfaceInfo, Origin)>,
     pods: Option<Box<dyn PodLookup>>,
+    /// Per interface: the real destination of connections a mesh redirected to its proxy (mesh
+    /// loopback taps only; see `redirect`).
+    redirects: HashMap<usize, Redirects>,
+    /// The node's tapped namespaces, to skip the server-side copy of an exchange with a meshed pod.
+    node_taps: NodeTaps,
     last_sweep_us: i64,
     output: Output,
 }
@@ -111,6 +119,8 @@ impl Pipeline {
             views: HashMap::default(),
             interfaces: Vec::new(),
             pods: None,
+            redirects: HashMap::new(),
+            node_taps: NodeTaps::default(),
             last_sweep_us: i64::MIN,
             output: Output::new(sink),
         }
@@ -130,6 +140,39 @@ impl Pipeline {
 
     pub fn set_pod_lookup(&mut self, pods: Box<dyn PodLookup>) {
         self.pods = Some(pods);
+    }
+
+    /// Packets of `interface` from now on have the destination a mesh's redirection hid restored.
+    pub fn set_redirects(&mut self, interface: usize, redirects: Redirects) {
+        self.redirects.insert(interface, redirects);
+    }
+
+    /// The tap `info` closed: its redirect translation goes (its conntrack socket and file hold the
+    /// pod's namespace open). Returns whether it had one.
+    pub fn drop_redirects(&mut self, info: &InterfaceInfo) -> bool {
+        self.interfaces
+            .iter()
+            .position(|(known, _)| known == info)
+            .is_some_and(|index| self.redirects.remove(&index).is_some())
+    }
+
+    /// Interfaces with a redirect translation now.
+    pub fn redirected_interfaces(&self) -> usize {
+        self.redirects.len()
+    }
+
+    /// The node's tapped namespaces as of the last scan (see `mesh_views`).
+    pub fn set_node_taps(&mut self, node_taps: NodeTaps) {
+        self.node_taps = node_taps;
+    }
+
+    /// What the redirect translation did, over every interface.
+    pub fn redirect_stats(&self) -> RedirectStats {
+        let mut total = RedirectStats::default();
+        for r in self.redirects.values() {
+            total.add(&r.stats);
+        }
+        total
     }
 
     /// Registers an interface; packets name it by the returned index.
@@ -172,9 +215,12 @@ impl Pipeline {
         self.shared.counters.packets += 1;
         self.shared.counters.bytes += u64::from(packet.orig_len);
         self.advance(packet.timestamp_us);
-        let Some(seg) = self.decode(packet) else {
+        let Some(mut seg) = self.decode(packet) else {
             return;
         };
+        if let Some(redirects) = self.redirects.get_mut(&interface) {
+            redirects.translate(&mut seg, self.shared.now_us);
+        }
         let (key, dir) = flow_key(&seg, interface);
         self.replace_if_new_connection(&key, &seg);
         if !self.flows.contains_key(&key) && !self.admit(key, dir, &seg, interface) {
@@ -268,7 +314,14 @@ impl Pipeline {
             .then(|| if flags.ack { dir.reverse() } else { dir });
         let from_start = [client.is_some(); 2];
         let client_syn = (flags.syn && !flags.ack).then_some(seg.seq);
-        let mirror = client_syn.is_some_and(|isn| self.is_second_view(seg.src, isn, key));
+        let tap_netns = self
+            .interfaces
+            .get(interface)
+            .and_then(|(info, _)| info.netns.as_deref());
+        let meshed_copy =
+            client_syn.is_some() && self.node_taps.is_server_side_copy(tap_netns, seg.src.ip());
+        let mirror =
+            meshed_copy || client_syn.is_some_and(|isn| self.is_second_view(seg.src, isn, key));
         if mirror {
             self.shared.counters.flows_mirrored += 1;
         } else {
@@ -505,10 +558,19 @@ impl Pipeline {
                 &fallback
             }
         };
+        let (client, mut server) = (key.source(client_dir), key.source(client_dir.reverse()));
+        // A connection a mesh redirected to its proxy: the real destination its answers told.
+        if let Some(real) = self
+            .redirects
+            .get(&interface)
+            .and_then(|r| r.learned(client, server))
+        {
+            server = real;
+        }
         let ends = Ends {
             origin,
-            source: lookup(key.source(client_dir)),
-            destination: lookup(key.source(client_dir.reverse())),
+            source: lookup(client),
+            destination: lookup(server),
         };
         let Shared {
             completed,

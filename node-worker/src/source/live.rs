@@ -20,7 +20,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout};
 use pcap::{Active, Capture};
 
 use super::{InterfaceInfo, LinkType, Packet};
-use crate::discovery::{MeshKind, TapSpec};
+use crate::discovery::{Mesh, TapSpec};
 
 /// TCP over IPv4 and IPv6, also inside a VLAN tag (`vlan` compiles only for Ethernet-like link types;
 /// elsewhere the handle falls back to `tcp`).
@@ -151,7 +151,7 @@ impl TapCounters {
 pub struct TapStats {
     pub info: InterfaceInfo,
     pub link_type: LinkType,
-    pub mesh: Option<MeshKind>,
+    pub mesh: Option<Mesh>,
     pub counters: TapCounters,
 }
 
@@ -204,7 +204,7 @@ pub struct PollReport {
 
 struct Tap {
     info: InterfaceInfo,
-    mesh: Option<MeshKind>,
+    mesh: Option<Mesh>,
     capture: Capture<Active>,
     link_type: LinkType,
     counters: TapCounters,
@@ -293,7 +293,7 @@ impl Taps {
                     report.opened.push(spec.info.clone());
                     self.taps.push(Tap {
                         info: spec.info.clone(),
-                        mesh: spec.mesh,
+                        mesh: spec.mesh.clone(),
                         capture: opened.capture,
                         link_type: opened.link_type,
                         counters: TapCounters::default(),
@@ -400,7 +400,7 @@ impl Taps {
                 TapStats {
                     info: tap.info.clone(),
                     link_type: tap.link_type,
-                    mesh: tap.mesh,
+                    mesh: tap.mesh.clone(),
                     counters: tap.counters,
                 }
             })

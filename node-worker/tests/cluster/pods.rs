@@ -12,7 +12,7 @@ use kube::Api;
 use node_worker::cluster::pod_watch::{MeshTarget, PodWatch};
 use node_worker::cluster::pods::SharedPods;
 use node_worker::cluster::state::{NetnsView, Shared};
-use node_worker::discovery::{MeshKind, MeshOverride, MeshOverrides, NetnsId};
+use node_worker::discovery::{Mesh, MeshKind, MeshOverride, MeshOverrides, NetnsId};
 use node_worker::message::PodRef;
 use node_worker::pipeline::PodLookup;
 use serde_json::json;
@@ -101,6 +101,8 @@ async fn pods_of_the_node_name_pair_ends_and_steer_the_taps() {
     native["spec"]["initContainers"] =
         json!([{"name": "linkerd-proxy", "image": "proxy", "restartPolicy": "Always"}]);
     let dns = pod("kube-system", "dns-1", "10.1.0.8", &[("dns", &[53])]);
+    let mut ambient = pod("shop", "amb-1", "10.1.0.9", &[("amb", &[8080])]);
+    ambient["metadata"]["annotations"] = json!({"ambient.istio.io/redirection": "enabled"});
     let mut host = pod(
         "kube-system",
         "kube-proxy",
@@ -110,7 +112,12 @@ async fn pods_of_the_node_name_pair_ends_and_steer_the_taps() {
     host["spec"]["hostNetwork"] = json!(true);
     send.send_response(json_response(
         200,
-        &list("PodList", "v1", "20", vec![web, istio, native, dns, host]),
+        &list(
+            "PodList",
+            "v1",
+            "20",
+            vec![web, istio, native, dns, host, ambient],
+        ),
     ));
 
     eventually(
@@ -142,6 +149,16 @@ async fn pods_of_the_node_name_pair_ends_and_steer_the_taps() {
         "excluded pods are not tapped, but still name the ends of other pods' pairs"
     );
     assert_eq!(pods.pod(&addr("192.168.5.10:10249")), None, "hostNetwork");
+    assert_eq!(
+        pods.pod(&addr("10.1.0.9:15008")),
+        pod_ref("shop", "amb-1", None),
+        "ztunnel's port in an ambient pod is no container's"
+    );
+    assert_eq!(
+        pods.pod(&addr("10.1.0.7:4143")),
+        pod_ref("pay", "pay-1", Some("linkerd-proxy")),
+        "Linkerd's inbound port is its proxy's"
+    );
 
     // The capture loop starts and scans: each namespace holding a pod's IP gets the API's verdict.
     control_tx.send_replace(Some(Arc::new(Recorder::default()) as Arc<dyn MeshTarget>));
@@ -155,13 +172,30 @@ async fn pods_of_the_node_name_pair_ends_and_steer_the_taps() {
             (ns(3), vec![ip("10.1.0.7")]),
             (ns(4), vec![ip("10.1.0.8")]),
             (ns(5), vec![ip("10.9.9.9")]),
+            (ns(6), vec![ip("127.0.0.1"), ip("10.1.0.9")]),
         ],
     });
     let expected: MeshOverrides = [
         (ns(1), MeshOverride::NoMesh),
-        (ns(2), MeshOverride::Mesh(MeshKind::Istio)),
-        (ns(3), MeshOverride::Mesh(MeshKind::Linkerd)),
+        (
+            ns(2),
+            MeshOverride::Mesh(Mesh::new(
+                MeshKind::Istio,
+                "annotation sidecar.istio.io/status",
+            )),
+        ),
+        (
+            ns(3),
+            MeshOverride::Mesh(Mesh::new(MeshKind::Linkerd, "native sidecar linkerd-proxy")),
+        ),
         (ns(4), MeshOverride::Exclude),
+        (
+            ns(6),
+            MeshOverride::Mesh(Mesh::new(
+                MeshKind::IstioAmbient,
+                "annotation ambient.istio.io/redirection=enabled",
+            )),
+        ),
     ]
     .into_iter()
     .collect();

@@ -198,6 +198,31 @@ async fn the_worker_captures_pod_traffic_names_both_ends_and_reports_it() {
     })
     .await;
     let status = fake.status_of(name).unwrap();
+    // Per tapped interface, the mesh and why (here: the API's annotation).
+    let entry = |pod: &str, interface: &str| {
+        status["interfaces"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|i| i["pod"] == pod && i["interface"] == interface)
+            })
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let api_lo = entry("shop/api-1", "lo");
+    assert_eq!(api_lo["mesh"], "linkerd", "{status}");
+    assert_eq!(
+        api_lo["meshReason"], "annotation linkerd.io/proxy-version",
+        "{status}"
+    );
+    assert!(entry("shop/web-1", "w0").get("mesh").is_none(), "{status}");
+    let exposition = get(health, "/metrics");
+    assert!(
+        exposition.lines().any(|l| l.starts_with(
+            "interceptor_worker_tap_info{pod=\"shop/api-1\",interface=\"lo\",mode=\"loopback\",mesh=\"linkerd\""
+        )),
+        "{exposition}"
+    );
     assert!(
         !interfaces(&status)
             .iter()

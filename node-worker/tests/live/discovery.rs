@@ -177,7 +177,10 @@ fn a_namespace_with_a_sidecar_is_tapped_on_loopback_only() {
         summary(&planned),
         vec![("lo".to_string(), CaptureMode::Loopback)]
     );
-    assert_eq!(planned[0].mesh, Some(MeshKind::Istio));
+    assert_eq!(
+        planned[0].mesh.as_ref().map(|m| m.kind),
+        Some(MeshKind::Istio)
+    );
 
     let off = PlanPolicy {
         mesh_detection: false,

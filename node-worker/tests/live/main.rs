@@ -20,5 +20,6 @@ mod e2e_load;
 mod hostile_process;
 mod http2;
 mod load;
+mod mesh;
 mod proxy;
 mod scale;
