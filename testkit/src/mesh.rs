@@ -21,13 +21,16 @@ pub const OUTBOUND: u16 = 15001;
 pub const INBOUND_PLAIN: u16 = 15006;
 pub const INBOUND_HBONE: u16 = 15008;
 
+/// Runs `iptables -w ARGS` inside `pod`'s namespace, panicking with its stderr when it fails.
+fn iptables(pod: &Netns, args: &[&str]) {
+    let mut all = vec!["netns", "exec", pod.name.as_str(), "iptables", "-w"];
+    all.extend_from_slice(args);
+    run("ip", &all);
+}
+
 /// Writes istio-cni's ambient redirection into `pod`'s namespace.
 pub fn ambient_redirection(pod: &Netns) {
-    let ipt = |args: &[&str]| {
-        let mut all = vec!["netns", "exec", pod.name.as_str(), "iptables", "-w"];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    };
+    let ipt = |args: &[&str]| iptables(pod, args);
     pod.ip(&[
         "rule",
         "add",
@@ -212,19 +215,7 @@ pub const LINKERD_INBOUND: u16 = 4143;
 /// Writes Linkerd's proxy-init rules into `pod`'s namespace: inbound TCP (but the proxy's admin ports)
 /// REDIRECTed to 4143, the application's outbound TCP to 4140; the proxy's user and `lo` are left alone.
 pub fn linkerd_redirection(pod: &Netns) {
-    let ipt = |args: &[&str]| {
-        let mut all = vec![
-            "netns",
-            "exec",
-            pod.name.as_str(),
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-        ];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    };
+    let ipt = |args: &[&str]| iptables(pod, &[&["-t", "nat"], args].concat());
     ipt(&["-N", "PROXY_INIT_REDIRECT"]);
     ipt(&[
         "-A",
@@ -281,19 +272,7 @@ pub const ISTIO_PROXY_UID: &str = "1337";
 /// namespace: inbound TCP REDIRECTed to envoy's 15006 (its own ports excepted), the application's
 /// outbound TCP to 15001; the proxy's user and `lo` are left alone.
 pub fn istio_sidecar_redirection(pod: &Netns) {
-    let ipt = |args: &[&str]| {
-        let mut all = vec![
-            "netns",
-            "exec",
-            pod.name.as_str(),
-            "iptables",
-            "-w",
-            "-t",
-            "nat",
-        ];
-        all.extend_from_slice(args);
-        run("ip", &all);
-    };
+    let ipt = |args: &[&str]| iptables(pod, &[&["-t", "nat"], args].concat());
     ipt(&["-N", "ISTIO_INBOUND"]);
     ipt(&[
         "-A",

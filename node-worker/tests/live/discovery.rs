@@ -65,6 +65,11 @@ fn discovery_finds_named_and_process_namespaces_with_interfaces_and_addresses() 
         });
         ino
     };
+    // unshare enters the new namespace before it executes sleep: the scan must see sleep.
+    let comm = format!("/proc/{}/comm", unnamed.id());
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+    });
 
     let snapshot = Scanner::default().scan().unwrap();
     let _ = unnamed.kill();
