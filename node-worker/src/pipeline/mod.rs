@@ -63,7 +63,10 @@ const SWEEP_EVERY_US: i64 = 1_000_000;
 pub struct Pipeline {
     shared: Shared,
     identity: Identity,
-    flows: HashMap<FlowKey, Flow, FlowHasher>,
+    /// Boxed: a hash table allocates room for an entry in every bucket, used or not (up to twice the
+    /// entries, and both tables while it grows); a box keeps each bucket at the key and a pointer, and
+    /// a flow's state costs its own size once.
+    flows: HashMap<FlowKey, Box<Flow>, FlowHasher>,
     closed: HashMap<FlowKey, Tombstone, FlowHasher>,
     /// Connections by client address and initial sequence number. A Service's traffic between two pods
     /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
@@ -284,7 +287,7 @@ impl Pipeline {
             mirror,
             payload_seen: false,
         };
-        self.flows.insert(key, flow);
+        self.flows.insert(key, Box::new(flow));
         true
     }
 
