@@ -182,6 +182,11 @@ impl Pairing {
         let id = self.next_id;
         self.next_id += 1;
         self.current_request = Some(id);
+        if self.queue.capacity() == 0 {
+            // Room for one: a first push would make room for four (~1.4 KiB), and most connections
+            // never pipeline; a queue that needs more grows as usual.
+            self.queue.reserve_exact(1);
+        }
         self.queue.push_back(Exchange {
             id,
             request,

@@ -12,6 +12,7 @@
 mod flow;
 mod output;
 mod shared;
+mod views;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -72,7 +73,7 @@ pub struct Pipeline {
     /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
     /// server's towards the pod. The client's address and ISN are the same in both views, so the second
     /// view is recognised and skipped instead of being paired twice.
-    views: HashMap<(SocketAddr, u32, u32), FlowKey, FlowHasher>,
+    views: views::Views<FlowHasher>,
     /// Each interface tapped, with its fields of the pair message.
     interfaces: Vec<(InterfaceInfo, Origin)>,
     pods: Option<Box<dyn PodLookup>>,
@@ -111,7 +112,7 @@ impl Pipeline {
             identity,
             flows: HashMap::default(),
             closed: HashMap::default(),
-            views: HashMap::default(),
+            views: views::Views::default(),
             interfaces: Vec::new(),
             pods: None,
             last_sweep_us: i64::MIN,
@@ -383,8 +384,8 @@ impl Pipeline {
     /// pod, the tracked view's is not: the server's side of a Service's NAT) and the tracked view has
     /// carried no payload yet, the tracked view becomes the mirror instead.
     fn is_second_view(&mut self, client: SocketAddr, isn: u32, key: FlowKey) -> bool {
-        let Some(&primary) = self.views.get(&(client, isn, key.scope)) else {
-            self.views.insert((client, isn, key.scope), key);
+        let Some(primary) = self.views.get(client, isn, key.scope) else {
+            self.views.insert(client, isn, key);
             return false;
         };
         let Some(tracked) = self
@@ -392,14 +393,14 @@ impl Pipeline {
             .get_mut(&primary)
             .filter(|f| !f.mirror && primary != key)
         else {
-            self.views.insert((client, isn, key.scope), key);
+            self.views.insert(client, isn, key);
             return false;
         };
         let server_of = |k: &FlowKey| if k.low == client { k.high } else { k.low };
         let known = |addr: SocketAddr| self.pods.as_ref().is_some_and(|p| p.pod(&addr).is_some());
         if !tracked.payload_seen && known(server_of(&key)) && !known(server_of(&primary)) {
             tracked.mirror = true;
-            self.views.insert((client, isn, key.scope), key);
+            self.views.insert(client, isn, key);
             return false;
         }
         true
@@ -448,9 +449,7 @@ impl Pipeline {
         };
         if let Some(isn) = flow.syn_seq {
             let client = key.source(flow.client_dir());
-            if self.views.get(&(client, isn, key.scope)) == Some(key) {
-                self.views.remove(&(client, isn, key.scope));
-            }
+            self.views.remove(client, isn, key);
         }
         if how == Close::Ended && self.closed.len() < self.shared.limits.max_flows {
             self.closed.insert(*key, flow.tombstone(self.shared.now_us));
