@@ -12,6 +12,7 @@
 mod flow;
 mod output;
 mod shared;
+mod table;
 mod views;
 
 use std::collections::HashMap;
@@ -64,10 +65,8 @@ const SWEEP_EVERY_US: i64 = 1_000_000;
 pub struct Pipeline {
     shared: Shared,
     identity: Identity,
-    /// Boxed: a hash table allocates room for an entry in every bucket, used or not (up to twice the
-    /// entries, and both tables while it grows); a box keeps each bucket at the key and a pointer, and
-    /// a flow's state costs its own size once.
-    flows: HashMap<FlowKey, Box<Flow>, FlowHasher>,
+    /// Each flow boxed, the table holding one pointer per bucket (see [`table`]).
+    flows: table::FlowTable<FlowHasher>,
     closed: HashMap<FlowKey, Tombstone, FlowHasher>,
     /// Connections by client address and initial sequence number. A Service's traffic between two pods
     /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
@@ -110,7 +109,7 @@ impl Pipeline {
                 completed: Vec::new(),
             },
             identity,
-            flows: HashMap::default(),
+            flows: table::FlowTable::default(),
             closed: HashMap::default(),
             views: views::Views::default(),
             interfaces: Vec::new(),
@@ -279,16 +278,17 @@ impl Pipeline {
             self.shared.counters.flows += 1;
         }
         let flow = Flow {
+            key,
             conn: Connection::new(client, from_start, self.shared.rules.max_header_bytes),
             reassembly: [Reassembler::default(), Reassembler::default()],
             budget: FlowBudget::default(),
             last_seen_us: self.shared.now_us,
-            interface,
+            interface: u32::try_from(interface).unwrap_or(u32::MAX),
             syn_seq: client_syn,
             mirror,
             payload_seen: false,
         };
-        self.flows.insert(key, Box::new(flow));
+        self.flows.insert(Box::new(flow));
         true
     }
 
@@ -343,7 +343,7 @@ impl Pipeline {
         }
         Some(Fed::Parsed {
             client_dir: flow.client_dir(),
-            interface: flow.interface,
+            interface: flow.interface(),
             done: flow.is_done(),
             not_http: flow.conn.opaque().is_some_and(Opaque::is_not_http),
         })
@@ -415,8 +415,8 @@ impl Pipeline {
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| now.saturating_sub(f.last_seen_us) > idle_us)
-            .map(|(k, _)| *k)
+            .filter(|f| now.saturating_sub(f.last_seen_us) > idle_us)
+            .map(|f| f.key)
             .collect();
         for key in idle {
             self.shared.counters.flows_expired += 1;
@@ -426,14 +426,14 @@ impl Pipeline {
             return;
         }
         let mut with_output = Vec::new();
-        for (key, flow) in self.flows.iter_mut() {
+        for flow in self.flows.iter_mut() {
             if flow.conn.pending() == 0 {
                 continue;
             }
             let mut cx = self.shared.context(&mut flow.budget);
             flow.conn.expire(&mut cx.env, &mut cx.allowance);
             if !self.shared.completed.is_empty() {
-                with_output.push((*key, flow.client_dir(), flow.interface));
+                with_output.push((flow.key, flow.client_dir(), flow.interface()));
             }
         }
         for (key, client_dir, interface) in with_output {
@@ -474,7 +474,7 @@ impl Pipeline {
         }
         count_flow_kind(&mut self.shared.counters, &flow.conn);
         release_flow(&mut flow.budget, &mut self.shared.total);
-        self.emit(key, flow.client_dir(), flow.interface);
+        self.emit(key, flow.client_dir(), flow.interface());
     }
 
     /// Encodes and sends the pairs the last call into the connection `key` completed.
@@ -523,7 +523,7 @@ impl Pipeline {
 
     /// End of input: every connection is drained and closed, and the sink flushed.
     pub fn finish(&mut self, flush_timeout: Duration) -> Result<(), crate::sink::SinkError> {
-        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let keys: Vec<FlowKey> = self.flows.iter().map(|f| f.key).collect();
         for key in keys {
             self.close_flow(&key, Close::Forgotten);
         }
