@@ -416,11 +416,11 @@ impl Pairing {
             }
             let ex = &mut self.queue[i];
             ex.doom(DropReason::StreamGap, env.counters, allowance);
-            ex.response = Some(Half {
+            ex.response = Some(Box::new(Half {
                 message: None,
                 done: true,
                 wire: 0,
-            });
+            }));
             exchange::emit_ready(&mut self.queue, env, allowance);
         }
     }
@@ -509,7 +509,7 @@ impl Pairing {
             }
         }
         let collect = ex.dropped.is_none();
-        ex.response = Some(response);
+        ex.response = Some(Box::new(response));
         self.current_response = Some(ex.id);
         Some(BodyPlan { framing, collect })
     }
@@ -538,11 +538,11 @@ impl Pairing {
         match self.queue.iter_mut().find(|e| e.response.is_none()) {
             Some(ex) => {
                 ex.doom(DropReason::PairingUncertain, env.counters, allowance);
-                ex.response = Some(Half {
+                ex.response = Some(Box::new(Half {
                     message: None,
                     done: false,
                     wire: head.wire_len() as u64,
-                });
+                }));
                 self.current_response = Some(ex.id);
             }
             // It answers client bytes the capture lost or has not seen yet (captured out of order):
@@ -600,7 +600,7 @@ impl Pairing {
         }
         let (half, other_wire) = match role {
             Role::Request => (Some(&mut ex.request), 0),
-            Role::Response => (ex.response.as_mut(), ex.request.wire),
+            Role::Response => (ex.response.as_deref_mut(), ex.request.wire),
         };
         let Some(half) = half else { return false };
         half.wire = wire_so_far;
