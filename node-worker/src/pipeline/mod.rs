@@ -422,6 +422,11 @@ impl Pipeline {
             self.shared.counters.flows_expired += 1;
             self.close_flow(&key, Close::Forgotten);
         }
+        self.flows.shrink_when_sparse();
+        self.views.shrink_when_sparse();
+        if self.closed.len() < self.closed.capacity() / 4 {
+            self.closed.shrink_to(self.closed.len() * 2);
+        }
         if self.shared.rules.response_timeout_us.is_none() {
             return;
         }

@@ -70,6 +70,22 @@ impl<S: BuildHasher> FlowTable<S> {
         Some(entry.remove().0)
     }
 
+    /// Gives memory back after a flood: a table holding under a quarter of what it has room for
+    /// shrinks to twice its flows (a table never shrinks by itself; the halving margin keeps a
+    /// table that hovers around a size from growing and shrinking again and again).
+    pub fn shrink_when_sparse(&mut self) {
+        if self.table.len() < self.table.capacity() / 4 {
+            let hasher = &self.hasher;
+            self.table
+                .shrink_to(self.table.len() * 2, |f| hasher.hash_one(f.key));
+        }
+    }
+
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.table.iter().map(|f| &**f)
     }
@@ -129,5 +145,14 @@ mod tests {
         assert_eq!(t.remove(&key(8)).map(|f| f.key), Some(key(8)));
         assert!(t.remove(&key(8)).is_none());
         assert_eq!(t.iter_mut().count(), 999);
+        t.shrink_when_sparse();
+        let full = t.capacity();
+        assert!(full >= 999, "not sparse: kept");
+        for port in 10..1000 {
+            t.remove(&key(port));
+        }
+        t.shrink_when_sparse();
+        assert!(t.capacity() < full / 8, "{} of {full}", t.capacity());
+        assert!(t.contains_key(&key(7)) && t.contains_key(&key(9)));
     }
 }

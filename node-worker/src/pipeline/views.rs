@@ -66,6 +66,13 @@ impl<S: std::hash::BuildHasher> Views<S> {
             .insert((client.into(), isn, key.scope), server.into());
     }
 
+    /// Gives memory back after a flood (see `FlowTable::shrink_when_sparse`).
+    pub fn shrink_when_sparse(&mut self) {
+        if self.map.len() < self.map.capacity() / 4 {
+            self.map.shrink_to(self.map.len() * 2);
+        }
+    }
+
     /// Forgets the entry, if it names `key`.
     pub fn remove(&mut self, client: SocketAddr, isn: u32, key: &FlowKey) {
         if self.get(client, isn, key.scope).as_ref() == Some(key) {
@@ -105,5 +112,19 @@ mod tests {
             views.remove(client, 7, &key);
             assert_eq!(views.get(client, 7, 3), None);
         }
+        for isn in 0..1000 {
+            views.insert(
+                addr("10.0.0.1:1"),
+                isn,
+                FlowKey::of(addr("10.0.0.1:1"), addr("10.0.0.2:2")).0,
+            );
+        }
+        let full = views.map.capacity();
+        for isn in 1..1000 {
+            views.map.remove(&(addr("10.0.0.1:1").into(), isn, 0));
+        }
+        views.shrink_when_sparse();
+        assert!(views.map.capacity() < full / 8, "{}", views.map.capacity());
+        assert!(views.get(addr("10.0.0.1:1"), 0, 0).is_some());
     }
 }
