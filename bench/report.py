@@ -591,6 +591,79 @@ def targets(offline, live):
     return t
 
 
+# --- floods (issue 15): memory per tracked connection ---------------------------------------------------
+FLOOD_TARGETS = {"bytes_per_idle_flow": 512, "peak_rss_mib": 96}
+# Kinds whose connections hold no payload (the bytes-per-connection target is on them).
+IDLE_FLOODS = ("syn", "handshake")
+
+
+def floods_summary(root):
+    """Per kind and size: peak RSS, and what a connection cost over the flood of a few (the baseline):
+    per connection of the flood, and per connection the table tracked (at most maxFlows)."""
+    d = os.path.join(root, "floods")
+    if not os.path.isdir(d):
+        return []
+    runs = {}
+    for name in sorted(os.listdir(d)):
+        flood = load(os.path.join(d, name, "flood.json"))
+        m = load(os.path.join(d, name, "measure.json"))
+        if not flood or not m:
+            continue
+        stats = load(os.path.join(d, name, "stats.json"), {})
+        counters = stats.get("counters", {})
+        runs[(flood["kind"], flood["connections"])] = {
+            "kind": flood["kind"], "connections": flood["connections"],
+            "peak_rss_kib": m["max_rss_kib"], "wall_s": m["wall_s"],
+            "flows_tracked": counters.get("flows"),
+            "flow_table_full": stats.get("drops", {}).get("flow_table_full", 0),
+            "peak_buffered_bytes": stats.get("peak_buffered_bytes"),
+        }
+    out = []
+    for kind in sorted({k for k, _ in runs}):
+        sizes = sorted(n for k, n in runs if k == kind)
+        base = runs[(kind, sizes[0])]
+        for n in sizes[1:]:
+            r = dict(runs[(kind, n)])
+            grew = (r["peak_rss_kib"] - base["peak_rss_kib"]) * 1024
+            tracked = (r["flows_tracked"] or 0) - (base["flows_tracked"] or 0)
+            r["baseline_connections"] = base["connections"]
+            r["baseline_peak_rss_kib"] = base["peak_rss_kib"]
+            r["peak_rss_mib"] = round(r["peak_rss_kib"] / 1024, 1)
+            r["bytes_per_connection"] = round(grew / (n - base["connections"]))
+            r["bytes_per_tracked_connection"] = round(grew / tracked) if tracked > 0 else None
+            out.append(r)
+    return out
+
+
+def flood_targets(floods):
+    if not floods:
+        return []
+    idle = [f["bytes_per_tracked_connection"] for f in floods
+            if f["kind"] in IDLE_FLOODS and f["bytes_per_tracked_connection"] is not None]
+    t = []
+    if idle:
+        t.append({"target": f"<= {FLOOD_TARGETS['bytes_per_idle_flow']} bytes per idle tracked connection (issue 15)",
+                  "value": f"{max(idle)} bytes at most ({', '.join(IDLE_FLOODS)} floods)",
+                  "met": max(idle) <= FLOOD_TARGETS["bytes_per_idle_flow"]})
+    top = max(floods, key=lambda f: f["peak_rss_kib"])
+    t.append({"target": f"peak RSS <= {FLOOD_TARGETS['peak_rss_mib']} MiB on every flood, default limits (issue 15)",
+              "value": f"{top['peak_rss_mib']} MiB at most ({top['kind']}, {top['connections']} connections)",
+              "met": top["peak_rss_kib"] <= FLOOD_TARGETS["peak_rss_mib"] * 1024})
+    return t
+
+
+def print_floods(floods):
+    if not floods:
+        return
+    print("\nfloods (connections that stay open, default config; cost = peak RSS over a flood of "
+          f"{floods[0]['baseline_connections']}):")
+    rows = [[f["kind"], f"{f['connections']:,}", f["flows_tracked"], f["flow_table_full"], fmt(f["peak_rss_mib"]),
+             f["bytes_per_connection"], fmt(f["bytes_per_tracked_connection"], "{:,}"),
+             fmt(f["peak_buffered_bytes"], "{:,}")] for f in floods]
+    table(["flood", "connections", "tracked", "table full", "peak RSS MiB", "bytes/conn", "bytes/tracked",
+           "peak buffered"], rows)
+
+
 def fmt(v, spec="{:,.1f}"):
     if v is None:
         return "-"
@@ -618,6 +691,8 @@ def summary(root):
         "live": live,
     }
     result["targets"] = targets(offline, live)
+    result["floods"] = floods_summary(root)
+    result["targets"] += flood_targets(result["floods"])
     failures = os.path.join(root, "failures.txt")
     result["wrong_output"] = open(failures).read().splitlines() if os.path.exists(failures) else []
     with open(os.path.join(root, "results.json"), "w") as f:
@@ -700,6 +775,7 @@ def summary(root):
                 print(f"  memory over {m['seconds']} s ({m['samples']} samples): RSS {m['rss_first_mib']} -> "
                       f"{m['rss_last_mib']} MiB, max {m['rss_max_mib']} MiB, slope after 60 s "
                       f"{m['slope_after_60s_mib_per_10min']} MiB per 10 min")
+    print_floods(result["floods"])
     print("\ntargets (issues 7, 17 and 19):")
     for t in result["targets"]:
         status = {True: "met", False: "NOT MET", None: "not measured"}[t["met"]]

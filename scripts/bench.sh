@@ -55,6 +55,10 @@
 #   BENCH_H2_RATES="2000 10000 max"  BENCH_H2_CONNS=8 (fixed rates)  BENCH_H2_STREAMS=10 (per connection)
 #   BENCH_SMOKE=1                a quick run for `make test`: 5 MB, one run, 1 MB callgrind, 3 s live (and
 #                                3 s of HTTP/2; 3 s into Kafka when $INTERCEPTOR_TEST_KAFKA names a broker)
+#   BENCH_FLOODS="10000 50000 100000"  floods of connections that stay open (issue 15), offline, default
+#                                config: peak RSS of `capture --read` on each, less a flood of 10 (0 or empty:
+#                                off; smoke: 2000). BENCH_FLOOD_KINDS="syn handshake request": a SYN each; the
+#                                handshake then silence; the handshake and one request never answered
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
 # Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl, h2load. Missing Debian
 # packages are installed when running as root.
@@ -84,6 +88,9 @@ else
   KAFKA=${BENCH_KAFKA:-1}
 fi
 H2=${BENCH_H2:-1}
+if [ "$SMOKE" = 1 ]; then FLOODS=${BENCH_FLOODS-2000}; else FLOODS=${BENCH_FLOODS-10000 50000 100000}; fi
+[ "$FLOODS" = 0 ] && FLOODS=
+FLOOD_KINDS=${BENCH_FLOOD_KINDS:-syn handshake request}
 KAFKA_OUTAGE=${BENCH_KAFKA_OUTAGE:-0}
 OUTAGE_AFTER=${BENCH_OUTAGE_AFTER:-30}
 OUTAGE_SECONDS=${BENCH_OUTAGE_SECONDS:-300}
@@ -257,6 +264,41 @@ offline() {
       fi
     done
     [ "$tshark_here" = 1 ] || echo "{\"skipped\": \"tshark not run on $size MB (BENCH_TSHARK_MAX_MB=$TSHARK_MAX_MB)\"}" >"$d/tshark-skipped.json"
+  done
+}
+
+# --- floods: memory per tracked connection (issue 15) ----------------------------------------------
+# A flood's connections all stay open until the capture ends, so the table holds min(N, maxFlows) of
+# them at once. What they cost = peak RSS (wait4) of the flood - peak RSS of a flood of FLOOD_BASE (the
+# same code run, almost no connections); report.py divides it by N and by the flows tracked.
+FLOOD_BASE=10
+flood_capture() { # kind n -> path of the pcap (deterministic, kept until capture-gen changes)
+  local cap="$OUT/captures/flood-$1-$2.pcap"
+  if [ ! -s "$cap" ] || [ "$GEN" -nt "$cap" ]; then
+    "$GEN" --flood "$1" --connections "$2" --out "$cap.tmp" 2>/dev/null || die "capture-gen --flood $1 failed"
+    mv "$cap.tmp" "$cap"
+  fi
+  echo "$cap"
+}
+
+flood_run() { # kind n -> $OUT/floods/<kind>-<n>/{measure,stats}.json
+  local cap d="$OUT/floods/$1-$2"
+  cap=$(flood_capture "$1" "$2")
+  mkdir -p "$d"
+  log "flood: $2 connections ($1)"
+  python3 "$MEASURE" "$d/measure.json" --stderr "$d/worker.err" -- \
+    "$BIN" capture --read "$cap" --sink file:/dev/null --stats-json "$d/stats.json" --node-name bench ||
+    die "node-worker failed on $cap: $(tail -3 "$d/worker.err")"
+  printf '{"kind": "%s", "connections": %s}\n' "$1" "$2" >"$d/flood.json"
+}
+
+floods() {
+  [ -n "$FLOODS" ] || return 0
+  rm -rf "$OUT/floods"
+  local kind n
+  for kind in $FLOOD_KINDS; do
+    flood_run "$kind" "$FLOOD_BASE"
+    for n in $FLOODS; do flood_run "$kind" "$n"; done
   done
 }
 
@@ -616,6 +658,7 @@ live() {
 }
 
 offline
+floods
 if [ "$HAVE_VALGRIND" = 1 ]; then callgrind; fi
 if [ "$HAVE_PERF" = 1 ]; then perf_profile; fi
 if [ "$LIVE" = 1 ]; then live; fi

@@ -80,7 +80,9 @@ pub struct Exchange<P> {
     pub request_done_us: i64,
     /// Whether the request's Content-Type is one the rules keep (then the response's does not matter).
     pub request_content_type_ok: bool,
-    pub response: Option<Half>,
+    /// Boxed: a request waiting for its response (what a connection mostly holds, and what a flood
+    /// of unanswered requests is made of) does not pay for the response's room (~140 bytes).
+    pub response: Option<Box<Half>>,
     /// Why this pair is dropped, once known (already counted).
     pub dropped: Option<DropReason>,
     /// Bytes reserved for this exchange's heads and bodies.

@@ -44,10 +44,14 @@ impl Held {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum FirstBytes {
-    /// Seen from its first byte, and not told yet.
-    Pending { role: Option<Role>, held: Held },
+    /// Seen from its first byte, and not told yet. What is held is boxed, allocated only when a
+    /// stream starts with fewer bytes than detection needs (rare): every connection has two of these.
+    Pending {
+        role: Option<Role>,
+        held: Option<Box<Held>>,
+    },
     /// Told, or handed to a protocol without a verdict.
     Told,
     /// Caught mid-way: its first bytes were never seen.
@@ -70,10 +74,7 @@ impl FirstBytes {
     /// A direction that carries `role` (if known), seen from its first byte or not.
     pub fn new(from_start: bool, role: Option<Role>) -> FirstBytes {
         if from_start {
-            FirstBytes::Pending {
-                role,
-                held: Held::EMPTY,
-            }
+            FirstBytes::Pending { role, held: None }
         } else {
             FirstBytes::MidStream
         }
@@ -91,7 +92,9 @@ impl FirstBytes {
     /// Bytes held now.
     pub fn held_len(&self) -> usize {
         match self {
-            FirstBytes::Pending { held, .. } => usize::from(held.len),
+            FirstBytes::Pending {
+                held: Some(held), ..
+            } => usize::from(held.len),
             _ => 0,
         }
     }
@@ -108,23 +111,30 @@ impl FirstBytes {
             return Offer::CannotHold;
         };
         let mut bytes = chunk.bytes;
-        if held.len == 0 {
-            // HTTP/1 tolerates empty lines before a message; detection looks at what follows them.
-            let blank = bytes
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            bytes = &bytes[blank..];
-            if bytes.is_empty() {
-                return Offer::Held;
+        // Where the held bytes start (a box holds bytes only once there are some).
+        let (mut seq, mut ack) = (0, 0);
+        let old = match held {
+            Some(h) => usize::from(h.len),
+            None => {
+                // HTTP/1 tolerates empty lines before a message; detection looks at what follows them.
+                let blank = bytes
+                    .iter()
+                    .take_while(|&&b| b == b'\r' || b == b'\n')
+                    .count();
+                bytes = &bytes[blank..];
+                if bytes.is_empty() {
+                    return Offer::Held;
+                }
+                seq = chunk.seq.wrapping_add(blank as u32);
+                ack = chunk.ack;
+                0
             }
-            held.seq = chunk.seq.wrapping_add(blank as u32);
-            held.ack = chunk.ack;
-        }
+        };
         let mut probe = [0u8; WINDOW];
-        let old = usize::from(held.len);
         let add = bytes.len().min(WINDOW - old);
-        probe[..old].copy_from_slice(held.as_slice());
+        if let Some(h) = held {
+            probe[..old].copy_from_slice(h.as_slice());
+        }
         probe[old..old + add].copy_from_slice(&bytes[..add]);
         match detect(&probe[..old + add], *role) {
             Detected::NeedMore => {}
@@ -134,6 +144,13 @@ impl FirstBytes {
         if total >= WINDOW || total > max_header_bytes || allowance.reserve(bytes.len()).is_err() {
             return Offer::CannotHold;
         }
+        let held = held.get_or_insert_with(|| {
+            Box::new(Held {
+                seq,
+                ack,
+                ..Held::EMPTY
+            })
+        });
         held.bytes[old..total].copy_from_slice(bytes);
         // `total < WINDOW`, which fits.
         held.len = u8::try_from(total).unwrap_or(u8::MAX);
@@ -143,17 +160,17 @@ impl FirstBytes {
     /// Ends the wait: the held bytes, if any, their reservation released for the protocol that takes
     /// them to reserve again.
     pub fn take(&mut self, allowance: &mut Allowance<'_>) -> Option<Held> {
-        let taken = match *self {
-            FirstBytes::Pending { held, .. } if held.len > 0 => {
-                allowance.release(usize::from(held.len));
-                Some(held)
-            }
-            _ => None,
-        };
-        if self.is_pending() {
-            *self = FirstBytes::Told;
+        if !self.is_pending() {
+            return None;
         }
-        taken
+        let FirstBytes::Pending {
+            held: Some(held), ..
+        } = std::mem::replace(self, FirstBytes::Told)
+        else {
+            return None;
+        };
+        allowance.release(usize::from(held.len));
+        Some(*held)
     }
 }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use node_worker::synth::flood::{write_flood, FloodKind};
 use node_worker::synth::mix::{write_pcap, MixOptions};
 
 #[derive(Parser, Debug)]
@@ -21,9 +22,14 @@ struct Args {
     /// Approximate size of the capture, in MB (10^6 bytes).
     #[arg(long, default_value_t = 1000)]
     size_mb: u64,
-    /// Connections open at once.
+    /// Connections open at once (with --flood: connections of the flood).
     #[arg(long, default_value_t = 64)]
     connections: usize,
+    /// Instead of the mix, a flood of --connections connections that stay open, for the memory
+    /// benchmark: `syn` (a SYN each, never answered), `handshake` (handshake, then silence) or
+    /// `request` (handshake and one request never answered).
+    #[arg(long, value_parser = parse_flood)]
+    flood: Option<FloodKind>,
     /// Seed of the deterministic generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -32,8 +38,41 @@ struct Args {
     stats: Option<PathBuf>,
 }
 
+fn parse_flood(s: &str) -> Result<FloodKind, String> {
+    FloodKind::parse(s).ok_or_else(|| format!("unknown flood {s:?} (syn, handshake, request)"))
+}
+
+/// Writes a flood; prints what it wrote.
+fn flood(args: &Args, kind: FloodKind) -> ExitCode {
+    let Ok(n) = u32::try_from(args.connections) else {
+        eprintln!(
+            "capture-gen: --connections {} is too many for a flood",
+            args.connections
+        );
+        return ExitCode::from(2);
+    };
+    let start = MixOptions::default().start_us;
+    let result =
+        std::fs::File::create(&args.out).and_then(|file| write_flood(kind, n, start, file));
+    match result {
+        Ok(frames) => {
+            let json =
+                serde_json::json!({"flood": kind.name(), "connections": n, "frames": frames});
+            eprintln!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("capture-gen: cannot write {}: {e}", args.out.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(kind) = args.flood {
+        return flood(&args, kind);
+    }
     let options = MixOptions {
         target_bytes: args.size_mb.saturating_mul(1_000_000),
         connections: args.connections,

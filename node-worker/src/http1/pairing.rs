@@ -182,6 +182,11 @@ impl Pairing {
         let id = self.next_id;
         self.next_id += 1;
         self.current_request = Some(id);
+        if self.queue.capacity() == 0 {
+            // Room for one: a first push would make room for four (~1.4 KiB), and most connections
+            // never pipeline; a queue that needs more grows as usual.
+            self.queue.reserve_exact(1);
+        }
         self.queue.push_back(Exchange {
             id,
             request,
@@ -411,11 +416,11 @@ impl Pairing {
             }
             let ex = &mut self.queue[i];
             ex.doom(DropReason::StreamGap, env.counters, allowance);
-            ex.response = Some(Half {
+            ex.response = Some(Box::new(Half {
                 message: None,
                 done: true,
                 wire: 0,
-            });
+            }));
             exchange::emit_ready(&mut self.queue, env, allowance);
         }
     }
@@ -504,7 +509,7 @@ impl Pairing {
             }
         }
         let collect = ex.dropped.is_none();
-        ex.response = Some(response);
+        ex.response = Some(Box::new(response));
         self.current_response = Some(ex.id);
         Some(BodyPlan { framing, collect })
     }
@@ -533,11 +538,11 @@ impl Pairing {
         match self.queue.iter_mut().find(|e| e.response.is_none()) {
             Some(ex) => {
                 ex.doom(DropReason::PairingUncertain, env.counters, allowance);
-                ex.response = Some(Half {
+                ex.response = Some(Box::new(Half {
                     message: None,
                     done: false,
                     wire: head.wire_len() as u64,
-                });
+                }));
                 self.current_response = Some(ex.id);
             }
             // It answers client bytes the capture lost or has not seen yet (captured out of order):
@@ -595,7 +600,7 @@ impl Pairing {
         }
         let (half, other_wire) = match role {
             Role::Request => (Some(&mut ex.request), 0),
-            Role::Response => (ex.response.as_mut(), ex.request.wire),
+            Role::Response => (ex.response.as_deref_mut(), ex.request.wire),
         };
         let Some(half) = half else { return false };
         half.wire = wire_so_far;

@@ -658,7 +658,7 @@ impl State {
         let request_wire = ex.request.wire;
         let (half, other) = match role {
             Role::Request => (Some(&mut ex.request), 0),
-            Role::Response => (ex.response.as_mut(), request_wire),
+            Role::Response => (ex.response.as_deref_mut(), request_wire),
         };
         let Some(half) = half else {
             // DATA before the response's HEADERS: not a valid response.
@@ -696,7 +696,7 @@ impl State {
         }
         let half = match role {
             Role::Request => Some(&mut ex.request),
-            Role::Response => ex.response.as_mut(),
+            Role::Response => ex.response.as_deref_mut(),
         };
         let Some(message) = half.and_then(|h| h.message.as_mut()) else {
             return;
@@ -906,11 +906,11 @@ fn on_response(
         Ok(built) => built,
         Err(e) => {
             ex.doom(head_reason(e), env.counters, allowance);
-            ex.response = Some(Half {
+            ex.response = Some(Box::new(Half {
                 message: None,
                 done: false,
                 wire: block.wire,
-            });
+            }));
             return;
         }
     };
@@ -928,7 +928,7 @@ fn on_response(
             response.message = Some(started(head, extra, block.wire, env.now_us));
         }
     }
-    ex.response = Some(response);
+    ex.response = Some(Box::new(response));
 }
 
 /// A second header block on a half: its trailers.
@@ -943,7 +943,7 @@ fn add_trailers(
     let request_wire = ex.request.wire;
     let (half, other) = match role {
         Role::Request => (Some(&mut ex.request), 0),
-        Role::Response => (ex.response.as_mut(), request_wire),
+        Role::Response => (ex.response.as_deref_mut(), request_wire),
     };
     let Some(half) = half else {
         return;

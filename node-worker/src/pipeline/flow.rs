@@ -31,11 +31,15 @@ impl TableLimits {
 }
 
 pub(super) struct Flow {
+    /// The key the table finds it by (kept here: the table's buckets hold only the box).
+    pub key: crate::tcp::FlowKey,
     pub conn: Connection,
     pub reassembly: [Reassembler; 2],
     pub budget: FlowBudget,
     pub last_seen_us: i64,
-    pub interface: usize,
+    /// Index of the interface it is tapped on (`u32`: with the fields around it, the flow fits a
+    /// smaller allocation).
+    pub interface: u32,
     /// The SYN's sequence number, to tell a new connection on the same ports from a retransmission.
     pub syn_seq: Option<u32>,
     /// Another view of a connection tracked under another key (see `Pipeline::views`): its packets
@@ -46,6 +50,10 @@ pub(super) struct Flow {
 }
 
 impl Flow {
+    pub fn interface(&self) -> usize {
+        self.interface as usize
+    }
+
     /// Both streams ended.
     pub fn is_done(&self) -> bool {
         self.reassembly.iter().all(Reassembler::is_ended)

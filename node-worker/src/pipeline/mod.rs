@@ -13,6 +13,8 @@ mod flow;
 pub mod mesh_views;
 mod output;
 mod shared;
+mod table;
+mod views;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -66,13 +68,14 @@ const SWEEP_EVERY_US: i64 = 1_000_000;
 pub struct Pipeline {
     shared: Shared,
     identity: Identity,
-    flows: HashMap<FlowKey, Flow, FlowHasher>,
+    /// Each flow boxed, the table holding one pointer per bucket (see [`table`]).
+    flows: table::FlowTable<FlowHasher>,
     closed: HashMap<FlowKey, Tombstone, FlowHasher>,
     /// Connections by client address and initial sequence number. A Service's traffic between two pods
     /// of one node is tapped twice, through NAT: on the client's interface towards the ClusterIP, on the
     /// server's towards the pod. The client's address and ISN are the same in both views, so the second
     /// view is recognised and skipped instead of being paired twice.
-    views: HashMap<(SocketAddr, u32, u32), FlowKey, FlowHasher>,
+    views: views::Views<FlowHasher>,
     /// Each interface tapped, with its fields of the pair message.
     interfaces: Vec<(InterfaceInfo, Origin)>,
     pods: Option<Box<dyn PodLookup>>,
@@ -114,9 +117,9 @@ impl Pipeline {
                 completed: Vec::new(),
             },
             identity,
-            flows: HashMap::default(),
+            flows: table::FlowTable::default(),
             closed: HashMap::default(),
-            views: HashMap::default(),
+            views: views::Views::default(),
             interfaces: Vec::new(),
             pods: None,
             redirects: HashMap::new(),
@@ -328,16 +331,17 @@ impl Pipeline {
             self.shared.counters.flows += 1;
         }
         let flow = Flow {
+            key,
             conn: Connection::new(client, from_start, self.shared.rules.max_header_bytes),
             reassembly: [Reassembler::default(), Reassembler::default()],
             budget: FlowBudget::default(),
             last_seen_us: self.shared.now_us,
-            interface,
+            interface: u32::try_from(interface).unwrap_or(u32::MAX),
             syn_seq: client_syn,
             mirror,
             payload_seen: false,
         };
-        self.flows.insert(key, flow);
+        self.flows.insert(Box::new(flow));
         true
     }
 
@@ -392,7 +396,7 @@ impl Pipeline {
         }
         Some(Fed::Parsed {
             client_dir: flow.client_dir(),
-            interface: flow.interface,
+            interface: flow.interface(),
             done: flow.is_done(),
             not_http: flow.conn.opaque().is_some_and(Opaque::is_not_http),
         })
@@ -433,8 +437,8 @@ impl Pipeline {
     /// pod, the tracked view's is not: the server's side of a Service's NAT) and the tracked view has
     /// carried no payload yet, the tracked view becomes the mirror instead.
     fn is_second_view(&mut self, client: SocketAddr, isn: u32, key: FlowKey) -> bool {
-        let Some(&primary) = self.views.get(&(client, isn, key.scope)) else {
-            self.views.insert((client, isn, key.scope), key);
+        let Some(primary) = self.views.get(client, isn, key.scope) else {
+            self.views.insert(client, isn, key);
             return false;
         };
         let Some(tracked) = self
@@ -442,14 +446,14 @@ impl Pipeline {
             .get_mut(&primary)
             .filter(|f| !f.mirror && primary != key)
         else {
-            self.views.insert((client, isn, key.scope), key);
+            self.views.insert(client, isn, key);
             return false;
         };
         let server_of = |k: &FlowKey| if k.low == client { k.high } else { k.low };
         let known = |addr: SocketAddr| self.pods.as_ref().is_some_and(|p| p.pod(&addr).is_some());
         if !tracked.payload_seen && known(server_of(&key)) && !known(server_of(&primary)) {
             tracked.mirror = true;
-            self.views.insert((client, isn, key.scope), key);
+            self.views.insert(client, isn, key);
             return false;
         }
         true
@@ -464,25 +468,30 @@ impl Pipeline {
         let idle: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, f)| now.saturating_sub(f.last_seen_us) > idle_us)
-            .map(|(k, _)| *k)
+            .filter(|f| now.saturating_sub(f.last_seen_us) > idle_us)
+            .map(|f| f.key)
             .collect();
         for key in idle {
             self.shared.counters.flows_expired += 1;
             self.close_flow(&key, Close::Forgotten);
         }
+        self.flows.shrink_when_sparse();
+        self.views.shrink_when_sparse();
+        if self.closed.len() < self.closed.capacity() / 4 {
+            self.closed.shrink_to(self.closed.len() * 2);
+        }
         if self.shared.rules.response_timeout_us.is_none() {
             return;
         }
         let mut with_output = Vec::new();
-        for (key, flow) in self.flows.iter_mut() {
+        for flow in self.flows.iter_mut() {
             if flow.conn.pending() == 0 {
                 continue;
             }
             let mut cx = self.shared.context(&mut flow.budget);
             flow.conn.expire(&mut cx.env, &mut cx.allowance);
             if !self.shared.completed.is_empty() {
-                with_output.push((*key, flow.client_dir(), flow.interface));
+                with_output.push((flow.key, flow.client_dir(), flow.interface()));
             }
         }
         for (key, client_dir, interface) in with_output {
@@ -498,9 +507,7 @@ impl Pipeline {
         };
         if let Some(isn) = flow.syn_seq {
             let client = key.source(flow.client_dir());
-            if self.views.get(&(client, isn, key.scope)) == Some(key) {
-                self.views.remove(&(client, isn, key.scope));
-            }
+            self.views.remove(client, isn, key);
         }
         if how == Close::Ended && self.closed.len() < self.shared.limits.max_flows {
             self.closed.insert(*key, flow.tombstone(self.shared.now_us));
@@ -525,7 +532,7 @@ impl Pipeline {
         }
         count_flow_kind(&mut self.shared.counters, &flow.conn);
         release_flow(&mut flow.budget, &mut self.shared.total);
-        self.emit(key, flow.client_dir(), flow.interface);
+        self.emit(key, flow.client_dir(), flow.interface());
     }
 
     /// Encodes and sends the pairs the last call into the connection `key` completed.
@@ -583,7 +590,7 @@ impl Pipeline {
 
     /// End of input: every connection is drained and closed, and the sink flushed.
     pub fn finish(&mut self, flush_timeout: Duration) -> Result<(), crate::sink::SinkError> {
-        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let keys: Vec<FlowKey> = self.flows.iter().map(|f| f.key).collect();
         for key in keys {
             self.close_flow(&key, Close::Forgotten);
         }

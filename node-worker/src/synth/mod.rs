@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use etherparse::PacketBuilder;
 
+pub mod flood;
 pub mod mix;
 
 /// One captured frame.

@@ -55,6 +55,25 @@ fn make_bench_runs_on_a_tiny_input() {
     );
     assert!(results["targets"].as_array().is_some_and(|t| !t.is_empty()));
     assert_eq!(results["wrong_output"], serde_json::json!([]), "{text}");
+    // The floods (issue 15): one per kind, of 2000 connections in smoke mode, every one of them tracked
+    // (under the default maxFlows), with what each cost over the baseline's few.
+    let floods = results["floods"].as_array().expect("flood results");
+    let kinds: Vec<&str> = floods.iter().map(|f| f["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["handshake", "request", "syn"], "{text}");
+    for flood in floods {
+        assert_eq!(flood["connections"], 2000, "{flood}");
+        assert_eq!(flood["flows_tracked"], 2000, "{flood}");
+        assert_eq!(flood["flow_table_full"], 0, "{flood}");
+        assert!(flood["peak_rss_kib"].as_u64().unwrap() > 0, "{flood}");
+        assert!(flood["bytes_per_tracked_connection"].is_i64(), "{flood}");
+    }
+    let targets = results["targets"].as_array().unwrap();
+    assert!(
+        targets.iter().any(|t| t["target"]
+            .as_str()
+            .is_some_and(|t| t.contains("per idle tracked connection"))),
+        "{text}"
+    );
     let live = results["live"].as_array().unwrap();
     for run in live {
         assert_eq!(run["pairs_wrong"], 0, "{run}");
