@@ -89,6 +89,7 @@ else
 fi
 H2=${BENCH_H2:-1}
 if [ "$SMOKE" = 1 ]; then FLOODS=${BENCH_FLOODS-2000}; else FLOODS=${BENCH_FLOODS-10000 50000 100000}; fi
+FLOODS=$(echo $FLOODS) # " " is none, as for the other lists
 [ "$FLOODS" = 0 ] && FLOODS=
 FLOOD_KINDS=${BENCH_FLOOD_KINDS:-syn handshake request}
 KAFKA_OUTAGE=${BENCH_KAFKA_OUTAGE:-0}
@@ -521,7 +522,10 @@ PY
   w0=$(cpu_ticks "$worker_pid"); n0=$(cpu_ticks "$nginx_pid"); m0=$(machine_ticks); r0=$(nginx_requests)
   [ "$sink_kind" != kafka ] || b0=$(cpu_ticks "$KAFKA_PID")
   if [ -n "${RUN_OUTAGE:-}" ]; then
+    # outage.log: when the broker was killed and started again, and how many pairs the topic held when it
+    # went (more on the topic at the end: delivery resumed by itself).
     ( sleep "${RUN_OUTAGE%:*}"
+      echo "$("$READ_TOPIC" --count "$KAFKA_BROKER" "$topic") on_topic" >>"$d/outage.log"
       "$ROOT/scripts/broker.sh" kill "$OUTAGE_DIR" && echo "$(date +%s.%N) killed" >>"$d/outage.log"
       sleep "${RUN_OUTAGE#*:}"
       "$ROOT/scripts/broker.sh" start "$OUTAGE_DIR" >/dev/null && echo "$(date +%s.%N) started" >>"$d/outage.log"
