@@ -65,6 +65,17 @@ struct Builder {
 }
 
 impl Builder {
+    /// Room for every byte of `fields` and for `headers` headers: one allocation each, not the
+    /// doublings of growing vectors (`Builder::header` took 7 % of the worker's profile under h2load).
+    fn for_fields(fields: &[Field], headers: usize) -> Builder {
+        let len = |b: &Option<std::borrow::Cow<'static, [u8]>>| b.as_ref().map_or(0, |b| b.len());
+        let bytes = fields.iter().map(|f| len(&f.name) + len(&f.value)).sum();
+        Builder {
+            raw: Vec::with_capacity(bytes),
+            headers: Vec::with_capacity(headers),
+        }
+    }
+
     fn put(&mut self, bytes: &[u8]) -> Range<u32> {
         let start = self.raw.len() as u32;
         self.raw.extend_from_slice(bytes);
@@ -168,10 +179,7 @@ pub fn request_head(
         stream_id,
         ..Http2Extra::default()
     };
-    let mut b = Builder {
-        raw: Vec::new(),
-        headers: Vec::with_capacity(s.regular.len() + 1),
-    };
+    let mut b = Builder::for_fields(fields, s.regular.len() + 1);
     let method = b.put(method);
     // CONNECT has no :path (RFC 9113 section 8.5); any other request must have one.
     let target = match s.pseudo(s.path) {
@@ -219,10 +227,7 @@ pub fn response_head(
         stream_id,
         ..Http2Extra::default()
     };
-    let mut b = Builder {
-        raw: Vec::new(),
-        headers: Vec::with_capacity(s.regular.len()),
-    };
+    let mut b = Builder::for_fields(fields, s.regular.len());
     regular(&mut b, &mut extra, &s.regular);
     // HTTP/2 has no reason phrase.
     let start = StartLine::Response {
