@@ -241,7 +241,7 @@ def check_live(d):
     if kafka and not run.get("kafka_read_back") and on_topic is not None:
         # Counted on the topic, not read back (the verification run reads its pairs back and checks them).
         ok_pairs = on_topic
-    accounting = kafka_accounting(stats, on_topic if kafka else total) if kafka else None
+    accounting = kafka_accounting(stats, on_topic) if kafka else None
     if accounting and restarted:
         # Delivery resumed by itself: the topic holds more than when the broker went (and, when the pairs
         # are read back, pairs of requests made after it came back).

@@ -973,25 +973,14 @@ fn add_trailers(
 pub(crate) mod tests {
     use super::*;
     use crate::app::exchange::CompletedPair;
-    use crate::http2::frame::tests::frame;
     use crate::http2::frame::{FLAG_PADDED, PREFACE};
     use crate::memory::{FlowBudget, TotalBudget};
     use crate::stats::Counters;
+    use crate::synth::h2::{frame, literal};
     use interceptor_crds::config::WorkerConfig;
 
     const C: Direction = Direction::LowToHigh;
     const S: Direction = Direction::HighToLow;
-
-    /// An HPACK literal: indexed (`index`: added to the table) or not, never Huffman.
-    pub(crate) fn literal(name: &str, value: &str, index: bool) -> Vec<u8> {
-        let mut out = vec![if index { 0x40 } else { 0x00 }];
-        for s in [name, value] {
-            assert!(s.len() < 127);
-            out.push(s.len() as u8);
-            out.extend_from_slice(s.as_bytes());
-        }
-        out
-    }
 
     pub(crate) fn block(fields: &[(&str, &str)]) -> Vec<u8> {
         fields

@@ -572,6 +572,7 @@ fn parse_control(header: &FrameHeader, payload: &[u8]) -> Control {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::synth::h2::frame;
 
     /// An event with its borrowed content copied, for comparisons.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -581,17 +582,6 @@ pub(crate) mod tests {
         End(FrameHeader),
         Control(FrameHeader, Control),
         Skipped(FrameHeader, FrameError),
-    }
-
-    /// A frame on the wire.
-    pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut out = len.to_be_bytes()[1..].to_vec();
-        out.push(kind);
-        out.push(flags);
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
     }
 
     /// Reads `chunks` one after the other; contents merged per frame so that splits do not matter.

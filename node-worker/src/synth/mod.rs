@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use etherparse::PacketBuilder;
 
 pub mod flood;
+pub mod h2;
 pub mod mix;
 
 /// One captured frame.

@@ -2,11 +2,11 @@
 //! its first bytes are cut, HTTP/2 with prior knowledge and TLS counted as not HTTP (never as parse
 //! errors), and a direction whose first bytes are not HTTP/1 making the connection opaque.
 
+use node_worker::synth::h2::PREFACE;
 use node_worker::synth::{http_request, http_response, Conversation, Frame, Side};
 use testkit::pipeline::{conversation, open_config, run, Outcome, JSON};
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame, then a HEADERS frame on stream 1 (its block holds text that looks like
 /// an HTTP/1 request, which must not be parsed as one).
 const CLIENT_FRAMES: &[u8] =

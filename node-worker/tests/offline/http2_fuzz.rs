@@ -2,21 +2,13 @@
 //! bytes, and valid HTTP/2 streams with bytes flipped, cut and repeated, so that the decoders' invariants
 //! are checked in `make test` too, not only under `cargo fuzz`.
 
+use node_worker::synth::h2::{frame, PREFACE};
 use proptest::prelude::*;
 use testkit::fuzz::http2::http2_decoders;
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// A valid client stream: preface, SETTINGS, requests whose blocks index, reference and resize.
 fn valid_stream() -> Vec<u8> {
-    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut out = PREFACE.to_vec();
     out.extend(frame(4, 0, 0, &[0, 1, 0, 0, 0x10, 0]));
     // RFC 7541 C.4's three requests (Huffman), the second split into a CONTINUATION.
     let blocks: [&[u8]; 3] = [

@@ -3,33 +3,13 @@
 //! a capture that joins the connection late, and the counted drops (RST_STREAM, GOAWAY, oversized
 //! frames, what cannot be decoded).
 
+use node_worker::synth::h2::{frame, literal, PREFACE};
 use node_worker::synth::{gzip, Conversation, Frame};
 use serde_json::json;
 use testkit::pipeline::{addr, conversation, open_config, run, Outcome};
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    out.push(kind);
-    out.push(flags);
-    out.extend_from_slice(&stream.to_be_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// An HPACK literal without Huffman: added to the dynamic table (`index`) or not.
-fn literal(name: &str, value: &str, index: bool) -> Vec<u8> {
-    let mut out = vec![if index { 0x40 } else { 0x00 }];
-    for s in [name, value] {
-        assert!(s.len() < 127);
-        out.push(s.len() as u8);
-        out.extend_from_slice(s.as_bytes());
-    }
-    out
-}
 
 fn headers(stream: u32, fields: &[(&str, &str)], end_stream: bool) -> Vec<u8> {
     let block: Vec<u8> = fields
