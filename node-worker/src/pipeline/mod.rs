@@ -221,8 +221,11 @@ impl Pipeline {
         let Some(mut seg) = self.decode(packet) else {
             return;
         };
-        if let Some(redirects) = self.redirects.get_mut(&interface) {
-            redirects.translate(&mut seg, self.shared.now_us);
+        // Only mesh loopback taps translate: without one (most nodes), no map lookup per packet.
+        if !self.redirects.is_empty() {
+            if let Some(redirects) = self.redirects.get_mut(&interface) {
+                redirects.translate(&mut seg, self.shared.now_us);
+            }
         }
         let (key, dir) = flow_key(&seg, interface);
         self.replace_if_new_connection(&key, &seg);
