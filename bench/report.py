@@ -5,6 +5,7 @@
     report.py check-count STATS.json CAPTURE.json                  pairs_emitted == expected_pairs
     report.py tshark-count OUT.tsv                                 HTTP requests/responses tshark saw
     report.py check-live DIR                                       each live pair belongs together
+    report.py node-stats BEFORE.json AFTER.json                    the node's worker's counters over a run
     report.py summary OUT_DIR                                      results.json and the tables (stdout)
 
 The check commands print JSON and exit 1 when the output is wrong.
@@ -26,6 +27,9 @@ TARGETS = {
     "live_share_pct": 99.9,
     "live_cpu_share": 0.25,
     "kafka_peak_rss_mib": 96.0,  # issue 19: librdkafka's buffers included
+    # issue 19: what `node-worker run` (kube client, watches, status, metrics) may add to capture mode.
+    "node_extra_rss_mib": 16.0,
+    "node_extra_cpu_pct": 5.0,
 }
 
 # The live runs are judged per kind: HTTP/1.1 into a pipe (issue 7), HTTP/2 (issue 17), Kafka (issue 19).
@@ -33,7 +37,7 @@ LIVE_KINDS = [
     ("HTTP/1.1, pipe", lambda r: r["client"] == "wrk" and r["sink"] != "kafka"),
     ("HTTP/2 (h2load), pipe", lambda r: r["client"] == "h2load" and r["sink"] != "kafka"),
     ("HTTP/1.1, Kafka", lambda r: r["client"] == "wrk" and r["sink"] == "kafka"
-     and r["name"] not in ("kafka-outage", "kafka-verify")),
+     and r["name"] not in ("kafka-outage", "kafka-verify") and not r["name"].startswith("node-")),
 ]
 
 
@@ -463,6 +467,7 @@ def live_summary(root):
         duration = (summary.get("duration_us") or 0) / 1e6
         entry = {
             "name": run["name"],
+            "worker": run.get("worker", "capture"),
             "client": run.get("client", "wrk"),
             "sink": run.get("sink", "local"),
             "target_rate": run["rate"],
@@ -506,10 +511,54 @@ def live_summary(root):
             entry["memory"] = memory_trend(rss_path)
         runs.append(entry)
     def order(r):
-        return (r["name"] == "long", r["client"] != "wrk", r["sink"] == "kafka",
-                float("inf") if r["target_rate"] == "max" else float(r["target_rate"]))
+        return (r["name"] == "long", r["client"] != "wrk", r["sink"] == "kafka", r["name"].startswith("node-"),
+                r["worker"], float("inf") if r["target_rate"] == "max" else float(r["target_rate"]))
     runs.sort(key=order)
     return runs
+
+
+def node_comparison(live):
+    """Per rate, `node-worker run` on the node against `capture` under the same load (issue 19 item 5): what
+    the cluster machinery adds, in MiB of peak RSS and in percent of capture mode's CPU."""
+    by = {(r["worker"], r["target_rate"]): r for r in live if r["name"].startswith("node-")}
+    rows = []
+    for (worker, rate), run in sorted(by.items()):
+        base = by.get(("capture", rate))
+        if worker != "node" or not base or not base["worker_cpu_s"]:
+            continue
+        # CPU per pair, so that a run that captured a few more pairs is not charged for them.
+        per_pair = lambda r: r["worker_cpu_s"] / r["pairs_captured"] if r["pairs_captured"] else None  # noqa: E731
+        cpu_pct = None
+        if per_pair(run) and per_pair(base):
+            cpu_pct = round(100 * (per_pair(run) / per_pair(base) - 1), 1)
+        rows.append({
+            "rate": rate,
+            "capture_cpu_s": base["worker_cpu_s"], "run_cpu_s": run["worker_cpu_s"],
+            "capture_pairs": base["pairs_captured"], "run_pairs": run["pairs_captured"],
+            "extra_cpu_pct_per_pair": cpu_pct,
+            "capture_peak_rss_mib": base["worker_peak_rss_mib"], "run_peak_rss_mib": run["worker_peak_rss_mib"],
+            "extra_rss_mib": round(run["worker_peak_rss_mib"] - base["worker_peak_rss_mib"], 1),
+        })
+    return rows
+
+
+def signed(value):
+    return "n/a" if value is None else f"{value:+}"
+
+
+def node_stats(before_path, after_path):
+    """The in-cluster worker's counters over one run (two readings of its /metrics, bench/node.py counters)
+    in the fields of `capture --stats-json` that check_live reads."""
+    before, after = load(before_path, {}), load(after_path, {})
+    delta = lambda k: (after.get(k) or 0) - (before.get(k) or 0)  # noqa: E731
+    print(json.dumps({
+        "counters": {"pairs_emitted": delta("pairs_emitted")},
+        # Every pair the pipeline emits is handed to the Kafka sink (accepted or dropped there, counted).
+        "sink": {"accepted": delta("pairs_emitted"), "delivered": delta("delivered"),
+                 "dropped_full": delta("dropped_full"), "purged": delta("purged"), "failed": delta("failed"),
+                 "buffered_pairs": after.get("buffered_pairs")},
+        "capture": {"kernel_dropped": delta("kernel_dropped")},
+    }))
 
 
 def memory_trend(path):
@@ -581,6 +630,15 @@ def targets(offline, live):
         worst = max((r["worker_cpu_vs_client_server"] or 0) for r in rated)
         t.append({"target": f"{kind}: worker CPU < 1/4 of client + server", "value": f"{worst} at most",
                   "met": worst < TARGETS["live_cpu_share"]})
+    for row in node_comparison(live):
+        t.append({"target": f"node-worker run adds <= {TARGETS['node_extra_rss_mib']:.0f} MiB and "
+                            f"<= {TARGETS['node_extra_cpu_pct']:.0f} % CPU to capture mode, {row['rate']}/s into Kafka",
+                  "value": f"{row['extra_rss_mib']:+} MiB ({row['capture_peak_rss_mib']} -> {row['run_peak_rss_mib']}), "
+                           f"{signed(row['extra_cpu_pct_per_pair'])} % CPU per pair "
+                           f"({row['capture_cpu_s']} s for {row['capture_pairs']} -> {row['run_cpu_s']} s for {row['run_pairs']})",
+                  "met": row["extra_rss_mib"] <= TARGETS["node_extra_rss_mib"]
+                  and row["extra_cpu_pct_per_pair"] is not None
+                  and row["extra_cpu_pct_per_pair"] <= TARGETS["node_extra_cpu_pct"]})
     outage = [r for r in live if r["name"] == "kafka-outage"]
     if outage:
         r, a = outage[0], outage[0].get("kafka_accounting") or {}
@@ -761,7 +819,7 @@ def summary(root):
               " sink: a pipe, or Kafka (pairs read back from the topic)):")
         rows = []
         for r in live:
-            rows.append([r["name"], r["client"], r["sink"], fmt(r["rate_achieved"], "{:,}"), r["connections"],
+            rows.append([r["name"], r["client"], r["sink"] if r["worker"] == "capture" else f"{r['sink']} (run)", fmt(r["rate_achieved"], "{:,}"), r["connections"],
                          r["requests_sent"],
                          r["requests_at_server"], r["pairs_captured"], fmt(r["captured_pct"], "{:.2f}"),
                          r["kernel_dropped"], r["pairs_wrong"], fmt(r["worker_cpu_s"], "{:.2f}"),
@@ -784,6 +842,16 @@ def summary(root):
                       f" + purged {a['purged']} + failed {a['failed']} ({'adds up' if a['adds_up'] else 'DOES NOT ADD UP'});"
                       f" on the topic {a['on_topic']}" + (f", all read back and checked ({r['pairs_checked']})"
                                                          if r["pairs_checked"] else ", counted"))
+        idle = load(os.path.join(root, "live", "node-idle.json"))
+        if idle:
+            print(f"  node, no traffic: node-worker run used {idle['worker_ticks'] / idle['clk_tck']:.2f} CPU s in"
+                  f" {idle['seconds']:.0f} s ({100 * idle['worker_ticks'] / idle['clk_tck'] / idle['seconds']:.2f} % of a"
+                  f" core), RSS {idle['rss_kib'] / 1024:.1f} MiB")
+        for row in node_comparison(live):
+            print(f"  node, {row['rate']}/s into Kafka: node-worker run {row['run_cpu_s']} CPU s for {row['run_pairs']} pairs,"
+                  f" peak RSS {row['run_peak_rss_mib']} MiB; capture {row['capture_cpu_s']} CPU s for"
+                  f" {row['capture_pairs']} pairs, {row['capture_peak_rss_mib']} MiB: the cluster machinery adds"
+                  f" {row['extra_rss_mib']:+} MiB and {signed(row['extra_cpu_pct_per_pair'])} % CPU per pair")
         for r in live:
             if "memory" in r and r["memory"].get("samples", 0) >= 4:
                 m = r["memory"]
@@ -811,6 +879,8 @@ def main(argv):
         tshark_count(argv[2])
     elif cmd == "check-live":
         check_live(argv[2])
+    elif cmd == "node-stats":
+        node_stats(argv[2], argv[3])
     elif cmd == "summary":
         summary(argv[2])
     else:

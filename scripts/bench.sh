@@ -59,6 +59,14 @@
 #                                config: peak RSS of `capture --read` on each, less a flood of 10 (0 or empty:
 #                                off; smoke: 2000). BENCH_FLOOD_KINDS="syn handshake request": a SYN each; the
 #                                handshake then silence; the handshake and one request never answered
+#   BENCH_NODE=0                 1: the in-cluster worker on the real node (issue 19): the tests' Kubernetes 1.20
+#                                (scripts/cluster.sh, Docker, the images of scripts/images.sh) with the product
+#                                installed from config/default; at each of BENCH_NODE_RATES="2000 5000", the same
+#                                Kafka load measured twice with the image's binary: `capture --sink kafka` (as the
+#                                Kafka runs), then `node-worker run` in the DaemonSet's pod, configured by an
+#                                InterceptorConfig (client's veth skipped). Its CPU and peak RSS (reset before each
+#                                run) beside capture mode's: what the kube client, watches, status and metrics add;
+#                                and its CPU with no traffic over BENCH_NODE_IDLE_SECONDS=30
 #   BENCH_KEEP=1                 keep the pairs files     BENCH_OUT=DIR   NODE_WORKER=, CAPTURE_GEN= binaries
 # Needs: tshark, tcpdump, valgrind, python3; live: root, iproute2, wrk, nginx, curl, h2load. Missing Debian
 # packages are installed when running as root.
@@ -93,6 +101,9 @@ FLOODS=$(echo $FLOODS) # " " is none, as for the other lists
 [ "$FLOODS" = 0 ] && FLOODS=
 FLOOD_KINDS=${BENCH_FLOOD_KINDS:-syn handshake request}
 KAFKA_OUTAGE=${BENCH_KAFKA_OUTAGE:-0}
+NODE=${BENCH_NODE:-0}
+NODE_RATES=${BENCH_NODE_RATES:-2000 5000}
+NODE_IDLE_SECONDS=${BENCH_NODE_IDLE_SECONDS:-30}
 OUTAGE_AFTER=${BENCH_OUTAGE_AFTER:-30}
 OUTAGE_SECONDS=${BENCH_OUTAGE_SECONDS:-300}
 OUTAGE_TAIL=${BENCH_OUTAGE_TAIL:-60}
@@ -375,6 +386,8 @@ cleanup() {
   [ -z "$writer_pid" ] || kill "$writer_pid" 2>/dev/null
   [ -z "$nginx_pid" ] || kill -TERM "$nginx_pid" 2>/dev/null
   [ -z "${outage_pid:-}" ] || kill "$outage_pid" 2>/dev/null
+  [ -z "${NODE_DIR:-}" ] || { /usr/bin/python3 "$ROOT/bench/node.py" down "$NODE_DIR"; rm -rf "$NODE_DIR"; }
+  [ -z "${NODE_DOCKER_DIR:-}" ] || "$ROOT/scripts/docker.sh" stop "$NODE_DOCKER_DIR" >/dev/null 2>&1
   for dir in ${KAFKA_DIRS_STARTED:-}; do "$ROOT/scripts/broker.sh" stop "$dir" >/dev/null 2>&1; done
   del_namespace "$NS_C"
   del_namespace "$NS_S"
@@ -438,6 +451,8 @@ live_setup() {
 #   RUN_CLIENT=wrk (HTTP/1.1 POSTs, keep-alive) or h2load (HTTP/2 GETs, h2c prior knowledge)
 #   RUN_SINK=local (BENCH_PAIRS_VIA: a pipe or a file) or kafka (the broker in $KAFKA_BROKER, read back after)
 #   RUN_OUTAGE=AFTER:SECONDS  kill -9 the broker of $OUTAGE_DIR after AFTER s of load, restart it SECONDS later
+#   RUN_WORKER=node           no worker started: the in-cluster one ($NODE_WORKER_PID, into $NODE_TOPIC) is measured,
+#                             its peak RSS reset first; its counters come from its /metrics (bench/node.py)
 live_run() { # name rate seconds [sample_every_seconds]
   local name=$1 rate=$2 seconds=$3 sample=${4:-0}
   local client=${RUN_CLIENT:-wrk} sink_kind=${RUN_SINK:-local}
@@ -463,8 +478,13 @@ live_run() { # name rate seconds [sample_every_seconds]
     pairs="$PAIRS_DIR/icbench-$$-$name.jsonl"
     ln -s "$pairs" "$d/pairs.jsonl"
   fi
-  local sink="file:$pairs" config=$LIVE_CONFIG topic=
-  if [ "$sink_kind" = kafka ]; then
+  local sink="file:$pairs" config=$LIVE_CONFIG topic= worker=${RUN_WORKER:-capture} on_topic0=0
+  if [ "$worker" = node ]; then
+    topic=$NODE_TOPIC
+    on_topic0=$("$READ_TOPIC" --count "$KAFKA_BROKER" "$topic" 2>"$d/read_topic.err") ||
+      die "live run $name: counting the messages of $topic failed: $(tail -2 "$d/read_topic.err")"
+    /usr/bin/python3 "$ROOT/bench/node.py" counters >"$d/counters-before.json" || die "no counters from the node's worker"
+  elif [ "$sink_kind" = kafka ]; then
     # The user's live config (if any) plus the broker; everything else is the default config's (lz4, acks=all,
     # 3 partitions for a created topic). A fresh topic per run: the consumer reads exactly this run's pairs.
     topic="icbench-$$-$name"
@@ -494,17 +514,25 @@ PY
     writer_pid=$!
     sink="file:$d/pairs.fifo"
   fi
-  RUST_LOG=info "$BIN" capture --interface bs0 --netns "/run/netns/$NS_S" ${config:+--config "$config"} \
-    --sink "$sink" \
-    --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
-  worker_pid=$!
+  if [ "$worker" = node ]; then
+    worker_pid=$NODE_WORKER_PID
+    kill -0 "$worker_pid" 2>/dev/null || die "the node's worker ($worker_pid) is gone"
+    echo 5 >"/proc/$worker_pid/clear_refs" # its peak RSS, from now on
+  else
+    RUST_LOG=info "${RUN_BIN:-$BIN}" capture --interface bs0 --netns "/run/netns/$NS_S" ${config:+--config "$config"} \
+      --sink "$sink" \
+      --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
+    worker_pid=$!
+  fi
   # The tap is open once the worker says it is capturing.
   for _ in $(seq 200); do
+    [ "$worker" != node ] || break
     grep -q '"message":"capturing' "$d/worker.log" 2>/dev/null && break
     kill -0 "$worker_pid" 2>/dev/null || die "the worker exited: $(tail -3 "$d/worker.log")"
     sleep 0.05
   done
-  grep -q '"message":"capturing' "$d/worker.log" || die "the worker did not start capturing: $(tail -3 "$d/worker.log")"
+  [ "$worker" = node ] || grep -q '"message":"capturing' "$d/worker.log" ||
+    die "the worker did not start capturing: $(tail -3 "$d/worker.log")"
   if [ "$sample" -gt 0 ]; then
     ( echo "epoch_s,rss_kib,hwm_kib,cpu_ticks" >"$d/rss.csv"
       while kill -0 "$worker_pid" 2>/dev/null; do
@@ -555,8 +583,19 @@ PY
       | grep -v '^$' >"$d/perf-flat.txt" || true
     [ "$KEEP" = 1 ] || rm -f "$d/perf.data" "$d/perf.data.old"
   fi
-  # The worker flushes what Kafka has not acknowledged yet on its way out (within its flush timeout).
-  stop_worker
+  if [ "$worker" = node ]; then
+    # It goes on running: wait until it has nothing left to deliver, then take its counters.
+    for _ in $(seq 120); do
+      /usr/bin/python3 "$ROOT/bench/node.py" counters >"$d/counters-after.json" || die "no counters from the node's worker"
+      grep -q '"buffered_pairs": 0' "$d/counters-after.json" && break
+      sleep 0.5
+    done
+    /usr/bin/python3 "$REPORT" node-stats "$d/counters-before.json" "$d/counters-after.json" >"$d/worker.stats.json"
+    worker_pid=
+  else
+    # The worker flushes what Kafka has not acknowledged yet on its way out (within its flush timeout).
+    stop_worker
+  fi
   if [ "$sink_kind" = kafka ]; then
     b1=$(cpu_ticks "$KAFKA_PID")
     [ "$b1" -ge "$b0" ] || b1=$b0 # the broker was restarted (outage): its CPU is not counted
@@ -564,7 +603,7 @@ PY
     # verification run: tansu 0.6 takes minutes to serve a few thousand lz4-compressed messages.
     kafka_messages=$("$READ_TOPIC" --count "$KAFKA_BROKER" "$topic" 2>"$d/read_topic.err") ||
       wrong "live run $name: counting the messages of $topic failed: $(tail -2 "$d/read_topic.err")"
-    [[ "$kafka_messages" =~ ^[0-9]+$ ]] || kafka_messages=null
+    [[ "$kafka_messages" =~ ^[0-9]+$ ]] && kafka_messages=$((kafka_messages - on_topic0)) || kafka_messages=null
     if [ "${RUN_KAFKA_VERIFY:-0}" = 1 ]; then
       "$READ_TOPIC" "$KAFKA_BROKER" "$topic" >"$pairs" 2>"$d/read_topic.err" ||
         wrong "live run $name: reading $topic back failed: $(tail -2 "$d/read_topic.err")"
@@ -583,7 +622,7 @@ PY
  "machine_busy_ticks": $(( ${m1% *} - ${m0% *} )), "machine_softirq_ticks": $(( ${m1#* } - ${m0#* } )),
  "server_requests": $(( r1 - r0 - 1 )), "worker_vm_hwm_kib": $hwm, "worker_vm_rss_kib": $rss,
  "kafka_messages": $kafka_messages, "kafka_read_back": $([ "${RUN_KAFKA_VERIFY:-0}" = 1 ] && echo true || echo false),
- "pairs_file": "$pairs", "pairs_via": "$([ "$sink_kind" = kafka ] && echo "kafka:$topic" || echo "$PAIRS_VIA")"}
+ "worker": "$worker", "pairs_file": "$pairs", "pairs_via": "$([ "$sink_kind" = kafka ] && echo "kafka:$topic" || echo "$PAIRS_VIA")"}
 JSON
   python3 "$REPORT" check-live "$d" >"$d/check.json" || wrong "live run $name: $(cat "$d/check.json")"
   [ "$KEEP" = 1 ] || rm -f "$pairs" "$d/pairs.jsonl"
@@ -624,6 +663,50 @@ kafka_setup() {
   fi
 }
 
+# The node part (BENCH_NODE=1): capture mode, then the in-cluster worker, under the same Kafka load.
+NODE_DIR=
+NODE_DOCKER_DIR=
+node_runs() {
+  [ -n "$KAFKA_BROKER" ] || kafka_setup || die "BENCH_NODE=1: no broker"
+  log "node: the Kubernetes binaries (first run: a build of about 25 minutes), Docker, the images"
+  "$ROOT/scripts/kubernetes.sh" install >"$OUT/live/node-kubernetes.log" 2>&1 ||
+    die "node: scripts/kubernetes.sh install failed: $(tail -3 "$OUT/live/node-kubernetes.log")"
+  if [ -z "${DOCKER_HOST:-}" ] || ! "$("$ROOT/scripts/docker.sh" client)" version >/dev/null 2>&1; then
+    eval "$("$ROOT/scripts/docker.sh" start 2>"$OUT/live/node-docker.log")" ||
+      die "node: the Docker engine did not start: $(tail -3 "$OUT/live/node-docker.log")"
+    NODE_DOCKER_DIR=$INTERCEPTOR_DOCKER_DIR
+  fi
+  "$ROOT/scripts/images.sh" >"$OUT/live/node-images.log" 2>&1 ||
+    die "node: building the images failed: $(tail -3 "$OUT/live/node-images.log")"
+  NODE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/interceptor-bench-node.XXXXXX")
+  log "node: cluster up in $NODE_DIR, the product installed (config/default)"
+  eval "$(/usr/bin/python3 "$ROOT/bench/node.py" up "$NODE_DIR" 2>"$OUT/live/node-up.log")" ||
+    die "node: cluster up failed: $(tail -5 "$OUT/live/node-up.log")"
+  local rate
+  for rate in $NODE_RATES; do
+    RUN_SINK=kafka RUN_BIN=$NODE_IMAGE_WORKER live_run "node-capture-$rate" "$rate" "$LIVE_SECONDS"
+  done
+  NODE_TOPIC="icbench-$$-node"
+  log "node: an InterceptorConfig for the node (topic $NODE_TOPIC); waiting for its worker to tap bs0"
+  eval "$(/usr/bin/python3 "$ROOT/bench/node.py" apply --broker "$KAFKA_BROKER" --topic "$NODE_TOPIC" \
+    --skip bc0 --tap bs0 2>"$OUT/live/node-apply.log")" ||
+    die "node: the worker did not start: $(tail -5 "$OUT/live/node-apply.log")"
+  sleep 10 # past its start (first scans, first status writes): the runs measure it at work
+  # Its cost with no traffic at all (the scans, watches, status writes and metrics alone).
+  local t0 t1 i0 i1
+  t0=$(date +%s.%N); i0=$(cpu_ticks "$NODE_WORKER_PID")
+  sleep "$NODE_IDLE_SECONDS"
+  t1=$(date +%s.%N); i1=$(cpu_ticks "$NODE_WORKER_PID")
+  echo "{\"seconds\": $(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}'), \"worker_ticks\": $((i1 - i0)), \"clk_tck\": $(getconf CLK_TCK)," \
+    "\"rss_kib\": $(vm_kib "$NODE_WORKER_PID" VmRSS)}" >"$OUT/live/node-idle.json"
+  for rate in $NODE_RATES; do
+    RUN_SINK=kafka RUN_WORKER=node live_run "node-run-$rate" "$rate" "$LIVE_SECONDS"
+  done
+  /usr/bin/python3 "$ROOT/bench/node.py" down "$NODE_DIR"
+  rm -rf "$NODE_DIR"
+  NODE_DIR=
+}
+
 live() {
   if ! is_root; then
     [ "$SMOKE" = 1 ] && { log "SKIPPED live: needs root (network namespaces, packet capture)"; return 0; }
@@ -658,6 +741,7 @@ live() {
       log "SKIPPED kafka: no broker (BENCH_KAFKA=0 to not try)"
     fi
   fi
+  if [ "$NODE" = 1 ]; then node_runs; fi
   if [ "$LONG" = 1 ]; then live_run long "$LONG_RATE" "$LONG_SECONDS" "$LONG_SAMPLE"; fi
 }
 
