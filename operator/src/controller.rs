@@ -146,7 +146,7 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
     let config_maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let daemon_sets: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
+    let nodes = ctx.nodes.state();
     let existing: BTreeSet<String> = nodes.iter().map(|n| n.name_any()).collect();
     let selected = selected_nodes(icfg, &nodes);
     let (cadence, heartbeat_timeout) = worker_cadence(
@@ -204,14 +204,13 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         }
     };
 
-    let mut reports: Vec<InterceptorStatus> = ctx
+    let mut reports: Vec<Arc<InterceptorStatus>> = ctx
         .reports
         .state()
-        .iter()
+        .into_iter()
         .filter(|r| {
             r.namespace().as_deref() == Some(namespace.as_str()) && r.spec.interceptor == name
         })
-        .map(|r| (**r).clone())
         .collect();
     reports.sort_by_key(|r| r.name_any());
     let now = (ctx.clock)();
@@ -240,8 +239,7 @@ async fn reconcile_config(icfg: &InterceptorConfig, ctx: &Context) -> Result<Act
         }
     }
 
-    let configs: Vec<InterceptorConfig> =
-        ctx.configs.state().iter().map(|c| (**c).clone()).collect();
+    let configs = ctx.configs.state();
     let overlap = double_capture(icfg, &configs, &nodes);
     let status = aggregate(&Observed {
         generation: icfg.metadata.generation,

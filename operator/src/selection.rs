@@ -1,6 +1,7 @@
 //! Which nodes an InterceptorConfig's workers run on, computed the way the DaemonSet controller schedules
 //! them (node selector and taints), and which configs capture the same node twice.
 
+use std::borrow::Borrow;
 use std::collections::BTreeSet;
 
 use interceptor_crds::InterceptorConfig;
@@ -57,10 +58,12 @@ pub fn selects(icfg: &InterceptorConfig, node: &Node) -> bool {
         .all(|taint| tolerations.iter().any(|t| tolerates(t, taint)))
 }
 
-/// Names of the nodes `icfg` selects.
-pub fn selected_nodes(icfg: &InterceptorConfig, nodes: &[Node]) -> BTreeSet<String> {
+/// Names of the nodes `icfg` selects. Takes the reflector's `Arc<Node>`s as they are (a reconcile must not
+/// copy every Node of a 5 000-node cluster) as well as plain Nodes.
+pub fn selected_nodes<N: Borrow<Node>>(icfg: &InterceptorConfig, nodes: &[N]) -> BTreeSet<String> {
     nodes
         .iter()
+        .map(Borrow::borrow)
         .filter(|n| selects(icfg, n))
         .map(|n| n.name_any())
         .collect()
@@ -89,15 +92,15 @@ fn older(a: &InterceptorConfig, b: &InterceptorConfig) -> bool {
 
 /// The overlap of `icfg` with older configs, if any: the newer of two configs selecting the same node is
 /// the one marked Degraded (double capture: every pair would be produced twice).
-pub fn double_capture(
+pub fn double_capture<C: Borrow<InterceptorConfig>, N: Borrow<Node>>(
     icfg: &InterceptorConfig,
-    all: &[InterceptorConfig],
-    nodes: &[Node],
+    all: &[C],
+    nodes: &[N],
 ) -> Option<Overlap> {
     let mine = selected_nodes(icfg, nodes);
     let mut twice = BTreeSet::new();
     let mut configs = Vec::new();
-    for other in all {
+    for other in all.iter().map(Borrow::borrow) {
         let same = other.uid().is_some() && other.uid() == icfg.uid()
             || other.namespace() == icfg.namespace() && other.name_any() == icfg.name_any();
         if same || other.metadata.deletion_timestamp.is_some() || !older(other, icfg) {

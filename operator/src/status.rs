@@ -3,6 +3,7 @@
 //! the condition changes worth an event.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use interceptor_crds::interceptor_config::Totals;
@@ -49,7 +50,8 @@ pub struct Observed<'a> {
     /// Nodes the DaemonSet selects.
     pub selected_nodes: &'a BTreeSet<String>,
     /// This config's InterceptorStatus objects.
-    pub reports: &'a [InterceptorStatus],
+    /// (The reflector's own `Arc`s: a reconcile copies no report.)
+    pub reports: &'a [Arc<InterceptorStatus>],
     pub overlap: Option<&'a Overlap>,
     pub now: Timestamp,
     /// A report older than this does not count as reporting.
@@ -85,7 +87,7 @@ pub fn worker_cadence(
 
 /// Names of the reports to delete: their node is gone, or no longer selected and silent.
 pub fn stale_reports(
-    reports: &[InterceptorStatus],
+    reports: &[Arc<InterceptorStatus>],
     existing_nodes: &BTreeSet<String>,
     selected_nodes: &BTreeSet<String>,
     now: Timestamp,
@@ -161,6 +163,7 @@ pub fn aggregate(o: &Observed<'_>) -> InterceptorConfigStatus {
         .filter(|r| {
             o.selected_nodes.contains(&r.spec.node) && is_fresh(r, o.now, o.heartbeat_timeout)
         })
+        .map(|r| &**r)
         .collect();
     let mut totals = Totals::default();
     for report in &fresh {

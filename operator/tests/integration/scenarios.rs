@@ -2,6 +2,7 @@
 //! snapshots (status.rs) and by what Flux (kstatus) and Argo CD read from them (gitops.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use interceptor_crds::interceptor_status::{KafkaState, NodeCounters, NodePhase, OwnerConfig};
@@ -94,7 +95,7 @@ pub fn observe(
         outcome,
         daemon_set,
         selected_nodes: selected,
-        reports,
+        reports: &reports.iter().cloned().map(Arc::new).collect::<Vec<_>>(),
         overlap,
         now: at(NOW),
         heartbeat_timeout: Duration::from_secs(60),

@@ -1,5 +1,6 @@
 //! Snapshot tests of the pure status aggregation.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::{assert_appliable, assert_snapshot};
@@ -157,7 +158,7 @@ fn stale_reports_are_those_of_gone_or_unselected_silent_nodes() {
     let existing = nodes(&["kept", "unselected-silent", "unselected-fresh"]);
     let selected = nodes(&["kept"]);
     let stale = stale_reports(
-        &reports,
+        &reports.into_iter().map(Arc::new).collect::<Vec<_>>(),
         &existing,
         &selected,
         at(NOW),
