@@ -13,7 +13,8 @@ script reads the API server's, etcd's and the operator's own counters and /proc,
   - bytes etcd received per second (etcd_network_client_grpc_received_bytes_total) and puts per second;
   - CPU of kube-apiserver, etcd and the operator (seconds of CPU per second), their RSS;
   - the operator's reconciles and mean reconcile duration in the window.
-The window defaults to three heartbeats of the cadence the operator chose (at least 120 s).
+The window defaults to three heartbeats of the cadence the operator chose (at least 120 s). After it, the
+time from one worker's change (Kafka lost, then back) to the InterceptorConfig's Degraded condition.
 Results: a table on stdout and target/bench/status-scale.json (or $BENCH_OUT/status-scale.json).
 """
 
@@ -226,11 +227,15 @@ def main():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=sys.stderr, text=True)
             before = after = None
             cadence = None
+            latency = {}
             for line in proc.stdout:
                 print("  " + line.rstrip(), flush=True)
                 m = re.search(r"heartbeat (\d+) s", line)
                 if m:
                     cadence = int(m.group(1))
+                m = re.search(r"change (reached|cleared from) the InterceptorConfig's status in ([\d.]+) s", line)
+                if m:
+                    latency[m.group(1)] = float(m.group(2))
                 if "window start" in line:
                     before = reading(f"http://{metrics_addr}/metrics")
                 elif "window end" in line:
@@ -238,6 +243,8 @@ def main():
             if proc.wait() != 0 or not before or not after:
                 raise SystemExit(f"status_load failed for {n} nodes")
             result = window(before, after, n, cadence)
+            result["change_to_config_status_seconds"] = latency.get("reached")
+            result["recovery_to_config_status_seconds"] = latency.get("cleared from")
             results.append(result)
             print(json.dumps(result, indent=1), flush=True)
         with open(os.path.join(out_dir, "status-scale.json"), "w") as f:
@@ -258,15 +265,16 @@ def main():
 
 def print_table(results):
     print("| nodes | heartbeat | status writes/s | / kubelet Leases | all API writes/s | etcd bytes/s "
-          "| apiserver CPU | etcd CPU | operator CPU | operator RSS | reconcile (mean) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| apiserver CPU | etcd CPU | operator CPU | operator RSS | reconcile (mean) | change -> status |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         cpu = r["cpu_per_second"]
         print(f"| {r['nodes']} | {r['heartbeat_seconds']} s | {r['status_writes_per_second']} "
               f"| {r['status_over_leases']} | {r['all_api_writes_per_second']} "
               f"| {r['etcd_received_bytes_per_second']} | {cpu.get('kube-apiserver')} "
               f"| {cpu.get('etcd')} | {cpu.get('operator')} | {r['peak_rss_mib'].get('operator')} MiB "
-              f"| {r['operator_mean_reconcile_ms']} ms |")
+              f"| {r['operator_mean_reconcile_ms']} ms | {r.get('change_to_config_status_seconds')} s "
+              f"/ {r.get('recovery_to_config_status_seconds')} s |")
 
 
 if __name__ == "__main__":

@@ -14,9 +14,15 @@
 //!     --namespace interceptor-system --config load
 //! ```
 //!
+//! After the window, the time from a worker's change to the InterceptorConfig's status: the first
+//! simulated node loses Kafka (its report says so at its next permitted write), and the tool watches the
+//! config until its Degraded condition names that node; then Kafka comes back, until the condition
+//! clears. Printed as `change reached the InterceptorConfig's status in S s` (and `... cleared in S s`).
+//!
 //! Uses the current kubeconfig. Prints one line per phase; the API server's and etcd's own metrics say
 //! what it cost. `--cleanup` deletes the Node objects and the InterceptorStatus objects at the end.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -127,7 +133,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let (done_tx, done_rx) = watch::channel(false);
-    let simulate = tokio::spawn(simulate(shared.clone(), args.interfaces));
+    let first_disconnected = Arc::new(AtomicBool::new(false));
+    let simulate = tokio::spawn(simulate(
+        shared.clone(),
+        args.interfaces,
+        Arc::clone(&first_disconnected),
+    ));
     let follow = tokio::spawn(follow_config(config_maps, cm_name, shared.clone()));
     let ramp = Duration::from_secs(args.ramp_seconds.unwrap_or(cadence.heartbeat_seconds));
     let mut writers = Vec::with_capacity(args.nodes);
@@ -159,6 +170,35 @@ async fn main() -> anyhow::Result<()> {
     println!("status_load: window start");
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     println!("status_load: window end");
+    // A worker's change, all the way to the config's status.
+    let names_first = |icfg: &InterceptorConfig| {
+        icfg.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Degraded" && c.status == "True" && c.message.contains(&node_name(0))
+            })
+        })
+    };
+    for (disconnected, what) in [(true, "reached"), (false, "cleared from")] {
+        first_disconnected.store(disconnected, Ordering::Relaxed);
+        let changed = Instant::now();
+        loop {
+            let icfg = configs.get(&args.config).await?;
+            if names_first(&icfg) == disconnected {
+                println!(
+                    "status_load: a worker's change {what} the InterceptorConfig's status in {:.1} s",
+                    changed.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            if changed.elapsed() > Duration::from_secs(3 * cadence.heartbeat_seconds.max(60)) {
+                println!(
+                    "status_load: a worker's change never {what} the InterceptorConfig's status"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     for s in &shared {
         s.set_stopping();
     }
@@ -277,7 +317,11 @@ async fn follow_config(api: Api<ConfigMap>, name: String, shared: Vec<Arc<Shared
 }
 
 /// What each simulated capture loop publishes every second: a heartbeat, its taps, growing counters.
-async fn simulate(shared: Vec<Arc<Shared>>, interfaces: usize) {
+async fn simulate(
+    shared: Vec<Arc<Shared>>,
+    interfaces: usize,
+    first_disconnected: Arc<AtomicBool>,
+) {
     let tapped: Vec<InterfaceInfo> = (0..interfaces)
         .map(|i| InterfaceInfo {
             name: "eth0".into(),
@@ -306,6 +350,7 @@ async fn simulate(shared: Vec<Arc<Shared>>, interfaces: usize) {
             snapshot.counters.requests = round * rate / 20;
             snapshot.counters.responses = round * rate / 20;
             snapshot.counters.pairs_emitted = round * rate / 25;
+            snapshot.sink.connected = Some(!(i == 0 && first_disconnected.load(Ordering::Relaxed)));
             s.publish_snapshot(snapshot);
             s.beat(now);
         }

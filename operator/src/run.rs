@@ -1,10 +1,12 @@
 //! `operator run`: wiring of the controller, the caches, leader election, the HTTP endpoints and shutdown.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::channel::mpsc;
 use futures::StreamExt;
 use interceptor_crds::interceptor_status::LABEL_CONFIG;
 use interceptor_crds::{InterceptorConfig, InterceptorStatus};
@@ -13,14 +15,15 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{controller, predicates, watcher, Controller, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use operator::controller::{error_policy, reconcile, Context, Settings, FIELD_MANAGER};
 use operator::http::{serve, Health};
 use operator::lease::LeaderElector;
 use operator::metrics::Metrics;
 use operator::render::RenderSettings;
+use operator::status::report_signature;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -98,6 +101,66 @@ where
         }),
     );
     reader
+}
+
+/// The reports' cache, filled from a watch forever, and a stream of the InterceptorConfigs whose reports
+/// changed in what their status shows ([`report_signature`]: phase, message, config version, Kafka),
+/// so that a worker going Degraded shows on its config within a second or so rather than at the next
+/// resync. Heartbeats and counters trigger nothing. Each config is triggered at most once a second
+/// (changes are collected and sent each second): a thousand workers flapping cost one reconcile a second.
+fn spawn_report_cache(
+    api: Api<InterceptorStatus>,
+    config: watcher::Config,
+) -> (
+    Store<InterceptorStatus>,
+    mpsc::Receiver<ObjectRef<InterceptorConfig>>,
+) {
+    let (reader, writer) = reflector::store();
+    let changed: Arc<Mutex<HashSet<ObjectRef<InterceptorConfig>>>> = Arc::default();
+    let collect = Arc::clone(&changed);
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(|r: &mut InterceptorStatus| {
+            r.metadata.managed_fields = None;
+            if let Some(s) = r.status.as_mut() {
+                s.interfaces.clear();
+            }
+        })
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(report_signature, Default::default());
+    tokio::spawn(stream.for_each(move |event| {
+        match event {
+            Ok(report) => {
+                if let Some(namespace) = report.namespace() {
+                    let config = ObjectRef::new(&report.spec.interceptor).within(&namespace);
+                    if let Ok(mut set) = collect.lock() {
+                        set.insert(config);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "watch failed; retrying"),
+        }
+        futures::future::ready(())
+    }));
+    // Bounded: when the controller is behind, a trigger is dropped; the resync still comes.
+    let (mut tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let batch = match changed.lock() {
+                Ok(mut set) => std::mem::take(&mut *set),
+                Err(_) => return,
+            };
+            for config in batch {
+                if tx.try_send(config).is_err() && tx.is_closed() {
+                    return;
+                }
+            }
+        }
+    });
+    (reader, rx)
 }
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
@@ -201,15 +264,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             n.metadata.managed_fields = None;
         },
     );
-    let reports = spawn_reflector(
+    let (reports, report_changes) = spawn_report_cache(
         api::<InterceptorStatus>(&client, ns),
         watcher::Config::default().labels(LABEL_CONFIG),
-        |r: &mut InterceptorStatus| {
-            r.metadata.managed_fields = None;
-            if let Some(s) = r.status.as_mut() {
-                s.interfaces.clear();
-            }
-        },
     );
     let (configs, configs_writer) = reflector::store::<InterceptorConfig>();
     let config_stream = watcher(
@@ -258,6 +315,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Controller::for_stream(config_stream, configs)
         .owns(api::<DaemonSet>(&client, ns), managed.clone())
         .owns(api::<ConfigMap>(&client, ns), managed)
+        .reconcile_on(report_changes)
         .graceful_shutdown_on(async move {
             tokio::select! {
                 _ = wait_for(stop_c) => {}

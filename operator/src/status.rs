@@ -85,6 +85,23 @@ pub fn worker_cadence(
     (cadence, least_timeout.max(cadence.heartbeat_timeout()))
 }
 
+/// What of a report the InterceptorConfig's status shows at once: its phase and message, its config
+/// version, its Kafka connection. A change of any of them triggers a reconcile (run.rs); heartbeats and
+/// counters never do (at 5 000 nodes they are most of the writes, and the periodic resync sums them).
+pub fn report_signature(report: &InterceptorStatus) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    report.spec.interceptor.hash(&mut hasher);
+    report.spec.node.hash(&mut hasher);
+    if let Some(s) = &report.status {
+        s.phase.map(|p| format!("{p:?}")).hash(&mut hasher);
+        s.message.hash(&mut hasher);
+        s.config_version.hash(&mut hasher);
+        s.kafka.connected.hash(&mut hasher);
+    }
+    Some(hasher.finish())
+}
+
 /// Names of the reports to delete: their node is gone, or no longer selected and silent.
 pub fn stale_reports(
     reports: &[Arc<InterceptorStatus>],
@@ -396,6 +413,50 @@ pub fn differs(a: Option<&InterceptorConfigStatus>, b: &InterceptorConfigStatus)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use interceptor_crds::interceptor_status::{InterceptorStatusSpec, NodeReport};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    #[test]
+    fn a_report_signature_changes_with_what_the_status_shows_never_with_heartbeats_or_counters() {
+        let report = |phase, beat: i64, packets, connected| {
+            let mut r = InterceptorStatus::new(
+                "e2e-node-1",
+                InterceptorStatusSpec {
+                    interceptor: "e2e".into(),
+                    node: "node-1".into(),
+                },
+            );
+            let mut status = NodeReport {
+                phase: Some(phase),
+                last_heartbeat: Some(Time(Timestamp::from_second(beat).unwrap())),
+                config_version: Some("v1".into()),
+                ..NodeReport::default()
+            };
+            status.counters.packets = packets;
+            status.kafka.connected = connected;
+            r.status = Some(status);
+            r
+        };
+        let base = report_signature(&report(NodePhase::Running, 100, 5, true));
+        assert_eq!(
+            base,
+            report_signature(&report(NodePhase::Running, 400, 9_000, true))
+        );
+        assert_ne!(
+            base,
+            report_signature(&report(NodePhase::Degraded, 100, 5, true))
+        );
+        assert_ne!(
+            base,
+            report_signature(&report(NodePhase::Running, 100, 5, false))
+        );
+        let mut moved = report(NodePhase::Running, 100, 5, true);
+        moved.status.as_mut().unwrap().config_version = Some("v2".into());
+        assert_ne!(base, report_signature(&moved));
+        let mut explained = report(NodePhase::Running, 100, 5, true);
+        explained.status.as_mut().unwrap().message = Some("the capture loop is stalled".into());
+        assert_ne!(base, report_signature(&explained));
+    }
 
     fn with_cadence(heartbeat_seconds: u64) -> InterceptorConfigStatus {
         InterceptorConfigStatus {
