@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// A worker whose InterceptorStatus heartbeat is older than this many seconds does not count as reporting.
     #[arg(long, env = "OPERATOR_HEARTBEAT_TIMEOUT_SECONDS", default_value_t = 60)]
     pub heartbeat_timeout_seconds: u64,
-    /// Reconcile every config at least this often (seconds), to read heartbeats and counters.
+    /// Reconcile every config at least this often (seconds), to sum heartbeats and counters. A report
+    /// whose phase, message, config version or Kafka connection changed triggers one within a second.
     #[arg(long, env = "OPERATOR_RESYNC_SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,
     /// Log format (the level comes from RUST_LOG, default info).
