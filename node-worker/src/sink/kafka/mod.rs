@@ -55,14 +55,17 @@ pub const CONTENT_TYPE: &str = "application/json";
 const HEADER_BYTES: u64 =
     (SCHEMA_HEADER.len() + SCHEMA.len() + CONTENT_TYPE_HEADER.len() + CONTENT_TYPE.len()) as u64;
 
-/// How often the background thread serves delivery reports and checks for a purge.
+/// How long one `poll` of the background thread lasts: delivery reports are served as they come
+/// within it; between two, the thread checks for a due purge and for the sink stopping.
 ///
-/// Not a whole number of milliseconds, on purpose: rdkafka's `poll(d)` waits in librdkafka for the time
-/// left truncated to whole milliseconds, then polls without waiting, in a loop, until `d` has passed.
-/// With exactly 50 ms, the first wait is 49 ms (a few microseconds have passed) and the thread then spun
-/// for the last millisecond of every interval: 1.7 % of a core on an idle node (`make bench`, BENCH_NODE).
-/// With 20 µs more, the wait covers the whole interval and nothing is left to spin on.
-const POLL_INTERVAL: Duration = Duration::from_micros(50_020);
+/// Long, and not a whole number of milliseconds, on purpose: rdkafka's `poll(d)` waits in librdkafka for
+/// the time left truncated to whole milliseconds, then polls without waiting, in a loop, until `d` has
+/// passed; so each `poll` ends by spinning for the fraction of a millisecond the truncation left. With
+/// exactly 50 ms, an idle worker spun the last millisecond of every 50: 1.7 % of a core (`make bench`,
+/// BENCH_NODE). The 20 µs over a whole millisecond leave nothing to spin on when no report came; when
+/// one came mid-way the spin is at most a millisecond per `poll`, 0.4 % of a core at 250 ms. A purge is
+/// still due within a quarter of a second, and stopping waits as long at most.
+const POLL_INTERVAL: Duration = Duration::from_micros(250_020);
 
 /// Sends pairs to Kafka. See the module documentation.
 pub struct KafkaSink {
