@@ -25,7 +25,7 @@ const ENTRY_OVERHEAD: usize = 32;
 pub const DEFAULT_TABLE_SIZE: usize = 4096;
 
 /// The static table (RFC 7541 Appendix A), index 1 first.
-const STATIC: [(&str, &str); 61] = [
+pub(crate) const STATIC: [(&str, &str); 61] = [
     (":authority", ""),
     (":method", "GET"),
     (":method", "POST"),

@@ -134,7 +134,7 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>, max_len: usize) -> Result<(), Huf
     }
 }
 
-#[cfg(test)]
+/// `input` Huffman-coded (what an encoder sends; for synthetic traffic and the tests).
 pub(crate) fn encode(input: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let (mut acc, mut bits) = (0u64, 0u32);
