@@ -115,7 +115,10 @@ impl Split<'_> {
 }
 
 fn split(fields: &[Field]) -> Result<Split<'_>, HeadError> {
-    let mut s = Split::default();
+    let mut s = Split {
+        regular: Vec::with_capacity(fields.len()),
+        ..Split::default()
+    };
     for f in fields {
         let Some(name) = f.name.as_deref() else {
             s.unknown_names = true;
