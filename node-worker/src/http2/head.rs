@@ -68,7 +68,7 @@ impl Builder {
     /// Room for every byte of `fields` and for `headers` headers: one allocation each, not the
     /// doublings of growing vectors (`Builder::header` took 7 % of the worker's profile under h2load).
     fn for_fields(fields: &[Field], headers: usize) -> Builder {
-        let len = |b: &Option<std::borrow::Cow<'static, [u8]>>| b.as_ref().map_or(0, |b| b.len());
+        let len = |b: &Option<super::hpack::Text>| b.as_ref().map_or(0, |b| b.len());
         let bytes = fields.iter().map(|f| len(&f.name) + len(&f.value)).sum();
         Builder {
             raw: Vec::with_capacity(bytes),

@@ -147,7 +147,7 @@ mod tests {
     use crate::http2::hpack::Decoder;
 
     fn decoded(d: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
-        let text = |b: &Option<std::borrow::Cow<'static, [u8]>>| {
+        let text = |b: &Option<crate::http2::hpack::Text>| {
             String::from_utf8(b.as_deref().unwrap().to_vec()).unwrap()
         };
         d.decode(block, 1 << 20)
