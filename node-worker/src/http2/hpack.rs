@@ -461,7 +461,8 @@ impl Input<'_> {
         if !huffman {
             return Ok(raw.to_vec());
         }
-        let mut out = Vec::with_capacity(len + len / 2);
+        // The shortest code is five bits: room for the longest decoding, never regrown.
+        let mut out = Vec::with_capacity(len * 8 / 5 + 1);
         huffman::decode(raw, &mut out, max_len)?;
         Ok(out)
     }

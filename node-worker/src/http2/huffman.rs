@@ -102,13 +102,12 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>, max_len: usize) -> Result<(), Huf
     let table = canonical();
     let limit = out.len().saturating_add(max_len);
     // The next bits of the input, most significant first; `available` of them are valid.
+    // The bits past `available` are zero.
     let (mut bits, mut available) = (0u64, 0u32);
-    let mut rest = input.iter();
+    let mut rest = input;
     loop {
-        while available <= 56 {
-            let Some(&byte) = rest.next() else { break };
-            bits |= u64::from(byte) << (56 - available);
-            available += 8;
+        if available <= 56 {
+            (bits, available, rest) = refill(bits, available, rest);
         }
         if available == 0 {
             return Ok(());
@@ -132,6 +131,31 @@ pub fn decode(input: &[u8], out: &mut Vec<u8>, max_len: usize) -> Result<(), Huf
             None => return Ok(()),
         }
     }
+}
+
+/// Tops `bits` (`available` of them valid, the rest zero) up with whole bytes of `rest`: as many as
+/// fit, at least one while any is left. Eight bytes at a time while eight are left, one load instead
+/// of a loop per byte (which was half the decoder's instructions under h2load).
+#[inline]
+fn refill(mut bits: u64, mut available: u32, rest: &[u8]) -> (u64, u32, &[u8]) {
+    let room = ((64 - available) / 8) as usize;
+    if let Some((word, _)) = rest.split_first_chunk::<8>() {
+        let filled = available + 8 * room as u32;
+        // The next `room` bytes below the valid bits; what follows them in the word cleared.
+        bits |= u64::from_be_bytes(*word) >> available;
+        bits &= !u64::MAX.checked_shr(filled).unwrap_or(0);
+        return (bits, filled, &rest[room..]);
+    }
+    let mut rest = rest;
+    while available <= 56 {
+        let Some((&byte, tail)) = rest.split_first() else {
+            break;
+        };
+        bits |= u64::from(byte) << (56 - available);
+        available += 8;
+        rest = tail;
+    }
+    (bits, available, rest)
 }
 
 /// `input` Huffman-coded (what an encoder sends; for synthetic traffic and the tests).
