@@ -370,8 +370,8 @@ def offline_summary(root):
     return sizes
 
 
-def callgrind_summary(root):
-    d = os.path.join(root, "callgrind")
+def callgrind_summary(root, name="callgrind"):
+    d = os.path.join(root, name)
     path = os.path.join(d, "callgrind.out")
     if not os.path.exists(path):
         return None
@@ -765,6 +765,7 @@ def summary(root):
         "machine": machine,
         "offline": offline,
         "callgrind": callgrind_summary(root),
+        "callgrind_h2": callgrind_summary(root, "callgrind-h2"),
         "perf": perf_summary(root),
         "live": live,
     }
@@ -806,9 +807,11 @@ def summary(root):
                          f"{s['worker_pairs']}/{s['expected_pairs']}" + (" ok" if s["pairs_match"] else " WRONG")])
         table(["size", "vs tshark (wall)", "vs tshark (CPU)", "vs tcpdump (wall)", "vs tcpdump (CPU)",
                "worker CPU s/GB", "pairs/expected"], rows)
-    cg = result["callgrind"]
-    if cg:
-        print(f"\ncallgrind ({cg['capture_mb']} MB, {cg['expected_pairs']} pairs): {fmt(cg['instructions'], '{:,}')} "
+    for key, what in (("callgrind", ""), ("callgrind_h2", "HTTP/2, capture-gen --h2, ")):
+        cg = result.get(key)
+        if not cg:
+            continue
+        print(f"\ncallgrind ({what}{cg['capture_mb']} MB, {cg['expected_pairs']} pairs): {fmt(cg['instructions'], '{:,}')} "
               f"instructions, {fmt(cg['startup_instructions'], '{:,}')} of them start and exit (empty capture); "
               f"traffic: {cg['instructions_per_byte']} per byte, {fmt(cg['instructions_per_pair'], '{:,}')} per pair "
               f"(the figure to compare across commits)")

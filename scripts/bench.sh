@@ -19,6 +19,7 @@
 #   BENCH_SIZES="100 300 1000"   capture sizes, MB          BENCH_RUNS=3          repetitions (best of)
 #   BENCH_TSHARK_MAX_MB=1000     tshark on sizes up to this BENCH_TSHARK_RUNS=1   tshark is slow
 #   BENCH_CALLGRIND_MB=20        callgrind capture (0: off) BENCH_PERF=1          perf profile (0: off)
+#   BENCH_CALLGRIND_H2_MB=10     callgrind on an HTTP/2 capture (capture-gen --h2; 0: off; smoke: 0)
 #   BENCH_PERF_MB=(largest size) capture for perf           BENCH_SEED=1          capture-gen seed
 #   BENCH_LIVE=1                 live part (0: off)         BENCH_LIVE_SECONDS=20 per rate
 #   BENCH_RATES="2000 5000 10000 20000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
@@ -83,6 +84,7 @@ SEED=${BENCH_SEED:-1}
 if [ "$SMOKE" = 1 ]; then
   SIZES=${BENCH_SIZES:-5}; RUNS=${BENCH_RUNS:-1}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-5}
   CALLGRIND_MB=${BENCH_CALLGRIND_MB:-1}; PERF=${BENCH_PERF:-0}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-3}
+  CALLGRIND_H2_MB=${BENCH_CALLGRIND_H2_MB:-0}
   RATES=${BENCH_RATES:-500}; LONG=0
   KAFKA_RATES=${BENCH_KAFKA_RATES:-}; H2_RATES=${BENCH_H2_RATES:-500}
   KAFKA_VERIFY_RATE=500; KAFKA_VERIFY_SECONDS=3
@@ -90,6 +92,7 @@ if [ "$SMOKE" = 1 ]; then
 else
   SIZES=${BENCH_SIZES:-100 300 1000}; RUNS=${BENCH_RUNS:-3}; TSHARK_MAX_MB=${BENCH_TSHARK_MAX_MB:-1000}
   CALLGRIND_MB=${BENCH_CALLGRIND_MB:-20}; PERF=${BENCH_PERF:-1}; LIVE_SECONDS=${BENCH_LIVE_SECONDS:-20}
+  CALLGRIND_H2_MB=${BENCH_CALLGRIND_H2_MB:-10}
   RATES=${BENCH_RATES:-2000 5000 10000 20000 max}; LONG=${BENCH_LONG:-0}
   KAFKA_RATES=${BENCH_KAFKA_RATES:-2000 10000 max}; H2_RATES=${BENCH_H2_RATES:-2000 10000 max}
   KAFKA_VERIFY_RATE=2000; KAFKA_VERIFY_SECONDS=5
@@ -175,7 +178,7 @@ need "offline" tcpdump=tcpdump || true
 HAVE_TCPDUMP=$(command -v tcpdump >/dev/null && echo 1 || echo 0)
 HAVE_TSHARK=0; need "tshark" tshark=tshark && HAVE_TSHARK=1
 HAVE_VALGRIND=0
-[ "$CALLGRIND_MB" != 0 ] && need "callgrind" valgrind=valgrind && HAVE_VALGRIND=1
+{ [ "$CALLGRIND_MB" != 0 ] || [ "$CALLGRIND_H2_MB" != 0 ]; } && need "callgrind" valgrind=valgrind && HAVE_VALGRIND=1
 HAVE_PERF=0
 if [ "$PERF" = 1 ]; then
   if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then HAVE_PERF=1
@@ -185,7 +188,7 @@ fi
 mkdir -p "$OUT"/{captures,offline,live}
 OUT=$(realpath "$OUT")
 rm -f "$OUT"/offline/*/*.json "$OUT"/offline/*/*.err "$OUT/results.json" "$OUT/results.txt" "$OUT/failures.txt" 2>/dev/null || true
-rm -rf "$OUT/callgrind" "$OUT/perf" "$OUT"/live/*/ 2>/dev/null || true
+rm -rf "$OUT/callgrind" "$OUT/callgrind-h2" "$OUT/perf" "$OUT"/live/*/ 2>/dev/null || true
 
 # --- machine ----------------------------------------------------------------------------------
 python3 - "$OUT/machine.json" "$BIN" <<'PY'
@@ -218,15 +221,18 @@ PY
 
 # --- captures -----------------------------------------------------------------------------------
 # Deterministic for a size and seed: kept across runs, regenerated when capture-gen is newer.
-capture() { # size_mb -> path of the pcap; its stats next to it (.json)
-  local size=$1 cap="$OUT/captures/mix-${1}MB-seed$SEED.pcap"
+capture() { # size_mb [h2] -> path of the pcap; its stats next to it (.json). h2: capture-gen --h2
+  local size=$1 kind=${2:-mix}
+  local cap="$OUT/captures/$kind-${1}MB-seed$SEED.pcap"
   local stats="${cap%.pcap}.json"
+  local h2_arg=()
+  [ "$kind" = h2 ] && h2_arg=(--h2)
   if [ ! -s "$cap" ] || [ ! -s "$stats" ] || [ "$GEN" -nt "$stats" ]; then
     local avail_mb=$(( $(df -Pk "$OUT" | awk 'NR==2 {print $4}') / 1024 ))
     [ "$avail_mb" -gt $((size + size / 2 + 500)) ] || die "not enough disk space in $OUT for a $size MB capture ($avail_mb MB free)"
-    log "generating a $size MB capture (seed $SEED)"
+    log "generating a $size MB $kind capture (seed $SEED)"
     rm -f "$stats"
-    "$GEN" --out "$cap.tmp" --size-mb "$size" --seed "$SEED" --stats "$stats" 2>/dev/null
+    "$GEN" "${h2_arg[@]}" --out "$cap.tmp" --size-mb "$size" --seed "$SEED" --stats "$stats" 2>/dev/null
     mv "$cap.tmp" "$cap"
   fi
   echo "$cap"
@@ -315,12 +321,12 @@ floods() {
 }
 
 # --- callgrind: instruction counts, repeatable ---------------------------------------------------
-callgrind() {
-  local cap d="$OUT/callgrind"
-  cap=$(capture "$CALLGRIND_MB")
+callgrind() { # [mb kind dir]: the HTTP/1 mix by default; `$CALLGRIND_H2_MB h2 callgrind-h2` for HTTP/2
+  local cap mb=${1:-$CALLGRIND_MB} kind=${2:-mix} d="$OUT/${3:-callgrind}"
+  cap=$(capture "$mb" "$kind")
   mkdir -p "$d"
   cp "${cap%.pcap}.json" "$d/capture.json"
-  log "callgrind on $CALLGRIND_MB MB"
+  log "callgrind on $mb MB ($kind)"
   valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
     "$BIN" capture --read "$cap" --sink file:/dev/null --stats-json "$d/stats.json" --node-name bench \
     2>"$d/valgrind.err" || die "callgrind run failed: $(tail -5 "$d/valgrind.err")"
@@ -747,7 +753,8 @@ live() {
 
 offline
 floods
-if [ "$HAVE_VALGRIND" = 1 ]; then callgrind; fi
+if [ "$HAVE_VALGRIND" = 1 ] && [ "$CALLGRIND_MB" != 0 ]; then callgrind; fi
+if [ "$HAVE_VALGRIND" = 1 ] && [ "$CALLGRIND_H2_MB" != 0 ]; then callgrind "$CALLGRIND_H2_MB" h2 callgrind-h2; fi
 if [ "$HAVE_PERF" = 1 ]; then perf_profile; fi
 if [ "$LIVE" = 1 ]; then live; fi
 python3 "$REPORT" summary "$OUT" | tee "$OUT/results.txt"

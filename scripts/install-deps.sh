@@ -11,6 +11,8 @@ else
             iproute2 tcpdump tshark python3 curl procps
             # HTTP/2 and gRPC live tests: h2c server and clients, Python gRPC
             nghttp2-server nghttp2-client python3-grpcio
+            # HTTP/2 live test of `Upgrade: h2c`: Apache with mod_http2 (the binary and modules, no service)
+            apache2-bin
             # CONNECT tunnels live test: a forward proxy (the binary only, no service)
             tinyproxy-bin
             # mesh live tests: istio-cni's in-pod rules (REDIRECT, TPROXY, CONNMARK) in pod namespaces

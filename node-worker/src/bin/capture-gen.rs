@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use node_worker::synth::flood::{write_flood, FloodKind};
+use node_worker::synth::h2mix;
 use node_worker::synth::mix::{write_pcap, MixOptions};
 
 #[derive(Parser, Debug)]
@@ -30,6 +31,11 @@ struct Args {
     /// `request` (handshake and one request never answered).
     #[arg(long, value_parser = parse_flood)]
     flood: Option<FloodKind>,
+    /// Instead of the HTTP/1 mix, HTTP/2 with prior knowledge: batches of concurrent streams (GETs
+    /// and JSON POSTs) per connection, requests HPACK-encoded as nghttp2 does (dynamic table),
+    /// responses as nginx does, JSON answers over one or several DATA frames; every stream a pair.
+    #[arg(long, conflicts_with = "flood")]
+    h2: bool,
     /// Seed of the deterministic generator.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -79,7 +85,13 @@ fn main() -> ExitCode {
         seed: args.seed,
         ..MixOptions::default()
     };
-    let result = std::fs::File::create(&args.out).and_then(|file| write_pcap(&options, file));
+    let result = std::fs::File::create(&args.out).and_then(|file| {
+        if args.h2 {
+            h2mix::write_pcap(&options, file)
+        } else {
+            write_pcap(&options, file)
+        }
+    });
     match result {
         Ok(stats) => {
             let json = serde_json::json!({

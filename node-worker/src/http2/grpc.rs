@@ -20,9 +20,15 @@ pub fn is_grpc(head: &MessageHead) -> bool {
         .split(|&b| b == b';')
         .next()
         .unwrap_or_default()
-        .trim_ascii()
-        .to_ascii_lowercase();
-    media == b"application/grpc" || media.starts_with(b"application/grpc+")
+        .trim_ascii();
+    // Compared in place, case aside (a lower-cased copy was an allocation per message).
+    const GRPC: &[u8] = b"application/grpc";
+    match media.get(..GRPC.len()) {
+        Some(start) if start.eq_ignore_ascii_case(GRPC) => {
+            matches!(media.get(GRPC.len()), None | Some(b'+'))
+        }
+        _ => false,
+    }
 }
 
 /// The service and method of a gRPC request path, `/package.Service/Method`.
@@ -155,6 +161,11 @@ mod tests {
         assert!(is_grpc(&head("application/grpc+proto")));
         assert!(is_grpc(&head("Application/GRPC+json; charset=utf-8")));
         assert!(!is_grpc(&head("application/grpc-web")));
+        assert!(is_grpc(&head(" application/grpc ; x=1")));
+        assert!(is_grpc(&head("application/grpc+")));
+        assert!(!is_grpc(&head("application/grpcx")));
+        assert!(!is_grpc(&head("application/grp")));
+        assert!(!is_grpc(&head("")));
         assert!(!is_grpc(&head("application/json")));
     }
 }

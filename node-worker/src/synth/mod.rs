@@ -11,6 +11,8 @@ use etherparse::PacketBuilder;
 
 pub mod flood;
 pub mod h2;
+pub mod h2enc;
+pub mod h2mix;
 pub mod mix;
 
 /// One captured frame.

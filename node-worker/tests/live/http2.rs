@@ -1,32 +1,43 @@
-//! HTTP/2 in clear text, live: real h2c clients (curl `--http2-prior-knowledge`, nghttp) and server
-//! (nghttpd, Debian's nghttp2 packages) talking across network namespaces, captured by the real
-//! `node-worker` binary. Every request comes out exactly once, paired with its own response, with the
-//! bodies the server sent; also for a connection the capture joined after it was up.
-//! Root only, and skips with a message when nghttpd, nghttp or curl is missing.
+//! HTTP/2 in clear text, live: real h2c clients (curl `--http2-prior-knowledge` and `--http2`,
+//! nghttp) and servers (nghttpd from Debian's nghttp2 packages; Apache's mod_http2 for `Upgrade: h2c`)
+//! talking across network namespaces, captured by the real `node-worker` binary. Every request comes
+//! out exactly once, paired with its own response, with the bodies the server sent; also for a
+//! connection the capture joined after it was up, and for one upgraded from HTTP/1.1.
+//! Root only, and skips with a message when a server or client is missing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use testkit::netns::{self, Netns, Node};
 use testkit::wait::wait_until;
 use testkit::worker::Worker;
 
 fn tools_present(test: &str) -> bool {
-    let missing: Vec<&str> = [
-        "/usr/sbin/nghttpd",
-        "/usr/bin/nghttp",
-        "/usr/bin/h2load",
-        "/usr/bin/curl",
-    ]
-    .into_iter()
-    .filter(|p| !Path::new(p).exists())
-    .collect();
+    all_present(
+        test,
+        &[
+            "/usr/sbin/nghttpd",
+            "/usr/bin/nghttp",
+            "/usr/bin/h2load",
+            "/usr/bin/curl",
+        ],
+        "nghttp2-server nghttp2-client curl",
+    )
+}
+
+/// Whether every one of `paths` exists; if not, says which are missing and what installs them.
+fn all_present(test: &str, paths: &[&str], packages: &str) -> bool {
+    let missing: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
     if missing.is_empty() {
         true
     } else {
-        eprintln!("skipping {test}: missing {missing:?} (apt-get install nghttp2-server nghttp2-client curl)");
+        eprintln!("skipping {test}: missing {missing:?} (apt-get install {packages})");
         false
     }
 }
@@ -300,6 +311,238 @@ fn a_connection_up_before_the_capture_started() {
     }
     assert_eq!(done.counter("flows_not_http"), 0);
     assert_eq!(done.total_drops(), 0, "{}", done.stats["drops"]);
+}
+
+/// Apache's modules, as Debian's `apache2-bin` installs them.
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+/// Apache's own files (configuration, echo handler, logs); the server dies with its namespace.
+struct Apache {
+    _dir: tempfile::TempDir,
+}
+
+/// Apache (Debian's `apache2`, not its system service) in `ns` on `addr:8080` with mod_http2 taking
+/// `Upgrade: h2c` (`Protocols h2c http/1.1`), serving `site` as `application/json` and echoing POSTs
+/// to `/echo` (mod_lua); waits until it answers. One process (`-X`), so killing it kills the server.
+/// The worker MPM, not the event MPM: with the event MPM, Apache 2.4 sends an upgraded connection
+/// `GOAWAY (timeout)` as soon as its first stream is answered, and curl then moves its next request to
+/// a new connection or fails it, depending on the race.
+fn start_apache(ns: &mut Netns, addr: &str, site: &Site) -> Apache {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::Builder::new()
+        .prefix("ilt-apache-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path().display();
+    let root = site.root.display();
+    // Apache serves as www-data: the site must be readable to it.
+    std::fs::set_permissions(&site.root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let echo = r#"
+function handle(r)
+  r.content_type = "application/json"
+  if r.method == "POST" then r:write(r:requestbody()) end
+  return apache2.OK
+end
+"#;
+    std::fs::write(dir.path().join("echo.lua"), echo).unwrap();
+    let modules = ["mpm_worker", "authz_core", "mime", "http2", "lua"]
+        .map(|m| format!("LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n"))
+        .concat();
+    let config = format!(
+        "ServerRoot {d}\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nErrorLog {d}/error.log\n\
+         Listen {addr}:8080\nServerName h2c.test\nUser www-data\nGroup www-data\n{modules}\
+         TypesConfig /dev/null\nAddType application/json .json\nProtocols h2c http/1.1\n\
+         DocumentRoot {root}\n<Directory {root}>\n  Require all granted\n</Directory>\n\
+         LuaMapHandler ^/echo$ {d}/echo.lua\n"
+    );
+    let conf = dir.path().join("httpd.conf");
+    std::fs::write(&conf, config).unwrap();
+    let conf = conf.to_string_lossy().into_owned();
+    ns.spawn(Path::new("/usr/sbin/apache2"), &["-X", "-f", &conf]);
+    let url = format!("http://{addr}:8080/");
+    let up = wait_until(Duration::from_secs(10), || {
+        ns.output("curl", &["-s", "-o", "/dev/null", &url])
+            .status
+            .success()
+    });
+    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    assert!(up, "apache did not start in {}: {log}", ns.name);
+    Apache { _dir: dir }
+}
+
+#[test]
+fn upgrade_to_h2c_with_curl_and_apache_each_request_paired_with_its_stream() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let test = "upgrade_to_h2c_with_curl_and_apache_each_request_paired_with_its_stream";
+    let tools = [
+        "/usr/sbin/apache2",
+        "/usr/lib/apache2/modules/mod_http2.so",
+        "/usr/lib/apache2/modules/mod_lua.so",
+        "/usr/bin/curl",
+    ];
+    if !netns::require_root(test) || !all_present(test, &tools, "apache2-bin curl") {
+        return;
+    }
+    let node = Node::new("h2u-node");
+    let client = Netns::new("h2u-client");
+    let mut server = Netns::new("h2u-server");
+    node.attach(&client, "c0", "vc", "10.223.1.1/24");
+    node.attach(&server, "s0", "vs", "10.223.1.2/24");
+    let site = site(&[
+        ("a.json", document("a", 10)),
+        ("b.json", document("b", 3000)),
+        // Several DATA frames (16 KiB each) and TCP segments.
+        ("big.json", document("big", 40_000)),
+    ]);
+    let _apache = start_apache(&mut server, "10.223.1.2", &site);
+
+    let netns_arg = server.path().to_string_lossy().into_owned();
+    let mut worker = Worker::start(&["--interface", "s0", "--netns", &netns_arg], None);
+    worker.wait_capturing();
+
+    let base = "http://10.223.1.2:8080";
+    let url = |path: &str| format!("{base}{path}");
+    // One connection: the first GET asks for the upgrade (HTTP/1.1 with `Upgrade: h2c`) and its
+    // response comes as HTTP/2 on stream 1; curl sends the next two as streams 3 and 5.
+    let versions = run_ok(
+        &client,
+        "curl",
+        &[
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} ",
+            &url("/a.json"),
+            &url("/b.json"),
+            &url("/big.json"),
+        ],
+    );
+    assert_eq!(versions, "2 2 2 ", "upgraded, then HTTP/2");
+    // Another connection: curl asks for the upgrade on a POST too, and Apache declines one with a
+    // body (a plain HTTP/1.1 answer, the connection stays HTTP/1.1); the GET that follows on the same
+    // connection is upgraded (stream 1), and a POST after it goes as HTTP/2 on stream 3.
+    let (first, second) = (document("first", 300), document("second", 5000));
+    let versions = run_ok(
+        &client,
+        "curl",
+        &[
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} ",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &first,
+            &url("/echo"),
+            "--next",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} ",
+            &url("/a.json"),
+            "--next",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} ",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &second,
+            &url("/echo"),
+        ],
+    );
+    assert_eq!(
+        versions, "1.1 2 2 ",
+        "the POST not upgraded, the GET after it"
+    );
+
+    let done = worker.stop();
+    // Per connection (client port), each pair as [method, path (and echoed document), request
+    // version, response version, response stream, request stream].
+    let mut connections: BTreeMap<u64, Vec<Value>> = BTreeMap::new();
+    for p in &done.pairs {
+        assert_eq!(p["response"]["status"], 200, "{p}");
+        assert_eq!(p["response"]["body_base64"], false, "{p}");
+        assert_eq!(p["source"]["ip"], "10.223.1.1", "{p}");
+        assert_eq!(p["destination"]["ip"], "10.223.1.2", "{p}");
+        assert_eq!(p["destination"]["port"], 8080, "{p}");
+        let path = p["request"]["path"].as_str().unwrap_or("<unknown>");
+        let what = if path == "/echo" {
+            // The echo: the request's own body came back; named by its document's tag.
+            assert_eq!(p["response"]["body"], p["request"]["body"], "{p}");
+            let sent: Value = serde_json::from_str(p["request"]["body"].as_str().unwrap()).unwrap();
+            Value::from(format!("/echo {}", sent["doc"].as_str().unwrap()))
+        } else {
+            assert_eq!(p["request"]["body"], "", "{p}");
+            assert_eq!(p["response"]["body"], site.files[path].as_str(), "{p}");
+            Value::from(path)
+        };
+        let port = p["source"]["port"].as_u64().unwrap();
+        connections.entry(port).or_default().push(json!([
+            p["request"]["method"],
+            what,
+            p["request"]["version"],
+            p["response"]["version"],
+            p["response"]["stream_id"],
+            p["request"]["stream_id"],
+        ]));
+    }
+    let canonical = |mut groups: Vec<Vec<Value>>| {
+        for g in &mut groups {
+            g.sort_by_key(Value::to_string);
+        }
+        groups.sort_by_key(|g| Value::from(g.clone()).to_string());
+        groups
+    };
+    // The upgrade request is HTTP/1.1 (no stream id of its own); its response is stream 1's.
+    let upgraded = |path: &str| json!(["GET", path, "HTTP/1.1", "HTTP/2", 1, null]);
+    let h2 = |method: &str, what: &str, stream: u32| {
+        json!([method, what, "HTTP/2", "HTTP/2", stream, stream])
+    };
+    let expected = vec![
+        vec![
+            upgraded("/a.json"),
+            h2("GET", "/b.json", 3),
+            h2("GET", "/big.json", 5),
+        ],
+        vec![
+            json!(["POST", "/echo first", "HTTP/1.1", "HTTP/1.1", null, null]),
+            upgraded("/a.json"),
+            h2("POST", "/echo second", 3),
+        ],
+    ];
+    assert_eq!(
+        canonical(connections.into_values().collect()),
+        canonical(expected),
+        "drops {}",
+        done.stats["drops"]
+    );
+    assert_eq!(done.total_drops(), 0, "{}", done.stats["drops"]);
+    assert_eq!(done.counter("flows_not_http"), 0);
+    assert_eq!(
+        done.counter("flows_upgraded"),
+        0,
+        "h2c is decoded, not opaque"
+    );
+    assert_eq!(done.counter("flows_tunneled"), 0);
+    assert_eq!(done.counter("requests"), 6);
+    // Six, and the two `101 Switching Protocols` (the counter includes interim responses).
+    assert_eq!(done.counter("responses"), 8);
+    assert_eq!(done.counter("pairs_emitted"), 6);
+    assert_eq!(done.capture("kernel_dropped"), 0);
 }
 
 /// Debian's Python, which has Debian's `python3-grpcio` (`make deps`), whatever `python3` comes first

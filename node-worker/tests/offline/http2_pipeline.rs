@@ -461,3 +461,55 @@ fn an_http1_request_answered_in_http2_is_opaque() {
     assert_eq!(out.drops("unanswered"), 1);
     assert_eq!(out.counters.total_drops(), 1);
 }
+
+/// The benchmarks' HTTP/2 capture (`capture-gen --h2`): with the product's default rules every
+/// stream is one pair, with its own answer (each JSON answer names its request's path, a POST's body
+/// too), nothing dropped or unknown: what the callgrind figure of HTTP/2 counts is right.
+#[test]
+fn the_generated_h2_mix_gives_every_stream_its_own_pair() {
+    let options = node_worker::synth::mix::MixOptions {
+        target_bytes: 3_000_000,
+        connections: 6,
+        seed: 5,
+        ..Default::default()
+    };
+    let mut frames = Vec::new();
+    let stats = node_worker::synth::h2mix::generate(&options, |f| {
+        frames.push(f.clone());
+        Ok(())
+    })
+    .unwrap();
+    let out = run(&frames, &Default::default());
+    assert!(stats.expected_pairs > 500, "{stats:?}");
+    assert_eq!(
+        out.pairs.len() as u64,
+        stats.expected_pairs,
+        "{:?}",
+        out.counters
+    );
+    assert_eq!(out.counters.total_drops(), 0);
+    assert_eq!(out.counters.flows_not_http, 0);
+    let mut posts = 0;
+    let mut seen = std::collections::HashSet::new();
+    for p in &out.pairs {
+        let path = p["request"]["path"].as_str().unwrap();
+        assert!(seen.insert(path.to_string()), "{path} once");
+        let named = format!(r#"{{"path":"{path}","#);
+        assert!(
+            p["response"]["body"].as_str().unwrap().starts_with(&named),
+            "{p}"
+        );
+        assert_eq!(p["request"]["version"], "HTTP/2");
+        assert!(p["request"]["unknown_headers"].is_null(), "{p}");
+        let host = &p["request"]["headers"][0];
+        assert_eq!(*host, json!(["host", "10.1.0.2:8082"]), "{p}");
+        if p["request"]["method"] == "POST" {
+            posts += 1;
+            assert!(
+                p["request"]["body"].as_str().unwrap().starts_with(&named),
+                "{p}"
+            );
+        }
+    }
+    assert_eq!(posts, stats.exchanges["h2_post"]);
+}
