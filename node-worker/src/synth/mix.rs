@@ -412,11 +412,7 @@ pub fn generate(
 
 /// Writes the mix as a pcap stream.
 pub fn write_pcap(options: &MixOptions, out: impl Write) -> io::Result<MixStats> {
-    let mut writer =
-        super::PcapWriter::new(io::BufWriter::with_capacity(1 << 20, out), 1, 262_144)?;
-    let stats = generate(options, |f| writer.write(f))?;
-    writer.into_inner().flush()?;
-    Ok(stats)
+    super::generate_pcap(out, |emit| generate(options, emit))
 }
 
 #[cfg(test)]

@@ -279,6 +279,18 @@ pub fn tcp_frame(
     out
 }
 
+/// Runs a generator of Ethernet frames (the mixes' `generate`) into a buffered pcap stream, snaplen
+/// 262 144, and returns what the generator returned.
+pub fn generate_pcap<S>(
+    out: impl Write,
+    generate: impl FnOnce(&mut dyn FnMut(&Frame) -> io::Result<()>) -> io::Result<S>,
+) -> io::Result<S> {
+    let mut writer = PcapWriter::new(io::BufWriter::with_capacity(1 << 20, out), 1, 262_144)?;
+    let stats = generate(&mut |f| writer.write(f))?;
+    writer.into_inner().flush()?;
+    Ok(stats)
+}
+
 /// Writes frames as a classic pcap stream (microsecond timestamps).
 pub struct PcapWriter<W: Write> {
     out: W,
