@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use interceptor_crds::config::WorkerConfig;
 
+use crate::discovery::mesh::{Mesh, MeshKind};
 use crate::discovery::{plan, HostSnapshot, MeshOverrides, PlanPolicy, Scanner, TapSpec};
 use crate::pipeline::mesh_views::NodeTaps;
 use crate::pipeline::Pipeline;
@@ -22,10 +23,13 @@ use crate::source::InterfaceInfo;
 /// What to capture.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
-    /// One interface, optionally inside a network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    /// One interface, optionally inside a network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`),
+    /// and the service mesh the user says runs there: on a loopback tap it turns on the translation of
+    /// connections the mesh's rules redirect to its proxy (discovery finds the mesh by itself).
     Interface {
         name: String,
         netns: Option<PathBuf>,
+        mesh: Option<MeshKind>,
     },
     /// Every pod namespace on the host, tapped as the in-cluster worker does.
     Discover,
@@ -202,9 +206,13 @@ impl CaptureLoop {
             closed: Vec::new(),
             selection,
         };
-        if let Selection::Interface { name, netns } = &this.selection {
-            let spec = TapSpec::interface(name, netns.as_deref());
-            let report = this.taps.apply(&[spec]);
+        if let Selection::Interface { name, netns, mesh } = &this.selection {
+            let mut spec = TapSpec::interface(name, netns.as_deref());
+            spec.mesh = mesh.map(|kind| Mesh::new(kind, "--mesh"));
+            let report = this.taps.apply(std::slice::from_ref(&spec));
+            if let Some(redirects) = redirects_for(&spec) {
+                this.redirects.push((spec.info.clone(), redirects));
+            }
             if let Some((info, error)) = report.failed.into_iter().next() {
                 return Err(LoopError::Open {
                     interface: match &info.netns {
@@ -342,21 +350,27 @@ impl CaptureLoop {
             let discover = self.selection == Selection::Discover;
             if discover && (self.take_rescan_request() || Instant::now() >= self.next_scan) {
                 self.rescan_now();
-                for info in self.closed.drain(..) {
-                    pipeline.drop_redirects(&info);
-                }
-                for (info, redirects) in self.redirects.drain(..) {
-                    let index = pipeline.add_interface(info);
-                    pipeline.set_redirects(index, redirects);
-                }
-                if let Some(node_taps) = self.node_taps.take() {
-                    pipeline.set_node_taps(node_taps);
-                }
             }
+            self.hand_over_taps(pipeline);
             self.poll_once(pipeline, &mut interface_cache, POLL_INTERVAL)?;
             each_round(self, pipeline);
         }
         self.drain(pipeline, &mut interface_cache)
+    }
+
+    /// What the last scan (or the chosen interface) changed that the pipeline must know: taps closed,
+    /// redirect translations of mesh loopback taps, the node's taps for same-node duplicates.
+    fn hand_over_taps(&mut self, pipeline: &mut Pipeline) {
+        for info in self.closed.drain(..) {
+            pipeline.drop_redirects(&info);
+        }
+        for (info, redirects) in self.redirects.drain(..) {
+            let index = pipeline.add_interface(info);
+            pipeline.set_redirects(index, redirects);
+        }
+        if let Some(node_taps) = self.node_taps.take() {
+            pipeline.set_node_taps(node_taps);
+        }
     }
 
     /// One poll round: packets to the pipeline, then the pipeline's clock.

@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use interceptor_crds::config::WorkerConfig;
 use node_worker::capture_loop::{CaptureLoop, LoopReport, Selection};
+use node_worker::discovery::MeshKind;
 use node_worker::pair_id::IdPrefix;
 use node_worker::pipeline::{Identity, Pipeline};
 use node_worker::redirect::RedirectStats;
@@ -57,6 +58,13 @@ struct CaptureArgs {
     #[arg(long, value_name = "PATH", requires = "interface")]
     netns: Option<PathBuf>,
 
+    /// With --interface lo: the service mesh running in that namespace. The application's outbound
+    /// calls, which the mesh's rules redirect to its proxy's port, are then paired with their real
+    /// destination (from conntrack, or else from the answers) instead of being lost. --discover finds
+    /// the mesh by itself.
+    #[arg(long, value_enum, value_name = "MESH", requires = "interface")]
+    mesh: Option<MeshArg>,
+
     /// Discover every network namespace on the host and capture the interfaces the in-cluster worker
     /// would (a pod's loopback when a service-mesh sidecar runs in it, else its external interface).
     #[arg(long)]
@@ -100,6 +108,27 @@ struct CaptureArgs {
         env = "INTERCEPTOR_LOG_FORMAT"
     )]
     log_format: LogFormat,
+}
+
+/// The meshes `--mesh` names.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum MeshArg {
+    /// An Istio sidecar (envoy): outbound calls redirected to 15001.
+    Istio,
+    /// Istio ambient mode (ztunnel's listeners in the pod's namespace): outbound calls to 15001.
+    IstioAmbient,
+    /// A Linkerd proxy: outbound calls redirected to 4140.
+    Linkerd,
+}
+
+impl From<MeshArg> for MeshKind {
+    fn from(mesh: MeshArg) -> MeshKind {
+        match mesh {
+            MeshArg::Istio => MeshKind::Istio,
+            MeshArg::IstioAmbient => MeshKind::IstioAmbient,
+            MeshArg::Linkerd => MeshKind::Linkerd,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -221,6 +250,12 @@ fn identity(args: &CaptureArgs) -> Identity {
 }
 
 fn capture(args: CaptureArgs) -> Result<(), Failure> {
+    if args.mesh.is_some() && args.interface.as_deref() != Some("lo") {
+        // A mesh's redirected connections are seen, in clear, on the pod's loopback only.
+        return Err(Failure::Usage(
+            "--mesh applies to a pod's loopback: use it with --interface lo --netns PATH".into(),
+        ));
+    }
     let id_prefix = args
         .id_prefix
         .as_deref()
@@ -241,6 +276,7 @@ fn capture(args: CaptureArgs) -> Result<(), Failure> {
             Some(name) => Selection::Interface {
                 name: name.clone(),
                 netns: args.netns.clone(),
+                mesh: args.mesh.map(MeshKind::from),
             },
             None => Selection::Discover,
         };

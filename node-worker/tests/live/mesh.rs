@@ -335,6 +335,79 @@ fn istio_sidecar_pod_each_exchange_once_with_its_real_destination() {
     sidecar_pod_each_exchange_once("istio", "10.217.1");
 }
 
+/// `capture --interface lo --netns PATH --mesh istio`: one pod's loopback chosen by hand, the mesh
+/// named by the user. The application's outbound calls come out with their real destination (without
+/// the flag the two halves of each redirected connection did not meet, and the calls were lost).
+#[test]
+fn capture_of_one_loopback_with_mesh_named_pairs_outbound_calls_with_their_real_destination() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    let test =
+        "capture_of_one_loopback_with_mesh_named_pairs_outbound_calls_with_their_real_destination";
+    if !netns::require_root(test) {
+        return;
+    }
+    let node = Node::new("lo-mesh-node");
+    let mut meshed = Netns::new("lo-mesh-pod");
+    let peer = Netns::new("lo-mesh-peer");
+    node.attach(&meshed, "eth0", "vl", "10.219.1.2/24");
+    node.attach(&peer, "ext0", "vp", "10.219.1.3/24");
+    mesh::istio_sidecar_redirection(&meshed);
+    let _proxy = mesh::Proxy::istio_sidecar(&mut meshed);
+    let remote = Server::start(&peer, "10.219.1.3:9090");
+    let path = meshed.path();
+    let netns_arg = path.to_str().expect("a UTF-8 path");
+
+    let run = |mesh: Option<&str>, tag: &str| {
+        let mut args = vec!["--interface", "lo", "--netns", netns_arg];
+        if let Some(mesh) = mesh {
+            args.extend(["--mesh", mesh]);
+        }
+        let mut worker = Worker::start(&args, None);
+        worker.wait_capturing();
+        let requests: Vec<Request> = (0..3)
+            .map(|i| Request::post_json("/echo", &body(&format!("{tag}-{i}"))))
+            .collect();
+        keep_alive(&meshed, remote.addr, &requests);
+        std::thread::sleep(Duration::from_millis(300));
+        let bodies: Vec<String> = requests
+            .iter()
+            .map(|r| String::from_utf8(r.body.clone()).unwrap())
+            .collect();
+        (worker.stop(), bodies)
+    };
+
+    let (done, bodies) = run(Some("istio"), "named");
+    let pairs: Vec<&Value> = done.pairs.iter().collect();
+    assert_eq!(pairs.len(), bodies.len(), "{pairs:?}");
+    for body in &bodies {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(end(pair, "source").0, "10.219.1.2", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.219.1.3".to_string(), 9090),
+            "the real peer, not the proxy's 127.0.0.1:15001: {pair}"
+        );
+    }
+    assert_eq!(
+        done.stats["redirects"]["resolved"].as_u64(),
+        Some(1),
+        "{}",
+        done.stats
+    );
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
+
+    // The same traffic with no mesh named: what the flag is for.
+    let (done, bodies) = run(None, "unnamed");
+    let with_real_destination = done
+        .pairs
+        .iter()
+        .filter(|p| bodies.iter().any(|b| p["request"]["body"] == b.as_str()))
+        .filter(|p| end(p, "destination") == ("10.219.1.3".to_string(), 9090))
+        .count();
+    assert_eq!(with_real_destination, 0, "{:?}", done.pairs);
+}
+
 /// An ambient pod and two plain pods on one node, all tapped: the ambient pod calls one plain pod, the
 /// other plain pod calls the ambient pod. ztunnel re-originates each connection, so the client's tap and
 /// the server's tap see two different connections; each exchange still comes out once, from the

@@ -247,6 +247,26 @@ fn bad_usage_and_bad_config_exit_2_with_one_line() {
             "invalid --id-prefix",
         ),
         (vec!["capture".into()], "required"),
+        (
+            vec![
+                "capture".into(),
+                "--interface".into(),
+                "eth0".into(),
+                "--mesh".into(),
+                "istio".into(),
+            ],
+            "--mesh applies to a pod's loopback",
+        ),
+        (
+            vec![
+                "capture".into(),
+                "--interface".into(),
+                "lo".into(),
+                "--mesh".into(),
+                "consul".into(),
+            ],
+            "invalid value 'consul'",
+        ),
     ];
     for (args, reason) in cases {
         let out = bin().args(&args).output().unwrap();
