@@ -47,6 +47,9 @@ pub(super) struct Flow {
     pub mirror: bool,
     /// Whether any payload was seen (a view that has seen none can still give way to a better one).
     pub payload_seen: bool,
+    /// Joined mid-way: whether its client, once known, was checked for a server-side copy of a
+    /// meshed exchange (see `Pipeline::settle_joined_copy`).
+    pub copy_checked: bool,
 }
 
 impl Flow {

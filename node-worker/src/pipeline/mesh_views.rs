@@ -48,6 +48,11 @@ impl NodeTaps {
         this
     }
 
+    /// No meshed namespace is tapped (most nodes): no connection is a server-side copy.
+    pub fn has_mesh(&self) -> bool {
+        !self.meshed.is_empty()
+    }
+
     /// Whether a connection whose client is `client`, seen on a tap in the namespace labelled
     /// `tap_netns`, is a server-side copy of an exchange the client's own tap records.
     pub fn is_server_side_copy(&self, tap_netns: Option<&str>, client: IpAddr) -> bool {

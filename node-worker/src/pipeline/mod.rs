@@ -241,7 +241,9 @@ impl Pipeline {
                 done,
                 not_http,
             }) => {
-                self.emit(&key, client_dir, interface);
+                if !self.settle_joined_copy(&key) {
+                    self.emit(&key, client_dir, interface);
+                }
                 if done {
                     self.close_flow(&key, Close::Ended);
                 } else if not_http {
@@ -343,8 +345,51 @@ impl Pipeline {
             syn_seq: client_syn,
             mirror,
             payload_seen: false,
+            copy_checked: client_syn.is_some(),
         };
         self.flows.insert(Box::new(flow));
+        true
+    }
+
+    /// A connection joined mid-way has no SYN to tell its client when it is admitted (see
+    /// [`NodeTaps::is_server_side_copy`]); its first message does. If it then turns out to be the
+    /// server-side copy of an exchange with a meshed pod of this node, whose client's tap records it,
+    /// it becomes a mirror: what it parsed so far is discarded (its pairs come out of the client's
+    /// tap), its buffers freed, the rest of its packets skipped. True when it did.
+    fn settle_joined_copy(&mut self, key: &FlowKey) -> bool {
+        if !self.node_taps.has_mesh() {
+            return false;
+        }
+        let Some(flow) = self.flows.get_mut(key) else {
+            return false;
+        };
+        if flow.copy_checked || flow.mirror {
+            return false;
+        }
+        let Some(client_dir) = flow.conn.client() else {
+            return false;
+        };
+        flow.copy_checked = true;
+        let tap_netns = self
+            .interfaces
+            .get(flow.interface())
+            .and_then(|(info, _)| info.netns.as_deref());
+        let client = key.source(client_dir).ip();
+        if !self.node_taps.is_server_side_copy(tap_netns, client) {
+            return false;
+        }
+        flow.mirror = true;
+        flow.conn = Connection::new(
+            Some(client_dir),
+            [false; 2],
+            self.shared.rules.max_header_bytes,
+        );
+        flow.reassembly = [Reassembler::default(), Reassembler::default()];
+        release_flow(&mut flow.budget, &mut self.shared.total);
+        self.shared.completed.clear();
+        let counters = &mut self.shared.counters;
+        counters.flows = counters.flows.saturating_sub(1);
+        counters.flows_mirrored += 1;
         true
     }
 

@@ -113,6 +113,7 @@ mod tests {
             syn_seq: None,
             mirror: false,
             payload_seen: false,
+            copy_checked: false,
         })
     }
 

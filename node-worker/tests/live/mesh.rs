@@ -484,6 +484,87 @@ fn ambient_and_plain_pods_on_one_node_each_exchange_once() {
     assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
 }
 
+/// The same pods, but their keep-alive connections are up before the worker starts: the capture
+/// joins them mid-way, with no SYN to tell the client, so the server-side copy (ztunnel's leg, seen by
+/// the other pod's tap) is only recognised once its first request names the client. Each exchange still
+/// comes out once, from the client's tap.
+#[test]
+fn ambient_and_plain_pods_joined_mid_way_each_exchange_once() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("ambient_and_plain_pods_joined_mid_way_each_exchange_once") {
+        return;
+    }
+    let node = Node::new("amb4-node");
+    let mut ambient = Netns::new("amb4-pod");
+    let server = Netns::new("amb4-srv");
+    let client = Netns::new("amb4-cli");
+    node.attach(&ambient, "eth0", "va", "10.224.1.2/24");
+    node.attach(&server, "eth0", "vs", "10.224.1.3/24");
+    node.attach(&client, "eth0", "vc", "10.224.1.4/24");
+    mesh::ambient_redirection(&ambient);
+    let _ztunnel = Ztunnel::start(&mut ambient);
+    let app = Server::start(&ambient, "10.224.1.2:8080");
+    let remote = Server::start(&server, "10.224.1.3:9090");
+    let inodes = [&ambient, &server, &client].map(|n| n.inode().to_string());
+
+    // Both connections carry an exchange before the capture starts, then wait.
+    let exchange = |stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str, tag: &str| {
+        let request = Request::post_json("/echo", &body(tag));
+        stream.write_all(&request.encode(host, false)).unwrap();
+        let response = http::read_response(stream, buf);
+        assert_eq!(response.status(), 200, "{tag}");
+    };
+    let (out_host, in_host) = (remote.addr.to_string(), app.addr.to_string());
+    let mut outbound = http::connect(&ambient, remote.addr);
+    let mut inbound = http::connect(&client, app.addr);
+    let (mut out_buf, mut in_buf) = (Vec::new(), Vec::new());
+    exchange(&mut outbound, &mut out_buf, &out_host, "before-out");
+    exchange(&mut inbound, &mut in_buf, &in_host, "before-in");
+
+    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
+    worker.wait_event("tapped", "lo", &inodes[0], 1);
+    worker.wait_event("tapped", "eth0", &inodes[1], 1);
+    worker.wait_event("tapped", "eth0", &inodes[2], 1);
+    // The node's taps reach the pipeline with the scan after the last one opened.
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..2 {
+        exchange(
+            &mut outbound,
+            &mut out_buf,
+            &out_host,
+            &format!("late-out-{i}"),
+        );
+        exchange(&mut inbound, &mut in_buf, &in_host, &format!("late-in-{i}"));
+    }
+    drop((outbound, inbound));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let done = worker.stop();
+    let pairs: Vec<&Value> = inodes.iter().flat_map(|i| done.pairs_in(i)).collect();
+    assert_eq!(pairs.len(), 4, "each exchange once: {pairs:?}");
+    for i in 0..2 {
+        let pair = the_pair(&pairs, &body(&format!("late-out-{i}")));
+        assert_eq!(pair["interface"]["netns"], inodes[0].as_str(), "{pair}");
+        assert_eq!(end(pair, "source").0, "10.224.1.2", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.224.1.3".to_string(), 9090),
+            "{pair}"
+        );
+        let pair = the_pair(&pairs, &body(&format!("late-in-{i}")));
+        assert_eq!(pair["interface"]["netns"], inodes[2].as_str(), "{pair}");
+        assert_eq!(end(pair, "source").0, "10.224.1.4", "{pair}");
+        assert_eq!(
+            end(pair, "destination"),
+            ("10.224.1.2".to_string(), 8080),
+            "{pair}"
+        );
+    }
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
+    assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
+}
+
 /// An ambient pod that goes away: its tap is released with its conntrack socket, which would otherwise
 /// keep the pod's namespace alive for the worker's lifetime.
 #[test]
