@@ -408,6 +408,94 @@ fn capture_of_one_loopback_with_mesh_named_pairs_outbound_calls_with_their_real_
     assert_eq!(with_real_destination, 0, "{:?}", done.pairs);
 }
 
+/// An ambient pod and two plain pods on one node (`10.SUBNET.1.2-4`), all to be tapped: the ambient pod
+/// serves on 8080, the server pod on 9090, the client pod calls.
+struct AmbientNode {
+    _node: Node,
+    ambient: Netns,
+    client: Netns,
+    _server: Netns,
+    _ztunnel: Ztunnel,
+    app: Server,
+    remote: Server,
+    /// The namespaces' inodes: ambient, server, client.
+    inodes: [String; 3],
+    subnet: &'static str,
+}
+
+impl AmbientNode {
+    fn new(tag: &str, subnet: &'static str) -> AmbientNode {
+        let node = Node::new(&format!("{tag}-node"));
+        let mut ambient = Netns::new(&format!("{tag}-pod"));
+        let server = Netns::new(&format!("{tag}-srv"));
+        let client = Netns::new(&format!("{tag}-cli"));
+        node.attach(&ambient, "eth0", "va", &format!("{subnet}.2/24"));
+        node.attach(&server, "eth0", "vs", &format!("{subnet}.3/24"));
+        node.attach(&client, "eth0", "vc", &format!("{subnet}.4/24"));
+        mesh::ambient_redirection(&ambient);
+        let ztunnel = Ztunnel::start(&mut ambient);
+        let app = Server::start(&ambient, &format!("{subnet}.2:8080"));
+        let remote = Server::start(&server, &format!("{subnet}.3:9090"));
+        let inodes = [&ambient, &server, &client].map(|n| n.inode().to_string());
+        AmbientNode {
+            _node: node,
+            ambient,
+            client,
+            _server: server,
+            _ztunnel: ztunnel,
+            app,
+            remote,
+            inodes,
+            subnet,
+        }
+    }
+
+    /// A worker discovering the node, once its three taps have reached the pipeline.
+    fn worker(&self) -> Worker {
+        let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
+        worker.wait_event("tapped", "lo", &self.inodes[0], 1);
+        worker.wait_event("tapped", "eth0", &self.inodes[1], 1);
+        worker.wait_event("tapped", "eth0", &self.inodes[2], 1);
+        // The node's taps reach the pipeline with the scan after the last one opened.
+        std::thread::sleep(Duration::from_millis(1500));
+        worker
+    }
+
+    /// Exactly one pair per request body: the ambient pod's calls (`outbound`) from its own tap, to the
+    /// server pod's real address; the client pod's calls (`inbound`) from the client's tap.
+    fn assert_each_exchange_once(
+        &self,
+        done: &testkit::worker::Finished,
+        outbound: &[String],
+        inbound: &[String],
+    ) {
+        let pairs: Vec<&Value> = self.inodes.iter().flat_map(|i| done.pairs_in(i)).collect();
+        assert_eq!(
+            pairs.len(),
+            outbound.len() + inbound.len(),
+            "each exchange once: {pairs:?}"
+        );
+        let ip = |last: u8| format!("{}.{last}", self.subnet);
+        for (bodies, tap, client, server) in [
+            (outbound, &self.inodes[0], ip(2), (ip(3), 9090)),
+            (inbound, &self.inodes[2], ip(4), (ip(2), 8080)),
+        ] {
+            for body in bodies {
+                let pair = the_pair(&pairs, body);
+                assert_eq!(
+                    pair["interface"]["netns"],
+                    tap.as_str(),
+                    "the client's tap: {pair}"
+                );
+                assert_eq!(end(pair, "source").0, client, "{pair}");
+                assert_eq!(end(pair, "destination"), server, "{pair}");
+            }
+        }
+        assert_eq!(done.total_drops(), 0, "{}", done.stats);
+        assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
+    }
+}
+
 /// An ambient pod and two plain pods on one node, all tapped: the ambient pod calls one plain pod, the
 /// other plain pod calls the ambient pod. ztunnel re-originates each connection, so the client's tap and
 /// the server's tap see two different connections; each exchange still comes out once, from the
@@ -419,69 +507,20 @@ fn ambient_and_plain_pods_on_one_node_each_exchange_once() {
     if !netns::require_root("ambient_and_plain_pods_on_one_node_each_exchange_once") {
         return;
     }
-    let node = Node::new("amb2-node");
-    let mut ambient = Netns::new("amb2-pod");
-    let server = Netns::new("amb2-srv");
-    let client = Netns::new("amb2-cli");
-    node.attach(&ambient, "eth0", "va", "10.216.1.2/24");
-    node.attach(&server, "eth0", "vs", "10.216.1.3/24");
-    node.attach(&client, "eth0", "vc", "10.216.1.4/24");
-    mesh::ambient_redirection(&ambient);
-    let _ztunnel = Ztunnel::start(&mut ambient);
-    let app = Server::start(&ambient, "10.216.1.2:8080");
-    let remote = Server::start(&server, "10.216.1.3:9090");
-    let inodes = [&ambient, &server, &client].map(|n| n.inode().to_string());
-
-    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
-    worker.wait_event("tapped", "lo", &inodes[0], 1);
-    worker.wait_event("tapped", "eth0", &inodes[1], 1);
-    worker.wait_event("tapped", "eth0", &inodes[2], 1);
-    // The node's taps reach the pipeline with the scan after the last one opened.
-    std::thread::sleep(Duration::from_millis(1500));
-
-    let out: Vec<Request> = (0..2)
-        .map(|i| Request::post_json("/echo", &body(&format!("node-out-{i}"))))
-        .collect();
-    keep_alive(&ambient, remote.addr, &out);
-    let inb: Vec<Request> = (0..2)
-        .map(|i| Request::post_json("/echo", &body(&format!("node-in-{i}"))))
-        .collect();
-    keep_alive(&client, app.addr, &inb);
+    let pods = AmbientNode::new("amb2", "10.216.1");
+    let worker = pods.worker();
+    let out: Vec<String> = (0..2).map(|i| body(&format!("node-out-{i}"))).collect();
+    let inb: Vec<String> = (0..2).map(|i| body(&format!("node-in-{i}"))).collect();
+    let requests = |bodies: &[String]| -> Vec<Request> {
+        bodies
+            .iter()
+            .map(|b| Request::post_json("/echo", b))
+            .collect()
+    };
+    keep_alive(&pods.ambient, pods.remote.addr, &requests(&out));
+    keep_alive(&pods.client, pods.app.addr, &requests(&inb));
     std::thread::sleep(Duration::from_millis(300));
-
-    let done = worker.stop();
-    let pairs: Vec<&Value> = inodes.iter().flat_map(|i| done.pairs_in(i)).collect();
-    assert_eq!(pairs.len(), 4, "each exchange once: {pairs:?}");
-    for r in &out {
-        let pair = the_pair(&pairs, std::str::from_utf8(&r.body).unwrap());
-        assert_eq!(
-            pair["interface"]["netns"],
-            inodes[0].as_str(),
-            "the client's tap: {pair}"
-        );
-        assert_eq!(end(pair, "source").0, "10.216.1.2", "{pair}");
-        assert_eq!(
-            end(pair, "destination"),
-            ("10.216.1.3".to_string(), 9090),
-            "{pair}"
-        );
-    }
-    for r in &inb {
-        let pair = the_pair(&pairs, std::str::from_utf8(&r.body).unwrap());
-        assert_eq!(
-            pair["interface"]["netns"],
-            inodes[2].as_str(),
-            "the client's tap: {pair}"
-        );
-        assert_eq!(end(pair, "source").0, "10.216.1.4", "{pair}");
-        assert_eq!(
-            end(pair, "destination"),
-            ("10.216.1.2".to_string(), 8080),
-            "{pair}"
-        );
-    }
-    assert_eq!(done.total_drops(), 0, "{}", done.stats);
-    assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
+    pods.assert_each_exchange_once(&worker.stop(), &out, &inb);
 }
 
 /// The same pods, but their keep-alive connections are up before the worker starts: the capture
@@ -495,74 +534,31 @@ fn ambient_and_plain_pods_joined_mid_way_each_exchange_once() {
     if !netns::require_root("ambient_and_plain_pods_joined_mid_way_each_exchange_once") {
         return;
     }
-    let node = Node::new("amb4-node");
-    let mut ambient = Netns::new("amb4-pod");
-    let server = Netns::new("amb4-srv");
-    let client = Netns::new("amb4-cli");
-    node.attach(&ambient, "eth0", "va", "10.224.1.2/24");
-    node.attach(&server, "eth0", "vs", "10.224.1.3/24");
-    node.attach(&client, "eth0", "vc", "10.224.1.4/24");
-    mesh::ambient_redirection(&ambient);
-    let _ztunnel = Ztunnel::start(&mut ambient);
-    let app = Server::start(&ambient, "10.224.1.2:8080");
-    let remote = Server::start(&server, "10.224.1.3:9090");
-    let inodes = [&ambient, &server, &client].map(|n| n.inode().to_string());
-
+    let pods = AmbientNode::new("amb4", "10.224.1");
     // Both connections carry an exchange before the capture starts, then wait.
-    let exchange = |stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str, tag: &str| {
-        let request = Request::post_json("/echo", &body(tag));
+    let exchange = |stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, host: &str, body: &str| {
+        let request = Request::post_json("/echo", body);
         stream.write_all(&request.encode(host, false)).unwrap();
         let response = http::read_response(stream, buf);
-        assert_eq!(response.status(), 200, "{tag}");
+        assert_eq!(response.status(), 200, "{body}");
     };
-    let (out_host, in_host) = (remote.addr.to_string(), app.addr.to_string());
-    let mut outbound = http::connect(&ambient, remote.addr);
-    let mut inbound = http::connect(&client, app.addr);
+    let (out_host, in_host) = (pods.remote.addr.to_string(), pods.app.addr.to_string());
+    let mut outbound = http::connect(&pods.ambient, pods.remote.addr);
+    let mut inbound = http::connect(&pods.client, pods.app.addr);
     let (mut out_buf, mut in_buf) = (Vec::new(), Vec::new());
-    exchange(&mut outbound, &mut out_buf, &out_host, "before-out");
-    exchange(&mut inbound, &mut in_buf, &in_host, "before-in");
+    exchange(&mut outbound, &mut out_buf, &out_host, &body("before-out"));
+    exchange(&mut inbound, &mut in_buf, &in_host, &body("before-in"));
 
-    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
-    worker.wait_event("tapped", "lo", &inodes[0], 1);
-    worker.wait_event("tapped", "eth0", &inodes[1], 1);
-    worker.wait_event("tapped", "eth0", &inodes[2], 1);
-    // The node's taps reach the pipeline with the scan after the last one opened.
-    std::thread::sleep(Duration::from_millis(1500));
-    for i in 0..2 {
-        exchange(
-            &mut outbound,
-            &mut out_buf,
-            &out_host,
-            &format!("late-out-{i}"),
-        );
-        exchange(&mut inbound, &mut in_buf, &in_host, &format!("late-in-{i}"));
+    let worker = pods.worker();
+    let out: Vec<String> = (0..2).map(|i| body(&format!("late-out-{i}"))).collect();
+    let inb: Vec<String> = (0..2).map(|i| body(&format!("late-in-{i}"))).collect();
+    for (o, i) in out.iter().zip(&inb) {
+        exchange(&mut outbound, &mut out_buf, &out_host, o);
+        exchange(&mut inbound, &mut in_buf, &in_host, i);
     }
     drop((outbound, inbound));
     std::thread::sleep(Duration::from_millis(300));
-
-    let done = worker.stop();
-    let pairs: Vec<&Value> = inodes.iter().flat_map(|i| done.pairs_in(i)).collect();
-    assert_eq!(pairs.len(), 4, "each exchange once: {pairs:?}");
-    for i in 0..2 {
-        let pair = the_pair(&pairs, &body(&format!("late-out-{i}")));
-        assert_eq!(pair["interface"]["netns"], inodes[0].as_str(), "{pair}");
-        assert_eq!(end(pair, "source").0, "10.224.1.2", "{pair}");
-        assert_eq!(
-            end(pair, "destination"),
-            ("10.224.1.3".to_string(), 9090),
-            "{pair}"
-        );
-        let pair = the_pair(&pairs, &body(&format!("late-in-{i}")));
-        assert_eq!(pair["interface"]["netns"], inodes[2].as_str(), "{pair}");
-        assert_eq!(end(pair, "source").0, "10.224.1.4", "{pair}");
-        assert_eq!(
-            end(pair, "destination"),
-            ("10.224.1.2".to_string(), 8080),
-            "{pair}"
-        );
-    }
-    assert_eq!(done.total_drops(), 0, "{}", done.stats);
-    assert!(done.counter("flows_mirrored") >= 2, "{}", done.stats);
+    pods.assert_each_exchange_once(&worker.stop(), &out, &inb);
 }
 
 /// An ambient pod that goes away: its tap is released with its conntrack socket, which would otherwise
