@@ -525,7 +525,8 @@ PY
     kill -0 "$worker_pid" 2>/dev/null || die "the node's worker ($worker_pid) is gone"
     echo 5 >"/proc/$worker_pid/clear_refs" # its peak RSS, from now on
   else
-    RUST_LOG=info "${RUN_BIN:-$BIN}" capture --interface bs0 --netns "/run/netns/$NS_S" ${config:+--config "$config"} \
+    # MALLOC_ARENA_MAX: as the worker's image sets it (Dockerfile.worker), unless the caller chose.
+    MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX:-2} RUST_LOG=info "${RUN_BIN:-$BIN}" capture --interface bs0 --netns "/run/netns/$NS_S" ${config:+--config "$config"} \
       --sink "$sink" \
       --stats-json "$d/worker.stats.json" --log-format json --node-name bench 2>"$d/worker.log" &
     worker_pid=$!
