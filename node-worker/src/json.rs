@@ -413,5 +413,31 @@ mod tests {
         fn ascii_with_specials(s in "[ -~\\n\\r\\t\\x00-\\x1f\"\\\\]{0,64}") {
             prop_assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap());
         }
+
+        /// Any bytes, valid UTF-8 or not: written as serde_json writes their lossy text (invalid
+        /// sequences replaced by U+FFFD). Bytes drawn mostly from quotes, backslashes, controls and
+        /// bytes of broken UTF-8, so that every way (plain, dense, sparse) is taken.
+        #[test]
+        fn any_bytes_escape_as_serde_json_does_their_lossy_text(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    any::<u8>(),
+                    Just(b'"'),
+                    Just(b'\\'),
+                    Just(b'a'),
+                    Just(b'\n'),
+                    Just(0x01u8),
+                    Just(0xc3u8),
+                    Just(0xa9u8),
+                    Just(0xffu8),
+                ],
+                0..600,
+            )
+        ) {
+            let mut out = b"[".to_vec();
+            lossy(&mut out, &bytes);
+            let expected = serde_json::to_string(&String::from_utf8_lossy(&bytes)).unwrap();
+            prop_assert_eq!(&out[1..], expected.as_bytes());
+        }
     }
 }
