@@ -96,10 +96,12 @@ const SHORT_LETTERS: [u8; 16] = [
 ];
 
 /// Blocks escaped into the stack buffer of [`escape_ssse3`] before it is appended to the output.
-const CHUNK_BLOCKS: usize = 16;
+const CHUNK_BLOCKS: usize = 32;
 
-/// The stack buffer: at most 32 bytes out per block.
-type Staging = [u8; 32 * CHUNK_BLOCKS];
+/// The stack buffer: at most 32 bytes out per block, and 16 bytes more past the last block's, where
+/// its second store may start at most 31 bytes in (see `escape_block`).
+const STAGING: usize = 32 * CHUNK_BLOCKS + 16;
+type Staging = [u8; STAGING];
 
 #[target_feature(enable = "ssse3")]
 fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -110,7 +112,7 @@ fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
     // at every store.
     out.reserve(bytes.len() + 2);
     out.push(b'"');
-    let mut staging: Staging = [0; 32 * CHUNK_BLOCKS];
+    let mut staging: Staging = [0; STAGING];
     let (blocks, rest) = bytes.as_chunks::<16>();
     for chunk in blocks.chunks(CHUNK_BLOCKS) {
         let mut at = 0;
@@ -130,7 +132,7 @@ fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Writes the escaped `block` at `at` of `staging` and returns where the next byte goes; `at` is at
-/// most 32 bytes short of the end (32 per block before it in the chunk). `padding`: how many of the
+/// most 32 bytes per block before it in the chunk, so `STAGING - 48` at most. `padding`: how many of the
 /// block's last bytes are padding (none but in the last block), whose output (one byte each, written
 /// last) does not count. A block with a long escape is appended to `out` directly, after what
 /// `staging` holds (then 0 is returned).
@@ -164,10 +166,10 @@ fn escape_block(
         marks = _mm_or_si128(marks, controls);
     }
     let pattern = _mm_movemask_epi8(marks) as usize;
-    // Room for two 16-byte stores; one bounds check for both.
-    let dst: &mut [u8; 32] = match staging.get_mut(at..at + 32).map(<&mut [u8; 32]>::try_from) {
+    // Room for two 16-byte stores, the second at most 31 bytes in; one bounds check for both.
+    let dst: &mut [u8; 48] = match staging.get_mut(at..at + 48).map(<&mut [u8; 48]>::try_from) {
         Some(Ok(dst)) => dst,
-        _ => unreachable!("a block's 32 bytes within the staging buffer"),
+        _ => unreachable!("a block's 48 bytes within the staging buffer"),
     };
     if pattern == 0 {
         dst[..16].copy_from_slice(&cast::<__m128i, [u8; 16]>(v));
@@ -180,7 +182,9 @@ fn escape_block(
         cast(EXPANSIONS.control[low]),
     );
     dst[..16].copy_from_slice(&cast::<__m128i, [u8; 16]>(expanded));
-    let first = usize::from(EXPANSIONS.len[low]).min(16);
+    // At most 16 (eight bytes each escaped); masked to five bits, which the compiler sees keeps the
+    // second store within `dst` (no bounds check, no clamp).
+    let first = usize::from(EXPANSIONS.len[low]) & 31;
     let expanded = _mm_shuffle_epi8(
         _mm_unpackhi_epi64(v, backslashes),
         cast(EXPANSIONS.control[high]),
@@ -325,6 +329,29 @@ mod tests {
                         dense(&many),
                         serde_json::to_string(&many).unwrap(),
                         "{many:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn chunks_of_the_staging_buffer_join_up() {
+        // Texts around one and two chunks long, every block escaped in full (the most a chunk
+        // writes), with a long escape around the chunk's end (staged bytes appended before it).
+        let chunk = 16 * CHUNK_BLOCKS;
+        for len in [chunk - 1, chunk, chunk + 1, 2 * chunk + 17] {
+            for special in ['"', '\u{1}'] {
+                for at in [0, chunk - 17, chunk - 1, chunk, chunk + 1] {
+                    let mut s: Vec<char> = std::iter::repeat_n('"', len).collect();
+                    if let Some(c) = s.get_mut(at) {
+                        *c = special;
+                    }
+                    let text: String = s.iter().collect();
+                    assert_eq!(
+                        dense(&text),
+                        serde_json::to_string(&text).unwrap(),
+                        "len {len}, {special:?} at {at}"
                     );
                 }
             }
