@@ -4,7 +4,7 @@
 //! per pair. The output is the same as serde_json's: `"`, `\` and bytes below 0x20 are escaped,
 //! everything else (UTF-8 included) is copied. Tests compare both.
 
-// The shuffle escaper needs x86-64 (SSSE3); elsewhere every string takes the SIMD kernel of
+// The shuffle escaper needs x86-64 (SSSE3 and AVX); elsewhere every string takes the SIMD kernel of
 // json-escape-simd.
 #[cfg(target_arch = "x86_64")]
 mod dense;

@@ -60,7 +60,7 @@ const SAMPLE: usize = 64;
 
 /// Whether `text` is dense enough with quotes for this escaper to pay: at least one quote or
 /// backslash per 16 bytes of its first 64 (JSON has one every few bytes; below that, the SIMD kernel
-/// that skips ahead to each escape is faster); and the CPU has SSSE3.
+/// that skips ahead to each escape is faster); and the CPU has SSSE3 and AVX.
 pub(super) fn worth_it(text: &[u8]) -> bool {
     if text.len() < MIN_LEN {
         return false;
@@ -73,16 +73,20 @@ pub(super) fn worth_it(text: &[u8]) -> bool {
     marks as usize * 16 >= words.len() * 8 && supported()
 }
 
+/// SSSE3 for the shuffles; AVX so that they are encoded with three operands (VEX), which saves
+/// the register copies the two-operand forms need: a tenth of the instructions per block. Every
+/// x86-64 CPU since 2011 has both; one without AVX takes the generic escaper, same output.
 fn supported() -> bool {
-    std::is_x86_feature_detected!("ssse3")
+    std::is_x86_feature_detected!("ssse3") && std::is_x86_feature_detected!("avx")
 }
 
-/// Appends `text` as a JSON string literal (through the generic escaper on a CPU without SSSE3).
+/// Appends `text` as a JSON string literal (through the generic escaper on a CPU without SSSE3 or
+/// AVX).
 // The one `unsafe` of the worker: calling a function compiled for instructions the CPU must have.
 #[allow(unsafe_code)]
 pub(super) fn string(out: &mut Vec<u8>, text: &str) {
     if supported() {
-        // SAFETY: `escape_ssse3` needs SSSE3, which the CPU was just found to have.
+        // SAFETY: `escape_ssse3` needs SSSE3 and AVX, which the CPU was just found to have.
         unsafe { escape_ssse3(out, text.as_bytes()) };
         return;
     }
@@ -103,7 +107,7 @@ const CHUNK_BLOCKS: usize = 32;
 const STAGING: usize = 32 * CHUNK_BLOCKS + 16;
 type Staging = [u8; STAGING];
 
-#[target_feature(enable = "ssse3")]
+#[target_feature(enable = "ssse3,avx")]
 fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
     // Blocks are written in place in a buffer on the stack, with room for every block of the chunk
     // escaped in two, then appended in one copy. Writing in place in `out` instead would need its
@@ -136,7 +140,7 @@ fn escape_ssse3(out: &mut Vec<u8>, bytes: &[u8]) {
 /// block's last bytes are padding (none but in the last block), whose output (one byte each, written
 /// last) does not count. A block with a long escape is appended to `out` directly, after what
 /// `staging` holds (then 0 is returned).
-#[target_feature(enable = "ssse3")]
+#[target_feature(enable = "ssse3,avx")]
 #[inline]
 fn escape_block(
     out: &mut Vec<u8>,
