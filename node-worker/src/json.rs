@@ -330,6 +330,26 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The plain check is exact at every length up to its limit and past it, on bytes mostly
+        /// plain with a few of every other kind.
+        #[test]
+        fn plain_is_exact(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    8 => 0x20u8..0x7f,
+                    1 => any::<u8>(),
+                    1 => prop_oneof![Just(b'"'), Just(b'\\'), Just(0x1fu8), Just(0x80u8)],
+                ],
+                0..80,
+            )
+        ) {
+            let expected = bytes.len() <= PLAIN_MAX
+                && bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+            prop_assert_eq!(is_plain(&bytes), expected);
+        }
+    }
+
     #[test]
     fn short_extends_copy_exactly() {
         let source: Vec<u8> = (0..80).collect();
