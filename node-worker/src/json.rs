@@ -4,7 +4,7 @@
 //! per pair. The output is the same as serde_json's: `"`, `\` and bytes below 0x20 are escaped,
 //! everything else (UTF-8 included) is copied. Tests compare both.
 
-// The shuffle escaper needs x86-64 (SSSE3); elsewhere every string takes the SIMD kernel of
+// The shuffle escaper needs x86-64 (SSSE3 and AVX); elsewhere every string takes the SIMD kernel of
 // json-escape-simd.
 #[cfg(target_arch = "x86_64")]
 mod dense;
@@ -70,43 +70,76 @@ pub fn is_token(text: &[u8]) -> bool {
         .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
-/// `out.extend_from_slice(bytes)` in moves of eight (or four) bytes, for the short pieces a pair
-/// message is made of (names, values, numbers): a call to `memcpy`, which a copy of unknown length
-/// becomes, costs more than the copy itself there, dozens of times per pair.
+/// `out.extend_from_slice(bytes)` in a few fixed-size moves, for the short pieces a pair message
+/// is made of (names, values, numbers): a call to `memcpy`, which a copy of unknown length becomes,
+/// costs more than the copy itself there, dozens of times per pair. Up to 64 bytes, the bytes are
+/// gathered on the stack in two overlapping moves, then appended whole and cut back: one capacity
+/// check and one length update, not one per move.
 #[inline]
 pub fn extend_short(out: &mut Vec<u8>, bytes: &[u8]) {
     let len = bytes.len();
-    match (bytes.first_chunk::<8>(), bytes.last_chunk::<8>()) {
-        // Eight to sixteen bytes: the first eight and the last eight, overlapping.
-        (Some(first), Some(last)) if len <= 16 => {
-            out.extend_from_slice(first);
-            out.truncate(out.len() - (16 - len));
-            out.extend_from_slice(last);
+    match len {
+        0..=16 => append_cut(out, gather::<16>(bytes), len),
+        17..=64 => append_cut(out, gather::<64>(bytes), len),
+        _ => extend_words(out, bytes),
+    }
+}
+
+/// `bytes` (at most `N`, which is 16 or more) at the start of an `N`-byte array: the first and the
+/// last K bytes for the K (4, 8, 16 or 32) that covers them in two moves; under four bytes, the
+/// first, middle and last bytes. No loop, which the compiler would turn back into a `memcpy` call.
+#[inline(always)]
+fn gather<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut buf = [0u8; N];
+    match bytes.len() {
+        0 => {}
+        1..=3 => {
+            let (len, mid) = (bytes.len(), bytes.len() / 2);
+            buf[0] = bytes[0];
+            buf[mid] = bytes[mid];
+            buf[len - 1] = bytes[len - 1];
         }
-        // Longer: eight at a time, then the last eight over some of those.
-        (Some(_), Some(last)) => {
-            let (words, rest) = bytes.as_chunks::<8>();
-            for word in words {
-                out.extend_from_slice(word);
-            }
-            if !rest.is_empty() {
-                out.truncate(out.len() - (8 - rest.len()));
-                out.extend_from_slice(last);
-            }
+        4..=8 => overlapping::<4, N>(&mut buf, bytes),
+        9..=16 => overlapping::<8, N>(&mut buf, bytes),
+        17..=32 => overlapping::<16, N>(&mut buf, bytes),
+        _ => overlapping::<32, N>(&mut buf, bytes),
+    }
+    buf
+}
+
+/// Copies the first `K` and the last `K` of `bytes` (`K` to `2K` of them, at most `N`) to the same
+/// places in `buf`.
+#[inline(always)]
+fn overlapping<const K: usize, const N: usize>(buf: &mut [u8; N], bytes: &[u8]) {
+    let len = bytes.len();
+    if let (Some(first), Some(last), Some(to_first)) = (
+        bytes.first_chunk::<K>(),
+        bytes.last_chunk::<K>(),
+        buf.first_chunk_mut::<K>(),
+    ) {
+        *to_first = *first;
+        if let Some(Ok(to_last)) = buf.get_mut(len - K..len).map(<&mut [u8; K]>::try_from) {
+            *to_last = *last;
         }
-        _ => match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
-            // Four to seven bytes: the first four and the last four, overlapping.
-            (Some(first), Some(last)) => {
-                out.extend_from_slice(first);
-                out.truncate(out.len() - (8 - len));
-                out.extend_from_slice(last);
-            }
-            _ => {
-                for &b in bytes {
-                    out.push(b);
-                }
-            }
-        },
+    }
+}
+
+/// Appends the first `len` bytes of `buf`: all of it in one fixed-size copy, then cut back.
+#[inline(always)]
+fn append_cut<const N: usize>(out: &mut Vec<u8>, buf: [u8; N], len: usize) {
+    out.extend_from_slice(&buf);
+    out.truncate(out.len() - (N - len.min(N)));
+}
+
+/// [`extend_short`] past 64 bytes: eight at a time, then the last eight over some of those.
+fn extend_words(out: &mut Vec<u8>, bytes: &[u8]) {
+    let (words, rest) = bytes.as_chunks::<8>();
+    for word in words {
+        out.extend_from_slice(word);
+    }
+    if let (false, Some(last)) = (rest.is_empty(), bytes.last_chunk::<8>()) {
+        out.truncate(out.len() - (8 - rest.len()));
+        out.extend_from_slice(last);
     }
 }
 
@@ -297,9 +330,29 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The plain check is exact at every length up to its limit and past it, on bytes mostly
+        /// plain with a few of every other kind.
+        #[test]
+        fn plain_is_exact(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    8 => 0x20u8..0x7f,
+                    1 => any::<u8>(),
+                    1 => prop_oneof![Just(b'"'), Just(b'\\'), Just(0x1fu8), Just(0x80u8)],
+                ],
+                0..80,
+            )
+        ) {
+            let expected = bytes.len() <= PLAIN_MAX
+                && bytes.iter().all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+            prop_assert_eq!(is_plain(&bytes), expected);
+        }
+    }
+
     #[test]
     fn short_extends_copy_exactly() {
-        let source: Vec<u8> = (0..40).collect();
+        let source: Vec<u8> = (0..80).collect();
         for len in 0..source.len() {
             for prefix in [0, 3, 8] {
                 let mut out = vec![0xaa; prefix];
@@ -412,6 +465,32 @@ mod tests {
         #[test]
         fn ascii_with_specials(s in "[ -~\\n\\r\\t\\x00-\\x1f\"\\\\]{0,64}") {
             prop_assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        /// Any bytes, valid UTF-8 or not: written as serde_json writes their lossy text (invalid
+        /// sequences replaced by U+FFFD). Bytes drawn mostly from quotes, backslashes, controls and
+        /// bytes of broken UTF-8, so that every way (plain, dense, sparse) is taken.
+        #[test]
+        fn any_bytes_escape_as_serde_json_does_their_lossy_text(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    any::<u8>(),
+                    Just(b'"'),
+                    Just(b'\\'),
+                    Just(b'a'),
+                    Just(b'\n'),
+                    Just(0x01u8),
+                    Just(0xc3u8),
+                    Just(0xa9u8),
+                    Just(0xffu8),
+                ],
+                0..600,
+            )
+        ) {
+            let mut out = b"[".to_vec();
+            lossy(&mut out, &bytes);
+            let expected = serde_json::to_string(&String::from_utf8_lossy(&bytes)).unwrap();
+            prop_assert_eq!(&out[1..], expected.as_bytes());
         }
     }
 }

@@ -444,7 +444,7 @@ fn write_endpoint(out: &mut Vec<u8>, e: &Endpoint) {
     o.end();
 }
 
-/// Encodes a pair as compact JSON into `out` (the pair message of DESIGN.md). Fails (a counted drop)
+/// Encodes a pair as compact JSON after what `out` holds (the pair message of DESIGN.md). Fails (a counted drop)
 /// when a body cannot be decoded or decodes to more than the configured maximum; `out` is then left
 /// with a partial message the caller discards.
 pub fn encode_pair(

@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 use interceptor_crds::config::KafkaConfig;
 
 use crate::sink::kafka::KafkaSink;
-use crate::sink::{LinesSink, MemorySink, PairRef, Sink, SinkError, SinkStats};
+use crate::sink::{
+    encode_then_send, Encode, LinesSink, MemorySink, PairRef, Sink, SinkError, SinkStats,
+};
+use crate::stats::DropReason;
 
 /// A sink as the in-cluster worker uses it: [`Sink`], plus what the status reports about it.
 pub trait ClusterSink: Sink {
@@ -303,6 +306,20 @@ impl Sink for SwitchableSink {
                 self.orphans.failed += 1;
                 self.orphans.last_error = Some("no sink configured".into());
             }
+        }
+    }
+
+    /// Through the current producer, which may encode the pair where it keeps it.
+    fn encode_and_send(
+        &mut self,
+        key: &str,
+        scratch: &mut Vec<u8>,
+        encode: &mut Encode<'_>,
+    ) -> Result<(), DropReason> {
+        self.pick_up();
+        match self.current.as_mut() {
+            Some(sink) => sink.encode_and_send(key, scratch, encode),
+            None => encode_then_send(self, key, scratch, encode),
         }
     }
 

@@ -7,7 +7,7 @@ use crate::app::CompletedPair;
 use crate::filters::Rules;
 use crate::message::{encode_pair, Endpoint, Ipv4Text, Origin};
 use crate::pair_id::{write_pair_id, IdPrefix};
-use crate::sink::{PairRef, Sink};
+use crate::sink::Sink;
 use crate::stats::Counters;
 
 pub(super) struct Output {
@@ -56,25 +56,26 @@ impl Output {
     ) {
         write_partition_key(&mut self.partition_key, &ends.destination);
         for pair in pairs.drain(..) {
-            self.encoded.clear();
             write_pair_id(&mut self.id, &self.id_prefix, self.next_id);
             self.next_id += 1;
-            match encode_pair(
-                &pair,
-                &self.id,
-                ends.origin,
-                &ends.source,
-                &ends.destination,
-                rules,
-                &mut self.encoded,
-            ) {
-                Ok(()) => {
-                    counters.pairs_emitted += 1;
-                    self.sink.send(PairRef {
-                        key: &self.partition_key,
-                        value: &self.encoded,
-                    });
-                }
+            // Encoded where the sink keeps it if it can (see `Sink::encode_and_send`), else in
+            // `encoded`.
+            let mut encode = |out: &mut Vec<u8>| {
+                encode_pair(
+                    &pair,
+                    &self.id,
+                    ends.origin,
+                    &ends.source,
+                    &ends.destination,
+                    rules,
+                    out,
+                )
+            };
+            match self
+                .sink
+                .encode_and_send(&self.partition_key, &mut self.encoded, &mut encode)
+            {
+                Ok(()) => counters.pairs_emitted += 1,
                 Err(reason) => counters.count_drop(reason),
             }
         }

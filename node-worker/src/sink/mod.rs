@@ -12,6 +12,8 @@ use serde::Serialize;
 
 pub use lines::LinesSink;
 
+use crate::stats::DropReason;
+
 /// One pair ready to leave the node, as the pipeline hands it to a sink: borrowed, so that the
 /// pipeline encodes every pair into the same buffer; a sink copies what it keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +96,19 @@ pub trait Sink: Send {
     /// Hand over one pair. Its fate is accounted for in [`Sink::stats`].
     fn send(&mut self, pair: PairRef<'_>);
 
+    /// Hand over one pair that `encode` writes (appending to the buffer it is given), as
+    /// [`Sink::send`] does; if `encode` fails, nothing is handed over and its error is returned. By
+    /// default the pair is written into `scratch` (cleared first), then sent; a sink that keeps the
+    /// bytes as they are may have them written where it keeps them, saving a copy of every pair.
+    fn encode_and_send(
+        &mut self,
+        key: &str,
+        scratch: &mut Vec<u8>,
+        encode: &mut Encode<'_>,
+    ) -> Result<(), DropReason> {
+        encode_then_send(self, key, scratch, encode)
+    }
+
     /// Housekeeping between packets (delivery reports, purge after an outage). Cheap when idle.
     fn poll(&mut self) {}
 
@@ -101,6 +116,25 @@ pub trait Sink: Send {
     fn flush(&mut self, timeout: Duration) -> Result<(), SinkError>;
 
     fn stats(&self) -> SinkStats;
+}
+
+/// Writes one pair message into the buffer it is given, after what is there; an error drops the pair.
+pub type Encode<'a> = dyn FnMut(&mut Vec<u8>) -> Result<(), DropReason> + 'a;
+
+/// [`Sink::encode_and_send`] as every sink may do it: into `scratch`, then [`Sink::send`].
+pub fn encode_then_send<S: Sink + ?Sized>(
+    sink: &mut S,
+    key: &str,
+    scratch: &mut Vec<u8>,
+    encode: &mut Encode<'_>,
+) -> Result<(), DropReason> {
+    scratch.clear();
+    encode(scratch)?;
+    sink.send(PairRef {
+        key,
+        value: scratch,
+    });
+    Ok(())
 }
 
 /// A sink that keeps pairs in memory: for tests and for embedding.
