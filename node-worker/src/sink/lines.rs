@@ -195,6 +195,19 @@ mod tests {
         }
     }
 
+    /// Flushes `sink`, then checks what its file holds and its (accepted, delivered, failed) counts.
+    fn flushed_as(
+        sink: &mut LinesSink,
+        path: &std::path::Path,
+        text: &str,
+        counts: (u64, u64, u64),
+    ) {
+        sink.flush(Duration::from_secs(1)).unwrap();
+        assert_eq!(std::fs::read_to_string(path).unwrap(), text);
+        let stats = sink.stats();
+        assert_eq!((stats.accepted, stats.delivered, stats.failed), counts);
+    }
+
     #[test]
     fn writes_one_line_per_pair() {
         let dir = tempfile::tempdir().unwrap();
@@ -202,13 +215,7 @@ mod tests {
         let mut sink = LinesSink::file(path.to_str().unwrap()).unwrap();
         sink.send(pair("{\"a\":1}").view());
         sink.send(pair("{\"b\":2}").view());
-        sink.flush(Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"a\":1}\n{\"b\":2}\n"
-        );
-        let stats = sink.stats();
-        assert_eq!((stats.accepted, stats.delivered, stats.failed), (2, 2, 0));
+        flushed_as(&mut sink, &path, "{\"a\":1}\n{\"b\":2}\n", (2, 2, 0));
     }
 
     #[test]
@@ -231,13 +238,7 @@ mod tests {
             Err(DropReason::DecodedTooLarge)
         );
         sink.send(pair("{\"b\":2}").view());
-        sink.flush(Duration::from_secs(1)).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap(),
-            "{\"a\":1}\n{\"b\":2}\n"
-        );
-        let stats = sink.stats();
-        assert_eq!((stats.accepted, stats.delivered, stats.failed), (2, 2, 0));
+        flushed_as(&mut sink, &path, "{\"a\":1}\n{\"b\":2}\n", (2, 2, 0));
         assert!(
             scratch.is_empty(),
             "written into the batch, not the scratch buffer"
