@@ -63,7 +63,7 @@ struct CaptureArgs {
     /// destination (from conntrack, or else from the answers) instead of being lost. --discover finds
     /// the mesh by itself.
     #[arg(long, value_enum, value_name = "MESH", requires = "interface")]
-    mesh: Option<MeshArg>,
+    mesh: Option<MeshKind>,
 
     /// Discover every network namespace on the host and capture the interfaces the in-cluster worker
     /// would (a pod's loopback when a service-mesh sidecar runs in it, else its external interface).
@@ -108,27 +108,6 @@ struct CaptureArgs {
         env = "INTERCEPTOR_LOG_FORMAT"
     )]
     log_format: LogFormat,
-}
-
-/// The meshes `--mesh` names.
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum MeshArg {
-    /// An Istio sidecar (envoy): outbound calls redirected to 15001.
-    Istio,
-    /// Istio ambient mode (ztunnel's listeners in the pod's namespace): outbound calls to 15001.
-    IstioAmbient,
-    /// A Linkerd proxy: outbound calls redirected to 4140.
-    Linkerd,
-}
-
-impl From<MeshArg> for MeshKind {
-    fn from(mesh: MeshArg) -> MeshKind {
-        match mesh {
-            MeshArg::Istio => MeshKind::Istio,
-            MeshArg::IstioAmbient => MeshKind::IstioAmbient,
-            MeshArg::Linkerd => MeshKind::Linkerd,
-        }
-    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -276,7 +255,7 @@ fn capture(args: CaptureArgs) -> Result<(), Failure> {
             Some(name) => Selection::Interface {
                 name: name.clone(),
                 netns: args.netns.clone(),
-                mesh: args.mesh.map(MeshKind::from),
+                mesh: args.mesh,
             },
             None => Selection::Discover,
         };

@@ -6,7 +6,8 @@
 
 use super::snapshot::ProcessInfo;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Also `node-worker capture --mesh` (its values are the names [`MeshKind::as_str`] gives).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
 pub enum MeshKind {
     /// An Istio sidecar (`istio-proxy`: envoy and pilot-agent), classic or native.
     Istio,

@@ -241,9 +241,7 @@ impl Pipeline {
                 done,
                 not_http,
             }) => {
-                if !self.settle_joined_copy(&key) {
-                    self.emit(&key, client_dir, interface);
-                }
+                self.emit(&key, client_dir, interface);
                 if done {
                     self.close_flow(&key, Close::Ended);
                 } else if not_http {
@@ -351,48 +349,6 @@ impl Pipeline {
         true
     }
 
-    /// A connection joined mid-way has no SYN to tell its client when it is admitted (see
-    /// [`NodeTaps::is_server_side_copy`]); its first message does. If it then turns out to be the
-    /// server-side copy of an exchange with a meshed pod of this node, whose client's tap records it,
-    /// it becomes a mirror: what it parsed so far is discarded (its pairs come out of the client's
-    /// tap), its buffers freed, the rest of its packets skipped. True when it did.
-    fn settle_joined_copy(&mut self, key: &FlowKey) -> bool {
-        if !self.node_taps.has_mesh() {
-            return false;
-        }
-        let Some(flow) = self.flows.get_mut(key) else {
-            return false;
-        };
-        if flow.copy_checked || flow.mirror {
-            return false;
-        }
-        let Some(client_dir) = flow.conn.client() else {
-            return false;
-        };
-        flow.copy_checked = true;
-        let tap_netns = self
-            .interfaces
-            .get(flow.interface())
-            .and_then(|(info, _)| info.netns.as_deref());
-        let client = key.source(client_dir).ip();
-        if !self.node_taps.is_server_side_copy(tap_netns, client) {
-            return false;
-        }
-        flow.mirror = true;
-        flow.conn = Connection::new(
-            Some(client_dir),
-            [false; 2],
-            self.shared.rules.max_header_bytes,
-        );
-        flow.reassembly = [Reassembler::default(), Reassembler::default()];
-        release_flow(&mut flow.budget, &mut self.shared.total);
-        self.shared.completed.clear();
-        let counters = &mut self.shared.counters;
-        counters.flows = counters.flows.saturating_sub(1);
-        counters.flows_mirrored += 1;
-        true
-    }
-
     /// Feeds a packet to its connection's reassembler in `dir`, and what the other direction learns
     /// from it (its end on RST, what was acknowledged), into the connection's application layer.
     fn feed(&mut self, key: &FlowKey, dir: Direction, seg: &TcpSegment<'_>) -> Option<Fed> {
@@ -441,6 +397,17 @@ impl Pipeline {
             other.finish(&mut allowance, stats, other_side);
         } else if flags.ack {
             other.peer_acked(seg.ack, &mut allowance, stats, other_side);
+        }
+        if !flow.copy_checked && self.node_taps.has_mesh() {
+            let tap_netns = self
+                .interfaces
+                .get(flow.interface())
+                .and_then(|(info, _)| info.netns.as_deref());
+            if settle_joined_copy(flow, &self.node_taps, tap_netns, &mut self.shared) {
+                return Some(Fed::Skipped {
+                    ends: flags.rst || flags.fin,
+                });
+            }
         }
         Some(Fed::Parsed {
             client_dir: flow.client_dir(),
@@ -644,6 +611,34 @@ impl Pipeline {
         }
         self.output.sink.flush(flush_timeout)
     }
+}
+
+/// A connection joined mid-way has no SYN to tell its client when it is admitted (see
+/// [`NodeTaps::is_server_side_copy`]); its first message does. If it then turns out to be the
+/// server-side copy of an exchange with a meshed pod of this node, whose client's tap records it, it
+/// becomes a mirror: what it parsed so far is discarded (its pairs come out of the client's tap), its
+/// buffers freed, the rest of its packets skipped. True when it did. Checked once per connection.
+fn settle_joined_copy(
+    flow: &mut Flow,
+    node_taps: &NodeTaps,
+    tap_netns: Option<&str>,
+    shared: &mut Shared,
+) -> bool {
+    let Some(client_dir) = flow.conn.client() else {
+        return false;
+    };
+    flow.copy_checked = true;
+    if !node_taps.is_server_side_copy(tap_netns, flow.key.source(client_dir).ip()) {
+        return false;
+    }
+    flow.mirror = true;
+    flow.conn = Connection::new(Some(client_dir), [false; 2], shared.rules.max_header_bytes);
+    flow.reassembly = [Reassembler::default(), Reassembler::default()];
+    release_flow(&mut flow.budget, &mut shared.total);
+    shared.completed.clear();
+    shared.counters.flows = shared.counters.flows.saturating_sub(1);
+    shared.counters.flows_mirrored += 1;
+    true
 }
 
 /// A segment's connection and direction. Loopback addresses are scoped to the interface they were
