@@ -386,8 +386,14 @@ def register(suite):
         expect(kubectl_exists("icst", "-n", NS), "no InterceptorStatus before the deletion")
         # The operator is stopped first: what disappears is the garbage collector's doing, not its.
         kubectl("-n", NS, "scale", "deployment/interceptor-operator", "--replicas=0")
-        wait_for("the operator pod to stop", lambda: not kubectl_exists(
-            "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator"), 60)
+        # It stops within a few seconds of SIGTERM (13 s for the whole check, usually); the kubelet
+        # kills it after the 30 s grace period at worst. Once it took more than 60 s, in CI, with no
+        # trace left of why: the failure now says what the pod and the kubelet were doing.
+        try:
+            wait_for("the operator pod to stop", lambda: not kubectl_exists(
+                "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator"), 120)
+        except CheckFailed as e:
+            raise CheckFailed(f"{e}\n{_operator_shutdown_state(c.dir)}") from None
         kubectl("delete", "icfg", CONFIG, "-n", NS, "--timeout=60s", timeout=70)
         for kind, name in (("daemonset", CONFIG), ("configmap", f"{CONFIG}-config"), ("icst", "")):
             args = [kind, name, "-n", NS] if name else [kind, "-n", NS]
@@ -450,6 +456,26 @@ def _log_lines(pattern):
         logs = kubectl("logs", "-n", NS, "-l", f"app.kubernetes.io/name={component}", "--all-containers", "--tail=-1")
         found[component] = [line for line in logs.splitlines() if re.search(pattern, line)]
     return found
+
+
+def _operator_shutdown_state(cluster_dir):
+    """The operator pods left, their containers' states, the last lines each logged, and what the kubelet
+    logged about them."""
+    lines = []
+    pods = kubectl_json("get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator")["items"]
+    for pod in pods:
+        states = [(s["name"], s.get("state")) for s in pod["status"].get("containerStatuses") or []]
+        lines.append(f"pod {pod['metadata']['name']}: phase {pod['status'].get('phase')}, "
+                     f"deletionTimestamp {pod['metadata'].get('deletionTimestamp')}, containers {states}")
+        tail = kubectl("logs", "-n", NS, pod["metadata"]["name"], "--tail=8", check=False).stdout
+        lines.append(f"  its log, last lines:\n{tail}")
+        try:
+            with open(os.path.join(cluster_dir or "", "log", "kubelet.log"), errors="replace") as f:
+                about = [l.rstrip() for l in f if pod["metadata"]["name"] in l]
+            lines.append("  the kubelet about it, last lines:\n" + "\n".join(about[-12:]))
+        except OSError as e:
+            lines.append(f"  no kubelet log: {e}")
+    return "\n".join(lines) or "no operator pod"
 
 
 def _drops(c):

@@ -35,6 +35,7 @@
 #                                file: the worker writes the file itself (its CPU then includes the page
 #                                cache's cost of every byte)
 #   BENCH_LIVE_PERF=1            perf profile of the worker during the max-rate run (perf/, results.json)
+#   BENCH_LIVE_PERF_RATE=max     ... or during the runs at this rate instead (e.g. 5000)
 #   BENCH_KAFKA=1                live runs again with `--sink kafka`, the production data path (issue 19): the
 #                                tests' broker (tansu) on loopback ($INTERCEPTOR_TEST_KAFKA, else one started
 #                                here with scripts/broker.sh), a fresh topic of 3 partitions per run, the default
@@ -549,7 +550,7 @@ PY
     sampler_pid=$!
   fi
   local perf_pid=
-  if [ "$LIVE_PERF" = 1 ] && [ "$rate" = max ] && command -v perf >/dev/null; then
+  if [ "$LIVE_PERF" = 1 ] && [ "$rate" = "${BENCH_LIVE_PERF_RATE:-max}" ] && command -v perf >/dev/null; then
     perf record -q -F 999 -p "$worker_pid" -o "$d/perf.data" >/dev/null 2>"$d/perf.err" &
     perf_pid=$!
   fi

@@ -31,11 +31,14 @@ use crate::{LogFormat, RunArgs};
 
 pub fn main(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(args))
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    // Tasks still running (watches, a request without an answer) do not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 fn init_logging(format: LogFormat) {
@@ -162,6 +165,9 @@ fn spawn_report_cache(
     });
     (reader, rx)
 }
+
+/// How long reconciles in progress may go on after SIGTERM (the pod's grace period is 30 s).
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -312,7 +318,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         clock: Timestamp::now,
     });
     let (stop_c, lost_c) = (stop.clone(), lost.clone());
-    Controller::for_stream(config_stream, configs)
+    let controller = Controller::for_stream(config_stream, configs)
         .owns(api::<DaemonSet>(&client, ns), managed.clone())
         .owns(api::<ConfigMap>(&client, ns), managed)
         .reconcile_on(report_changes)
@@ -333,10 +339,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => warn!(error = %e, "controller"),
             }
-        })
-        .await;
-
-    info!("controller stopped");
+        });
+    // The controller stops once the reconciles in progress are done. A reconcile waits on the API
+    // server; one that does not answer must not keep the pod past its grace period (30 s), holding the
+    // Lease until the kubelet kills it: after SHUTDOWN_DEADLINE the operator stops without it.
+    tokio::select! {
+        _ = controller => info!("controller stopped"),
+        _ = async {
+            wait_for(stop.clone()).await;
+            tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+        } => warn!(deadline = ?SHUTDOWN_DEADLINE, "reconciles still running after SIGTERM; stopping without them"),
+    }
     let _ = http.await;
     if *lost.borrow() {
         anyhow::bail!("lost leadership");
@@ -346,10 +359,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 async fn release(elector: Option<&LeaderElector>) -> anyhow::Result<()> {
     if let Some(elector) = elector {
-        if let Err(e) = elector.release().await {
-            warn!(error = %e, "releasing the leader Lease");
-        } else {
-            info!("released the leader Lease");
+        match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+            Ok(Ok(())) => info!("released the leader Lease"),
+            Ok(Err(e)) => warn!(error = %e, "releasing the leader Lease"),
+            Err(_) => warn!("releasing the leader Lease: no answer within 5 s"),
         }
     }
     Ok(())
