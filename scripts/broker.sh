@@ -19,7 +19,22 @@ set -euo pipefail
 
 TANSU_VERSION=0.6.0
 CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/interceptor"
-ROOT="$CACHE/tansu-$TANSU_VERSION"
+# Two builds. The tests' one (INTERCEPTOR_TANSU_FLAVOR=test): opt-level 1 (a quicker build), sqlite storage.
+# `make bench`'s (bench): opt-level 3 and the in-memory storage too (INTERCEPTOR_TANSU_STORAGE=memory at
+# `start`): with sqlite, tansu takes half a core for 2 000 pairs/s and a core for 5 000, whatever its
+# opt-level, a peer process that starves the worker measured beside it on two cores.
+FLAVOR=${INTERCEPTOR_TANSU_FLAVOR:-test}
+case "$FLAVOR" in
+  test) ROOT="$CACHE/tansu-$TANSU_VERSION"; OPT=1; FEATURES=libsql ;;
+  bench) ROOT="$CACHE/tansu-$TANSU_VERSION-bench"; OPT=3; FEATURES=libsql,dynostore ;;
+  *) echo "broker.sh: INTERCEPTOR_TANSU_FLAVOR=$FLAVOR: test or bench" >&2; exit 2 ;;
+esac
+case "${INTERCEPTOR_TANSU_STORAGE:-sqlite}" in
+  # sqlite keeps the data across kill -9 and restart (the outage runs need that); memory does not.
+  sqlite) STORAGE="sqlite://tansu.db" ;;
+  memory) STORAGE="memory://tansu/" ;;
+  *) echo "broker.sh: INTERCEPTOR_TANSU_STORAGE=$INTERCEPTOR_TANSU_STORAGE: sqlite or memory" >&2; exit 2 ;;
+esac
 BIN="${INTERCEPTOR_TANSU:-$ROOT/bin/tansu}"
 
 die() { echo "broker.sh: $*" >&2; exit 1; }
@@ -30,24 +45,25 @@ install_tansu() {
   command -v cargo >/dev/null || die "cargo is needed to build tansu"
   mkdir -p "$CACHE"
   # One build at a time: a second caller (the background install of `make test`, then `start`) waits here.
-  exec 9>"$CACHE/tansu.lock"
+  exec 9>"$CACHE/tansu-$FLAVOR.lock"
   flock 9
   if [ -x "$BIN" ]; then exec 9>&-; return 0; fi
-  echo "broker.sh: building tansu $TANSU_VERSION into $ROOT (first run only; 10-15 minutes on 2 idle cores)" >&2
-  # The default features give a broker without usable storage; libsql brings the sqlite storage engine.
-  # A broker for tests needs no heavy optimisation: compile faster (settings from the caller win).
-  CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-1}" \
+  echo "broker.sh: building tansu $TANSU_VERSION ($FLAVOR: opt-level $OPT, $FEATURES) into $ROOT (first run only; 10-20 minutes on 2 idle cores)" >&2
+  # The default features give a broker without usable storage: libsql brings the sqlite storage engine,
+  # dynostore the in-memory one. A broker for tests needs no heavy optimisation: compile faster (settings
+  # from the caller win).
+  CARGO_PROFILE_RELEASE_OPT_LEVEL="${CARGO_PROFILE_RELEASE_OPT_LEVEL:-$OPT}" \
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS="${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-16}" \
   CARGO_PROFILE_RELEASE_LTO="${CARGO_PROFILE_RELEASE_LTO:-false}" \
   CARGO_PROFILE_RELEASE_DEBUG="${CARGO_PROFILE_RELEASE_DEBUG:-false}" \
-  cargo install tansu --version "$TANSU_VERSION" --locked --features libsql --root "$ROOT.partial" \
-    --target-dir "$CACHE/tansu-target" >&2 &
+  cargo install tansu --version "$TANSU_VERSION" --locked --features "$FEATURES" --root "$ROOT.partial" \
+    --target-dir "$CACHE/tansu-target-$FLAVOR" >&2 &
   local cargo_pid=$!
   trap 'kill "$cargo_pid" 2>/dev/null; exit 143' TERM INT
   wait "$cargo_pid" || die "building tansu failed"
   trap - TERM INT
   rm -rf "$ROOT" && mv "$ROOT.partial" "$ROOT"
-  rm -rf "$CACHE/tansu-target"
+  rm -rf "$CACHE/tansu-target-$FLAVOR"
   exec 9>&-
   [ -x "$BIN" ] || die "the build did not produce $BIN"
 }
@@ -114,7 +130,7 @@ start() {
   (cd "$dir/data" && exec setsid "$BIN" broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://tansu.db" \
+    --storage-engine "$STORAGE" \
     </dev/null >>"$dir/broker.log" 2>&1) &
   echo $! >"$dir/pid"
   local deadline=$((SECONDS + 60))
