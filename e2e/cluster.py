@@ -25,6 +25,9 @@ CONFIG = "e2e"
 APPS_NS = "shop"
 OPERATOR_SA = "interceptor-operator"
 WORKER_SA = "interceptor-worker"
+# Label selectors of the operator's and the workers' pods (config/manager, the rendered DaemonSet).
+OPERATOR_PODS = "app.kubernetes.io/name=interceptor-operator"
+WORKER_PODS = "app.kubernetes.io/name=interceptor-worker"
 
 
 class Cluster:
@@ -57,9 +60,9 @@ class Cluster:
         log(sh([os.path.join(ROOT, "scripts/cluster.sh"), "logs", self.dir], check=False).stdout)
         log(kubectl("get", "pods", "-A", "-o", "wide", check=False).stdout)
         log(kubectl("get", "events", "-A", "--sort-by=.lastTimestamp", check=False).stdout[-4000:])
-        for ns, selector in ((NS, "app.kubernetes.io/name=interceptor-operator"), (NS, "app.kubernetes.io/name=interceptor-worker")):
+        for selector in (OPERATOR_PODS, WORKER_PODS):
             log(f"--- logs of {selector}")
-            log(kubectl("logs", "-n", ns, "-l", selector, "--all-containers", "--tail=60", check=False).stdout)
+            log(kubectl("logs", "-n", NS, "-l", selector, "--all-containers", "--tail=60", check=False).stdout)
 
     # --- the product's objects ----------------------------------------------------------------------
     def icfg(self):
@@ -179,7 +182,7 @@ def register(suite):
     def operator():
         kubectl("-n", NS, "rollout", "status", "deployment/interceptor-operator", "--timeout=180s", timeout=200)
         pod = wait_for("one Ready operator pod", lambda: next(iter(kubectl_json(
-            "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator")["items"]), None), 60)
+            "get", "pods", "-n", NS, "-l", OPERATOR_PODS)["items"]), None), 60)
         name = pod["metadata"]["name"]
         lease = wait_for("the Lease held by the operator pod", lambda: (kubectl_json(
             "get", "lease", "interceptor-operator", "-n", NS)["spec"].get("holderIdentity") == name), 60)
@@ -210,7 +213,7 @@ def register(suite):
     def worker_pod():
         kubectl("-n", NS, "rollout", "status", f"daemonset/{CONFIG}", "--timeout=180s", timeout=200)
         pod = wait_for("the worker pod", lambda: next(iter(kubectl_json(
-            "get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-worker")["items"]), None), 60)
+            "get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]), None), 60)
         c.worker_pod = pod
         template = _rendered_pod_template(c)
         want, have = template["spec"], pod["spec"]
@@ -391,7 +394,7 @@ def register(suite):
         # trace left of why: the failure now says what the pod and the kubelet were doing.
         try:
             wait_for("the operator pod to stop", lambda: not kubectl_exists(
-                "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator"), 120)
+                "pods", "-n", NS, "-l", OPERATOR_PODS), 120)
         except CheckFailed as e:
             raise CheckFailed(f"{e}\n{_operator_shutdown_state(c.dir)}") from None
         kubectl("delete", "icfg", CONFIG, "-n", NS, "--timeout=60s", timeout=70)
@@ -462,7 +465,7 @@ def _operator_shutdown_state(cluster_dir):
     """The operator pods left, their containers' states, the last lines each logged, and what the kubelet
     logged about them."""
     lines = []
-    pods = kubectl_json("get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-operator")["items"]
+    pods = kubectl_json("get", "pods", "-n", NS, "-l", OPERATOR_PODS)["items"]
     for pod in pods:
         states = [(s["name"], s.get("state")) for s in pod["status"].get("containerStatuses") or []]
         lines.append(f"pod {pod['metadata']['name']}: phase {pod['status'].get('phase')}, "
@@ -483,7 +486,7 @@ def _drops(c):
 
 
 def _worker(c):
-    pod = next(iter(kubectl_json("get", "pods", "-n", NS, "-l", "app.kubernetes.io/name=interceptor-worker")["items"]))
+    pod = next(iter(kubectl_json("get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]))
     return pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]
 
 

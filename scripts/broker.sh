@@ -13,8 +13,10 @@
 #   scripts/broker.sh status [DIR]   print whether it runs and answers; exit 0 only when it answers
 # DIR defaults to $INTERCEPTOR_TEST_KAFKA_DIR. Each command acts only on the broker recorded in DIR.
 #
-# The binary is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/interceptor/tansu-0.6.0/bin/tansu; a prebuilt
-# tansu 0.6.0 put there (or named by $INTERCEPTOR_TANSU) is used as it is.
+# The binary is cached under ${XDG_CACHE_HOME:-$HOME/.cache}/interceptor/tansu-0.6.0/bin/tansu (the bench
+# build, INTERCEPTOR_TANSU_FLAVOR=bench, under tansu-0.6.0-bench); a prebuilt tansu 0.6.0 put there (or named
+# by $INTERCEPTOR_TANSU) is used as it is. INTERCEPTOR_TANSU_STORAGE=sqlite (default) or memory (bench build
+# only) at `start`.
 set -euo pipefail
 
 TANSU_VERSION=0.6.0
@@ -32,7 +34,8 @@ esac
 case "${INTERCEPTOR_TANSU_STORAGE:-sqlite}" in
   # sqlite keeps the data across kill -9 and restart (the outage runs need that); memory does not.
   sqlite) STORAGE="sqlite://tansu.db" ;;
-  memory) STORAGE="memory://tansu/" ;;
+  memory) STORAGE="memory://tansu/"
+    [ "$FLAVOR" = bench ] || { echo "broker.sh: INTERCEPTOR_TANSU_STORAGE=memory needs INTERCEPTOR_TANSU_FLAVOR=bench (the tests' build has no in-memory storage)" >&2; exit 2; } ;;
   *) echo "broker.sh: INTERCEPTOR_TANSU_STORAGE=$INTERCEPTOR_TANSU_STORAGE: sqlite or memory" >&2; exit 2 ;;
 esac
 BIN="${INTERCEPTOR_TANSU:-$ROOT/bin/tansu}"

@@ -166,8 +166,10 @@ fn spawn_report_cache(
     (reader, rx)
 }
 
-/// How long reconciles in progress may go on after SIGTERM (the pod's grace period is 30 s).
+/// How long reconciles in progress may go on after SIGTERM, then releasing the Lease: together within
+/// the pod's grace period (30 s), the runtime's last second included.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(15);
+const RELEASE_DEADLINE: Duration = Duration::from_secs(5);
 
 async fn wait_for(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -350,19 +352,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             tokio::time::sleep(SHUTDOWN_DEADLINE).await;
         } => warn!(deadline = ?SHUTDOWN_DEADLINE, "reconciles still running after SIGTERM; stopping without them"),
     }
-    let _ = http.await;
     if *lost.borrow() {
+        // No SIGTERM came, so the endpoints would serve on (healthy, never reconciling again): stop
+        // them, and exit so that the pod restarts as a standby.
+        http.abort();
         anyhow::bail!("lost leadership");
     }
+    let _ = http.await;
     release(elector.as_deref()).await
 }
 
 async fn release(elector: Option<&LeaderElector>) -> anyhow::Result<()> {
     if let Some(elector) = elector {
-        match tokio::time::timeout(Duration::from_secs(5), elector.release()).await {
+        match tokio::time::timeout(RELEASE_DEADLINE, elector.release()).await {
             Ok(Ok(())) => info!("released the leader Lease"),
             Ok(Err(e)) => warn!(error = %e, "releasing the leader Lease"),
-            Err(_) => warn!("releasing the leader Lease: no answer within 5 s"),
+            Err(_) => warn!(deadline = ?RELEASE_DEADLINE, "releasing the leader Lease: no answer"),
         }
     }
     Ok(())
