@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 # A service-mesh proxy stand-in for the tests (testkit::mesh) and `make demo`: plain-text forwarding as
 # ztunnel or a sidecar does it inside a pod's network namespace (see testkit/src/mesh.rs for the rules
-# the pod's namespace needs). Usage: mesh-proxy.py OUTBOUND_PORT INBOUND_PORT tproxy|redirect HBONE_PORT
+# the pod's namespace needs). Usage: mesh-proxy.py OUTBOUND_PORT INBOUND_PORT MODE HBONE_PORT, MODE
+# the inbound leg's: tproxy (ztunnel: from the client's address), redirect (Linkerd: from the pod's
+# address), istio-redirect (Istio's sidecar: from 127.0.0.6, its inbound passthrough address)
 import socket, struct, sys, threading
 MARK, SO_MARK, IP_TRANSPARENT, SO_ORIGINAL_DST = 0x539, 36, 19, 80
 OUT, IN, IN_MODE, HBONE = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -37,7 +39,9 @@ def upstream(dest, source_ip):
     except OSError:
         pass
     if source_ip:
-        u.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+        # A loopback address is the pod's own; another one (the client's) needs a transparent socket.
+        if not source_ip.startswith("127."):
+            u.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
         u.bind((source_ip, 0))
     u.connect(dest)
     return u
@@ -73,7 +77,7 @@ def inbound(l):
             relay(conn, conn.getsockname(), peer[0])
         else:
             try:
-                relay(conn, original(conn), None)
+                relay(conn, original(conn), "127.0.0.6" if IN_MODE == "istio-redirect" else None)
             except OSError:
                 conn.close()
 

@@ -111,6 +111,9 @@ pub struct Counters {
     pub responses: u64,
     /// Pairs that passed every rule and were handed to the sink.
     pub pairs_emitted: u64,
+    /// Pairs not sent because they were the second copy of an exchange between a pod and a sidecar pod
+    /// of this node: the sidecar's inbound leg, whose client's own tap sent the exchange.
+    pub pairs_sidecar_copies: u64,
     /// Drops, indexed by `DropReason as usize`.
     #[serde(skip)]
     drops: [u64; DropReason::ALL.len()],
@@ -194,6 +197,15 @@ impl Counters {
             "HTTP messages: {} requests, {} responses; pairs emitted: {}",
             self.requests, self.responses, self.pairs_emitted
         );
+        if self.pairs_sidecar_copies > 0 {
+            // Before the newline: one line still says what became of the pairs.
+            out.pop();
+            let _ = writeln!(
+                out,
+                " (and {} second copies skipped: a sidecar's inbound leg)",
+                self.pairs_sidecar_copies
+            );
+        }
         let _ = write!(out, "drops: {}", self.total_drops());
         for (reason, n) in self.drops_by_reason() {
             let _ = write!(

@@ -201,8 +201,8 @@ pub fn ambient_redirection(pod: &Netns) {
 /// Arguments: outbound port, inbound port, inbound mode, HBONE port (0: none). Outbound: to the original
 /// destination (SO_ORIGINAL_DST), from the pod's address. Inbound `tproxy` (ztunnel's 15006,
 /// transparent): to the original destination (the accepted socket's own address), from the client's
-/// address (ztunnel keeps the original source); inbound `redirect` (a sidecar's): to the original
-/// destination from the pod. HBONE (transparent): read and closed (the encrypted leg, which never
+/// address (ztunnel keeps the original source); inbound `redirect` (Linkerd's): to the original
+/// destination from the pod; `istio-redirect` (Istio's sidecar): the same from 127.0.0.6. HBONE (transparent): read and closed (the encrypted leg, which never
 /// reaches `lo`). Its sockets carry the mark 0x539 where it may set marks (root).
 const PROXY_PY: &str = include_str!("../../scripts/mesh-proxy.py");
 
@@ -356,14 +356,15 @@ impl Proxy {
     }
 
     /// Starts the Istio sidecar stand-in in `pod` (a process named `envoy` running as Istio's proxy
-    /// user; 15001 outbound, 15006 inbound) and waits for its listeners.
+    /// user; 15001 outbound, 15006 inbound, whose leg to the application comes from 127.0.0.6 as
+    /// envoy's inbound passthrough does) and waits for its listeners.
     pub fn istio_sidecar(pod: &mut Netns) -> Proxy {
         Proxy::spawn(
             pod,
             "envoy",
             Some(ISTIO_PROXY_UID),
             &[OUTBOUND, INBOUND_PLAIN, 0],
-            "redirect",
+            "istio-redirect",
         )
     }
 

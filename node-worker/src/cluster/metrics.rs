@@ -162,6 +162,12 @@ impl Collector for WorkerCollector {
             "Pairs that passed every rule and were handed to the sink",
             c.pairs_emitted,
         )?;
+        counter(
+            e,
+            "pairs_sidecar_copies",
+            "Second copies of exchanges between a pod and a sidecar pod of this node (the sidecar's inbound leg): not sent, the client's tap sent the exchange",
+            c.pairs_sidecar_copies,
+        )?;
         drops(e, &snapshot)?;
         for (name, help, n) in c.skipped_flows() {
             counter(e, name, help, n)?;

@@ -8,11 +8,13 @@
 //! (between two plain pods the ISN check already does it, with the same outcome). It relies on the
 //! proxy keeping the client's address on its leg to the server: ztunnel does (original source); so do
 //! the legs a proxy sends out of a pod (they come from the pod's address). A sidecar's inbound leg comes
-//! from 127.0.0.6 and cannot be told apart (loopback clients are never skipped).
+//! from 127.0.0.6 (Istio) or the pod's own address (Linkerd): it cannot be told apart by its client;
+//! those copies are matched by content instead (`sidecar_copies`).
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use crate::discovery::mesh::MeshKind;
 use crate::discovery::{HostSnapshot, TapSpec};
 
 /// The tapped namespaces of the node: their addresses, and which are meshed.
@@ -22,6 +24,8 @@ pub struct NodeTaps {
     by_ip: HashMap<IpAddr, String>,
     /// Labels of the tapped namespaces in a mesh.
     meshed: HashSet<String>,
+    /// Of those, the ones with a sidecar proxy (Istio's, Linkerd's), and its kind.
+    sidecars: HashMap<String, MeshKind>,
 }
 
 impl NodeTaps {
@@ -33,8 +37,11 @@ impl NodeTaps {
             let Some(label) = tap.info.netns.as_deref() else {
                 continue;
             };
-            if tap.mesh.is_some() {
+            if let Some(mesh) = &tap.mesh {
                 this.meshed.insert(label.to_string());
+                if mesh.kind != MeshKind::IstioAmbient {
+                    this.sidecars.insert(label.to_string(), mesh.kind);
+                }
             }
             let Some(ns) = snapshot.namespaces.iter().find(|n| n.id.label() == label) else {
                 continue;
@@ -51,6 +58,42 @@ impl NodeTaps {
     /// No meshed namespace is tapped (most nodes): no connection is a server-side copy.
     pub fn has_mesh(&self) -> bool {
         !self.meshed.is_empty()
+    }
+
+    /// A sidecar pod is tapped (its inbound legs may copy an exchange another tap records).
+    pub fn has_sidecar(&self) -> bool {
+        !self.sidecars.is_empty()
+    }
+
+    /// The sidecar pod of this node, other than the tap's own namespace, that `peer` belongs to: a
+    /// connection to it, seen on `tap_netns`, is a client's view of an exchange that the sidecar pod's
+    /// tap records again on its inbound leg.
+    pub fn sidecar_peer<'a>(&'a self, tap_netns: Option<&str>, peer: IpAddr) -> Option<&'a str> {
+        let tap_netns = tap_netns?;
+        let label = self.by_ip.get(&peer)?;
+        (label != tap_netns && self.sidecars.contains_key(label)).then_some(label.as_str())
+    }
+
+    /// Whether a connection from `client` to `server`, seen on the tap of the namespace `tap_netns`, may
+    /// be its sidecar's inbound leg: the namespace has a sidecar, both ends are the pod itself (its
+    /// loopback or its own address: Istio's leg comes from 127.0.0.6, Linkerd's from the pod's address)
+    /// and the server's port is not the proxy's. Its client cannot be told, so its pairs are matched
+    /// with a client's view by content. The pod's own calls to itself qualify too; they find no match.
+    pub fn is_sidecar_inbound_leg(
+        &self,
+        tap_netns: Option<&str>,
+        client: IpAddr,
+        server: SocketAddr,
+    ) -> bool {
+        let Some(tap_netns) = tap_netns else {
+            return false;
+        };
+        let Some(kind) = self.sidecars.get(tap_netns) else {
+            return false;
+        };
+        let own =
+            |ip: IpAddr| ip.is_loopback() || self.by_ip.get(&ip).is_some_and(|l| l == tap_netns);
+        own(client) && own(server.ip()) && !kind.proxy_ports().contains(&server.port())
     }
 
     /// Whether a connection whose client is `client`, seen on a tap in the namespace labelled
@@ -77,7 +120,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::discovery::mesh::{Mesh, MeshKind};
+    use crate::discovery::mesh::Mesh;
     use crate::discovery::{InterfaceSnapshot, NetnsId, NetnsSnapshot, NetnsTarget};
     use crate::source::{CaptureMode, InterfaceInfo};
 
@@ -156,5 +199,51 @@ mod tests {
         assert!(!node.is_server_side_copy(Some("1"), ip("10.9.9.9")));
         assert!(!node.is_server_side_copy(Some("1"), ip("127.0.0.6")));
         assert!(!node.is_server_side_copy(None, ip("10.1.0.2")));
+    }
+
+    #[test]
+    fn a_sidecar_pods_inbound_legs_and_its_clients_views_are_told() {
+        let snapshot = HostSnapshot {
+            namespaces: vec![
+                ns(1, "10.1.0.1"),
+                ns(2, "10.1.0.2"),
+                ns(3, "10.1.0.3"),
+                ns(4, "10.1.0.4"),
+            ],
+            ..HostSnapshot::default()
+        };
+        // 1: Istio sidecar, 2: Linkerd sidecar, 3: ambient, 4: plain.
+        let taps = [
+            tap(1, Some(MeshKind::Istio)),
+            tap(2, Some(MeshKind::Linkerd)),
+            tap(3, Some(MeshKind::IstioAmbient)),
+            tap(4, None),
+        ];
+        let node = NodeTaps::new(&snapshot, &taps);
+        assert!(node.has_sidecar());
+        // Clients' views: a connection to a sidecar pod, seen on any other tap.
+        assert_eq!(node.sidecar_peer(Some("4"), ip("10.1.0.1")), Some("1"));
+        assert_eq!(node.sidecar_peer(Some("1"), ip("10.1.0.2")), Some("2"));
+        assert_eq!(node.sidecar_peer(Some("3"), ip("10.1.0.2")), Some("2"));
+        // Not: the pod's own address on its own tap, an ambient or plain pod, an address of no tap.
+        assert_eq!(node.sidecar_peer(Some("1"), ip("10.1.0.1")), None);
+        assert_eq!(node.sidecar_peer(Some("4"), ip("10.1.0.3")), None);
+        assert_eq!(node.sidecar_peer(Some("1"), ip("10.1.0.4")), None);
+        assert_eq!(node.sidecar_peer(Some("4"), ip("10.9.9.9")), None);
+        assert_eq!(node.sidecar_peer(None, ip("10.1.0.1")), None);
+        // Inbound legs: Istio's from 127.0.0.6 to the pod, Linkerd's from the pod to itself, older
+        // releases' to 127.0.0.1.
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(node.is_sidecar_inbound_leg(Some("1"), ip("127.0.0.6"), addr("10.1.0.1:8080")));
+        assert!(node.is_sidecar_inbound_leg(Some("2"), ip("10.1.0.2"), addr("10.1.0.2:8080")));
+        assert!(node.is_sidecar_inbound_leg(Some("2"), ip("127.0.0.1"), addr("127.0.0.1:8080")));
+        // Not: the application's outbound leg (to another pod, or to the proxy's port before its
+        // destination is known), the proxy's own ports, an ambient or plain pod's loopback.
+        assert!(!node.is_sidecar_inbound_leg(Some("1"), ip("10.1.0.1"), addr("10.1.0.4:8080")));
+        assert!(!node.is_sidecar_inbound_leg(Some("1"), ip("10.1.0.1"), addr("127.0.0.1:15001")));
+        assert!(!node.is_sidecar_inbound_leg(Some("2"), ip("10.1.0.2"), addr("127.0.0.1:4140")));
+        assert!(!node.is_sidecar_inbound_leg(Some("3"), ip("127.0.0.1"), addr("10.1.0.3:8080")));
+        assert!(!node.is_sidecar_inbound_leg(Some("4"), ip("127.0.0.1"), addr("127.0.0.1:8080")));
+        assert!(!node.is_sidecar_inbound_leg(None, ip("127.0.0.6"), addr("10.1.0.1:8080")));
     }
 }

@@ -13,6 +13,7 @@ mod flow;
 pub mod mesh_views;
 mod output;
 mod shared;
+mod sidecar_copies;
 mod table;
 mod views;
 
@@ -38,6 +39,7 @@ use flow::{count_flow_kind, Close, Flow, TableLimits, Tombstone, TOMBSTONE_US};
 use mesh_views::NodeTaps;
 use output::{Ends, Output};
 use shared::Shared;
+use sidecar_copies::{PodKey, Role};
 
 /// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
 pub trait PodLookup: Send {
@@ -439,6 +441,8 @@ impl Pipeline {
             return;
         }
         self.shared.now_us = now_us;
+        self.output
+            .send_due(now_us, false, &mut self.shared.counters);
         if self.last_sweep_us == i64::MIN {
             self.last_sweep_us = now_us;
         } else if now_us - self.last_sweep_us >= SWEEP_EVERY_US {
@@ -550,6 +554,30 @@ impl Pipeline {
         self.emit(key, flow.client_dir(), flow.interface());
     }
 
+    /// Whether a connection from `client` to `server`, tapped in `tap_netns`, carries one of the two
+    /// copies of exchanges with a sidecar pod of this node (see `sidecar_copies`), and which.
+    fn copy_role(
+        &self,
+        tap_netns: Option<&str>,
+        client: SocketAddr,
+        server: SocketAddr,
+    ) -> Option<(Role, PodKey)> {
+        if !self.node_taps.has_sidecar() {
+            return None;
+        }
+        if let Some(pod) = self.node_taps.sidecar_peer(tap_netns, server.ip()) {
+            return Some((Role::ClientView, PodKey::of(pod)));
+        }
+        let tap_netns = tap_netns?;
+        if !self
+            .node_taps
+            .is_sidecar_inbound_leg(Some(tap_netns), client.ip(), server)
+        {
+            return None;
+        }
+        Some((Role::ProxyLeg, PodKey::of(tap_netns)))
+    }
+
     /// Encodes and sends the pairs the last call into the connection `key` completed.
     fn emit(&mut self, key: &FlowKey, client_dir: Direction, interface: usize) {
         if self.shared.completed.is_empty() {
@@ -589,6 +617,7 @@ impl Pipeline {
         {
             server = real;
         }
+        let copy = self.copy_role(interface_netns, client, server);
         let ends = Ends {
             origin,
             source: lookup(client),
@@ -600,7 +629,7 @@ impl Pipeline {
             counters,
             ..
         } = &mut self.shared;
-        self.output.send(completed, &ends, rules, counters);
+        self.output.send(completed, &ends, copy, rules, counters);
     }
 
     /// End of input: every connection is drained and closed, and the sink flushed.
@@ -609,6 +638,8 @@ impl Pipeline {
         for key in keys {
             self.close_flow(&key, Close::Forgotten);
         }
+        self.output
+            .send_due(i64::MAX, true, &mut self.shared.counters);
         self.output.sink.flush(flush_timeout)
     }
 }

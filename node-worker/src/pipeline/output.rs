@@ -7,8 +7,10 @@ use crate::app::CompletedPair;
 use crate::filters::Rules;
 use crate::message::{encode_pair, Endpoint, Ipv4Text, Origin};
 use crate::pair_id::{write_pair_id, IdPrefix};
-use crate::sink::Sink;
+use crate::sink::{OutgoingPair, Sink};
 use crate::stats::Counters;
+
+use super::sidecar_copies::{Fingerprint, PodKey, Role, SidecarCopies};
 
 pub(super) struct Output {
     pub sink: Box<dyn Sink>,
@@ -20,6 +22,8 @@ pub(super) struct Output {
     id: String,
     /// The partition key of the pairs being sent (a reused buffer).
     partition_key: String,
+    /// Pairs of exchanges a sidecar pod of this node sees twice, waiting for their other copy.
+    copies: SidecarCopies<OutgoingPair>,
 }
 
 /// One connection's pairs: the fields every pair of theirs shares.
@@ -38,6 +42,7 @@ impl Output {
             next_id: 0,
             id: String::new(),
             partition_key: String::new(),
+            copies: SidecarCopies::default(),
         }
     }
 
@@ -46,11 +51,13 @@ impl Output {
     }
 
     /// Encodes and sends `pairs` (emptied), all of one connection; a pair that cannot be encoded is a
-    /// counted drop.
+    /// counted drop. `copy`: the connection carries one copy of exchanges a sidecar pod of this node
+    /// sees twice (see `sidecar_copies`): its pairs are matched with the other copy's before one is sent.
     pub fn send(
         &mut self,
         pairs: &mut Vec<CompletedPair>,
         ends: &Ends<'_>,
+        copy: Option<(Role, PodKey)>,
         rules: &Rules,
         counters: &mut Counters,
     ) {
@@ -71,17 +78,64 @@ impl Output {
                     out,
                 )
             };
-            match self
-                .sink
-                .encode_and_send(&self.partition_key, &mut self.encoded, &mut encode)
-            {
-                Ok(()) => counters.pairs_emitted += 1,
-                Err(reason) => counters.count_drop(reason),
+            // One of two copies of an exchange with a sidecar pod of this node: the proxy's leg is
+            // skipped when the client's view is (or was) seen; a copy whose other half may still come
+            // waits for it.
+            let mut wait = None;
+            if let Some((role, pod)) = copy {
+                let fingerprint = Fingerprint::of(&pair);
+                match (self.copies.take_other(role, pod, fingerprint), role) {
+                    // The held view goes; this leg is the copy.
+                    (Some(view), Role::ProxyLeg) => {
+                        counters.pairs_sidecar_copies += 1;
+                        self.sink.send(view.view());
+                        counters.pairs_emitted += 1;
+                        continue;
+                    }
+                    // The held leg was the copy; this view goes.
+                    (Some(_leg), Role::ClientView) => counters.pairs_sidecar_copies += 1,
+                    (None, _) => wait = Some((role, pod, fingerprint)),
+                }
             }
+            let Some((role, pod, fingerprint)) = wait else {
+                match self
+                    .sink
+                    .encode_and_send(&self.partition_key, &mut self.encoded, &mut encode)
+                {
+                    Ok(()) => counters.pairs_emitted += 1,
+                    Err(reason) => counters.count_drop(reason),
+                }
+                continue;
+            };
+            self.encoded.clear();
+            if let Err(reason) = encode(&mut self.encoded) {
+                counters.count_drop(reason);
+                continue;
+            }
+            let held = OutgoingPair {
+                key: self.partition_key.clone(),
+                value: self.encoded.clone(),
+            };
+            let bytes = held.key.len() + held.value.len();
+            let now_us = pair.response.last_us;
+            self.copies
+                .hold(role, pod, fingerprint, now_us, bytes, held);
         }
         // The buffer is reused for every pair, but a rare large one must not keep its memory for good.
         if self.encoded.capacity() > ENCODED_KEEP_BYTES {
             self.encoded = Vec::with_capacity(ENCODED_INITIAL_BYTES);
+        }
+    }
+
+    /// Sends the copies that waited long enough for their other half (or every one, `all`).
+    pub fn send_due(&mut self, now_us: i64, all: bool, counters: &mut Counters) {
+        if self.copies.is_empty() {
+            return;
+        }
+        let now_us = if all { i64::MAX } else { now_us };
+        while let Some(outgoing) = self.copies.pop_due(now_us) {
+            self.sink.send(outgoing.view());
+            counters.pairs_emitted += 1;
         }
     }
 }

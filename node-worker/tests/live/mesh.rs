@@ -592,3 +592,112 @@ fn a_mesh_pod_that_goes_away_releases_its_conntrack_handles() {
     );
     worker.stop();
 }
+
+/// A plain pod and two sidecar pods (Istio's, whose proxy reaches its application from 127.0.0.6, and
+/// Linkerd's, from the pod's own address) on one node, all tapped. The plain pod calls both sidecar
+/// pods, the Istio pod calls the Linkerd pod. Each exchange crosses two taps in clear text: the client's
+/// (the plain pod's `eth0`, the Istio pod's `lo` on its way to its proxy) and the server pod's `lo`, on
+/// its proxy's inbound leg, whose client cannot be told by address. Each still comes out once, from the
+/// client's tap, with the real client and server; the proxy legs' copies are counted.
+#[test]
+fn sidecar_and_plain_pods_on_one_node_each_exchange_once() {
+    let _isolated = testkit::isolate::module(module_path!());
+    let _serial = serial();
+    if !netns::require_root("sidecar_and_plain_pods_on_one_node_each_exchange_once") {
+        return;
+    }
+    let subnet = "10.221.1";
+    let ip = |host: u8| format!("{subnet}.{host}");
+    let node = Node::new("side2-node");
+    let mut istio = Netns::new("side2-istio");
+    let mut linkerd = Netns::new("side2-lkd");
+    let plain = Netns::new("side2-plain");
+    node.attach(&istio, "eth0", "vi", &format!("{}/24", ip(2)));
+    node.attach(&linkerd, "eth0", "vl", &format!("{}/24", ip(3)));
+    node.attach(&plain, "eth0", "vp", &format!("{}/24", ip(4)));
+    mesh::istio_sidecar_redirection(&istio);
+    mesh::linkerd_redirection(&linkerd);
+    let _istio_proxy = mesh::Proxy::istio_sidecar(&mut istio);
+    let _linkerd_proxy = mesh::Proxy::linkerd(&mut linkerd);
+    let istio_app = Server::start(&istio, &format!("{}:8080", ip(2)));
+    let linkerd_app = Server::start(&linkerd, &format!("{}:8080", ip(3)));
+    let [istio_ino, linkerd_ino, plain_ino] =
+        [&istio, &linkerd, &plain].map(|n| n.inode().to_string());
+
+    let mut worker = Worker::start(&["--discover"], Some("capture: {rescanSeconds: 1}\n"));
+    worker.wait_event("tapped", "lo", &istio_ino, 1);
+    worker.wait_event("tapped", "lo", &linkerd_ino, 1);
+    worker.wait_event("tapped", "eth0", &plain_ino, 1);
+    // The node's taps reach the pipeline with the scan after the last one opened.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // (tag, client namespace, server, client's tap, client's address, server's address)
+    let calls = [
+        (
+            "plain-istio",
+            &plain,
+            istio_app.addr,
+            &plain_ino,
+            ip(4),
+            ip(2),
+        ),
+        (
+            "plain-lkd",
+            &plain,
+            linkerd_app.addr,
+            &plain_ino,
+            ip(4),
+            ip(3),
+        ),
+        (
+            "istio-lkd",
+            &istio,
+            linkerd_app.addr,
+            &istio_ino,
+            ip(2),
+            ip(3),
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (tag, from, to, tap, client, server) in &calls {
+        // A keep-alive connection of three requests (the proxy's leg is one connection for several
+        // exchanges) and a short one.
+        let keep: Vec<Request> = (0..3)
+            .map(|i| Request::post_json("/echo", &body(&format!("{tag}-{i}"))))
+            .collect();
+        let answers = keep_alive(from, *to, &keep);
+        assert!(answers.iter().all(|m| m.status() == 200), "{tag}");
+        let short = Request::post_json("/echo", &body(&format!("{tag}-short")));
+        keep_alive(from, *to, std::slice::from_ref(&short));
+        for r in keep.iter().chain([&short]) {
+            let body = String::from_utf8(r.body.clone()).unwrap();
+            expected.push((body, (*tap).clone(), client.clone(), server.clone()));
+        }
+    }
+    // Past the copies' window (1 s), so that a copy nothing matched would have come out.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let done = worker.stop();
+    let pairs: Vec<&Value> = [&istio_ino, &linkerd_ino, &plain_ino]
+        .into_iter()
+        .flat_map(|i| done.pairs_in(i))
+        .collect();
+    assert_eq!(pairs.len(), expected.len(), "each exchange once: {pairs:?}");
+    for (body, tap, client, server) in &expected {
+        let pair = the_pair(&pairs, body);
+        assert_eq!(
+            pair["interface"]["netns"],
+            tap.as_str(),
+            "the client's tap: {pair}"
+        );
+        assert_eq!(end(pair, "source").0, *client, "{pair}");
+        assert_eq!(end(pair, "destination"), (server.clone(), 8080), "{pair}");
+    }
+    assert_eq!(
+        done.counter("pairs_sidecar_copies"),
+        expected.len() as u64,
+        "each proxy leg's copy counted: {}",
+        done.stats
+    );
+    assert_eq!(done.total_drops(), 0, "{}", done.stats);
+}
