@@ -222,6 +222,8 @@ up() {
   for fixed in /var/lib/kubelet /var/log/pods /var/log/containers; do
     [ -e "$fixed" ] || echo "$fixed" >>"$dir/made-outside"
   done
+  # --v 2: the kubelet logs each pod's sync events (ADD, DELETE, its containers' deaths, REMOVE), which
+  # the e2e prints when a pod is slow to go.
   spawn "$dir" kubelet "$bin/kubelet" \
     --kubeconfig "$(kubeconfig_file "$dir" "system:node:$NODE")" \
     --hostname-override "$NODE" --node-ip "$NODE_IP" --address "$NODE_IP" --read-only-port 0 \
@@ -233,7 +235,7 @@ up() {
     --network-plugin cni --cni-bin-dir /usr/lib/cni --cni-conf-dir "$dir/cni" --cni-cache-dir "$dir/cni-cache" \
     --fail-swap-on=false --cgroup-driver cgroupfs --cgroups-per-qos=false --enforce-node-allocatable "" \
     --image-gc-high-threshold 100 --image-gc-low-threshold 99 --eviction-hard "" \
-    --resolv-conf /etc/resolv.conf --register-node=true --v 1
+    --resolv-conf /etc/resolv.conf --register-node=true --v 2
   wait_until "$dir" "node $NODE to be Ready" 120 kubelet \
     "${admin[@]}" wait --for=condition=Ready "node/$NODE" --timeout=2s
   # The default ServiceAccount exists once the controller manager's token controller ran.
