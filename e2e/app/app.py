@@ -5,13 +5,18 @@
                                                 makes N JSON calls to the target over one keep-alive
                                                 connection and answers, in text/plain, one line per call:
                                                 `<request id> <status>`
-Both may be given: one process serves and drives. The driver answers in text/plain so that the tests'
-own control calls are dropped by the content-type rule and never counted as the application's pairs.
+    app.py --relay HOST:PORT=TARGET:PORT       a sidecar's inbound leg: each connection accepted is
+                                                forwarded, byte for byte, to TARGET (from loopback when
+                                                TARGET is), as a mesh proxy forwards inbound calls
+Any may be given together: one process serves, drives and relays. The driver answers in text/plain so that
+the tests' own control calls are dropped by the content-type rule and never counted as the application's
+pairs.
 """
 
 import argparse
 import http.client
 import json
+import socket
 import sys
 import threading
 import uuid
@@ -86,6 +91,37 @@ class Control(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def relay(listen, target):
+    """Accept connections on `listen`, forward each to `target` in both directions until either ends."""
+    server = socket.create_server(listen, reuse_port=False)
+
+    def pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+            try:
+                s.shutdown(how)
+            except OSError:
+                pass
+
+    def accept():
+        while True:
+            conn, _ = server.accept()
+            try:
+                upstream = socket.create_connection(target, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                conn.close()
+                continue
+            threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pipe, args=(upstream, conn), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+
 def run(target, n, path):
     """N calls to `path` (GET with a query string, POST with a JSON body, alternately) on one keep-alive
     connection; returns (request id, status) of each."""
@@ -113,10 +149,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", type=address)
     parser.add_argument("--control", type=address)
+    parser.add_argument("--relay", type=lambda t: tuple(address(a) for a in t.split("=", 1)))
     parser.add_argument("--name", default="app")
     args = parser.parse_args()
     if not args.serve and not args.control:
         parser.error("--serve or --control (or both)")
+    if args.relay:
+        relay(*args.relay)
     Api.name = args.name
     servers = []
     if args.serve:

@@ -81,13 +81,10 @@ impl NodeTaps {
     /// with a client's view by content. The pod's own calls to itself qualify too; they find no match.
     pub fn is_sidecar_inbound_leg(
         &self,
-        tap_netns: Option<&str>,
+        tap_netns: &str,
         client: IpAddr,
         server: SocketAddr,
     ) -> bool {
-        let Some(tap_netns) = tap_netns else {
-            return false;
-        };
         let Some(kind) = self.sidecars.get(tap_netns) else {
             return false;
         };
@@ -234,16 +231,16 @@ mod tests {
         // Inbound legs: Istio's from 127.0.0.6 to the pod, Linkerd's from the pod to itself, older
         // releases' to 127.0.0.1.
         let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert!(node.is_sidecar_inbound_leg(Some("1"), ip("127.0.0.6"), addr("10.1.0.1:8080")));
-        assert!(node.is_sidecar_inbound_leg(Some("2"), ip("10.1.0.2"), addr("10.1.0.2:8080")));
-        assert!(node.is_sidecar_inbound_leg(Some("2"), ip("127.0.0.1"), addr("127.0.0.1:8080")));
+        assert!(node.is_sidecar_inbound_leg("1", ip("127.0.0.6"), addr("10.1.0.1:8080")));
+        assert!(node.is_sidecar_inbound_leg("2", ip("10.1.0.2"), addr("10.1.0.2:8080")));
+        assert!(node.is_sidecar_inbound_leg("2", ip("127.0.0.1"), addr("127.0.0.1:8080")));
         // Not: the application's outbound leg (to another pod, or to the proxy's port before its
         // destination is known), the proxy's own ports, an ambient or plain pod's loopback.
-        assert!(!node.is_sidecar_inbound_leg(Some("1"), ip("10.1.0.1"), addr("10.1.0.4:8080")));
-        assert!(!node.is_sidecar_inbound_leg(Some("1"), ip("10.1.0.1"), addr("127.0.0.1:15001")));
-        assert!(!node.is_sidecar_inbound_leg(Some("2"), ip("10.1.0.2"), addr("127.0.0.1:4140")));
-        assert!(!node.is_sidecar_inbound_leg(Some("3"), ip("127.0.0.1"), addr("10.1.0.3:8080")));
-        assert!(!node.is_sidecar_inbound_leg(Some("4"), ip("127.0.0.1"), addr("127.0.0.1:8080")));
-        assert!(!node.is_sidecar_inbound_leg(None, ip("127.0.0.6"), addr("10.1.0.1:8080")));
+        assert!(!node.is_sidecar_inbound_leg("1", ip("10.1.0.1"), addr("10.1.0.4:8080")));
+        assert!(!node.is_sidecar_inbound_leg("1", ip("10.1.0.1"), addr("127.0.0.1:15001")));
+        assert!(!node.is_sidecar_inbound_leg("2", ip("10.1.0.2"), addr("127.0.0.1:4140")));
+        assert!(!node.is_sidecar_inbound_leg("3", ip("127.0.0.1"), addr("10.1.0.3:8080")));
+        assert!(!node.is_sidecar_inbound_leg("4", ip("127.0.0.1"), addr("127.0.0.1:8080")));
+        assert!(!node.is_sidecar_inbound_leg("9", ip("127.0.0.6"), addr("10.1.0.1:8080")));
     }
 }

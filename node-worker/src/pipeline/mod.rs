@@ -441,8 +441,7 @@ impl Pipeline {
             return;
         }
         self.shared.now_us = now_us;
-        self.output
-            .send_due(now_us, false, &mut self.shared.counters);
+        self.output.send_due(now_us, &mut self.shared.counters);
         if self.last_sweep_us == i64::MIN {
             self.last_sweep_us = now_us;
         } else if now_us - self.last_sweep_us >= SWEEP_EVERY_US {
@@ -569,13 +568,9 @@ impl Pipeline {
             return Some((Role::ClientView, PodKey::of(pod)));
         }
         let tap_netns = tap_netns?;
-        if !self
-            .node_taps
-            .is_sidecar_inbound_leg(Some(tap_netns), client.ip(), server)
-        {
-            return None;
-        }
-        Some((Role::ProxyLeg, PodKey::of(tap_netns)))
+        self.node_taps
+            .is_sidecar_inbound_leg(tap_netns, client.ip(), server)
+            .then(|| (Role::ProxyLeg, PodKey::of(tap_netns)))
     }
 
     /// Encodes and sends the pairs the last call into the connection `key` completed.
@@ -638,8 +633,7 @@ impl Pipeline {
         for key in keys {
             self.close_flow(&key, Close::Forgotten);
         }
-        self.output
-            .send_due(i64::MAX, true, &mut self.shared.counters);
+        self.output.send_due(i64::MAX, &mut self.shared.counters);
         self.output.sink.flush(flush_timeout)
     }
 }

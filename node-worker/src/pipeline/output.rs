@@ -127,12 +127,11 @@ impl Output {
         }
     }
 
-    /// Sends the copies that waited long enough for their other half (or every one, `all`).
-    pub fn send_due(&mut self, now_us: i64, all: bool, counters: &mut Counters) {
+    /// Sends the copies that waited long enough for their other half by `now_us` (`i64::MAX`: all).
+    pub fn send_due(&mut self, now_us: i64, counters: &mut Counters) {
         if self.copies.is_empty() {
             return;
         }
-        let now_us = if all { i64::MAX } else { now_us };
         while let Some(outgoing) = self.copies.pop_due(now_us) {
             self.sink.send(outgoing.view());
             counters.pairs_emitted += 1;
