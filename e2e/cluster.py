@@ -307,6 +307,10 @@ def register(suite):
             mode = "loopback" if kind == "payments loopback" else "external"
             expect(p["interface"]["mode"] == mode, f"{kind} {rid}: captured on {p['interface']}, expected {mode}")
             expect(p["interceptor"] == f"{NS}/{CONFIG}", f"{rid}: interceptor {p['interceptor']}")
+        # ... and the sidecar's copies were seen and skipped, not missed.
+        skipped = wait_for("the worker's metrics to count the sidecar's 4 copies", lambda: (
+            lambda n: n if n >= 4 else None)(_worker_metric("interceptor_worker_pairs_sidecar_copies_total")), 30)
+        log(f"sidecar copies skipped: {skipped}")
         strangers = [k for k in found if k not in c.sent]
         expect(not strangers, f"pairs nobody sent (the tests' control calls must be dropped): {strangers}")
 
@@ -546,6 +550,16 @@ def _operator_shutdown_state(cluster_dir, pod, follow_path):
     except OSError as e:
         lines.append(f"no kubelet log: {e}")
     return "\n".join(lines)
+
+
+def _worker_metric(name):
+    """A counter of the worker's /metrics (it runs on the host's network, its health port 9090)."""
+    pod = next(iter(kubectl_json("get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]))
+    conn = http.client.HTTPConnection(pod["status"]["podIP"], 9090, timeout=5)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0
 
 
 def _drops(c):

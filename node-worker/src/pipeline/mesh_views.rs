@@ -165,17 +165,17 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Namespaces 1 to 4, each with `eth0` at 10.1.0.<n>.
+    fn four_pods() -> HostSnapshot {
+        HostSnapshot {
+            namespaces: (1..=4).map(|n| ns(n, &format!("10.1.0.{n}"))).collect(),
+            ..HostSnapshot::default()
+        }
+    }
+
     #[test]
     fn the_clients_view_is_kept_and_the_servers_copy_skipped_when_a_mesh_is_involved() {
-        let snapshot = HostSnapshot {
-            namespaces: vec![
-                ns(1, "10.1.0.1"),
-                ns(2, "10.1.0.2"),
-                ns(3, "10.1.0.3"),
-                ns(4, "10.1.0.4"),
-            ],
-            ..HostSnapshot::default()
-        };
+        let snapshot = four_pods();
         // 1: ambient, 2 and 3: plain, 4: not tapped.
         let taps = [
             tap(1, Some(MeshKind::IstioAmbient)),
@@ -200,15 +200,7 @@ mod tests {
 
     #[test]
     fn a_sidecar_pods_inbound_legs_and_its_clients_views_are_told() {
-        let snapshot = HostSnapshot {
-            namespaces: vec![
-                ns(1, "10.1.0.1"),
-                ns(2, "10.1.0.2"),
-                ns(3, "10.1.0.3"),
-                ns(4, "10.1.0.4"),
-            ],
-            ..HostSnapshot::default()
-        };
+        let snapshot = four_pods();
         // 1: Istio sidecar, 2: Linkerd sidecar, 3: ambient, 4: plain.
         let taps = [
             tap(1, Some(MeshKind::Istio)),
