@@ -412,6 +412,28 @@ def register(suite):
         for component, bad in _log_lines(r'"level":"(WARN|ERROR)"').items():
             expect(not bad, f"{component}: {len(bad)} warnings or errors, the first: {bad[:5]}")
 
+    @suite.check("cluster: an operator that loses its Lease to another replica exits, restarts as a standby, and leads again once the Lease expires", needs=[pairs_ok], diagnostics=diag)
+    def lost_leadership():
+        # Issue 19: another replica takes the Lease (written here as one would: holder, renewal, duration).
+        # The operator sees it at its next renewal (every 5 s), stops reconciling and exits; the kubelet
+        # restarts it; it waits for the Lease, which the other replica no longer renews, and takes it over.
+        pod = kubectl_json("get", "pods", "-n", NS, "-l", OPERATOR_PODS)["items"][0]
+        name, restarts = pod["metadata"]["name"], pod["status"]["containerStatuses"][0]["restartCount"]
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+        kubectl("patch", "lease", "interceptor-operator", "-n", NS, "--type=merge", "-p", json.dumps(
+            {"spec": {"holderIdentity": "another-replica", "renewTime": now, "leaseDurationSeconds": 15}}))
+        exited = wait_for("the operator to exit and be restarted", lambda: (lambda p: p if p["status"][
+            "containerStatuses"][0]["restartCount"] > restarts else None)(kubectl_json("get", "pod", name, "-n", NS)), 60)
+        last = exited["status"]["containerStatuses"][0].get("lastState", {}).get("terminated") or {}
+        previous = kubectl("logs", "-n", NS, name, "--previous", check=False).stdout
+        expect(last.get("exitCode") not in (None, 0), f"the operator's exit: {last}")
+        expect("lost the leader Lease to another replica" in previous,
+               f"the operator's last lines before it exited:\n{previous[-2000:]}")
+        wait_for("the restarted operator to hold the Lease again", lambda: kubectl_json(
+            "get", "lease", "interceptor-operator", "-n", NS)["spec"].get("holderIdentity") == name, 90)
+        kubectl("-n", NS, "rollout", "status", "deployment/interceptor-operator", "--timeout=60s", timeout=70)
+        log(f"{name}: exited with {last.get('exitCode')} ({last.get('reason')}), restarted, leads again")
+
     @suite.check("cluster: kubectl delete icfg garbage-collects DaemonSet, ConfigMap and InterceptorStatus", needs=[pairs_ok], diagnostics=diag)
     def deletion():
         expect(kubectl_exists("icst", "-n", NS), "no InterceptorStatus before the deletion")
