@@ -668,7 +668,7 @@ def targets(offline, live):
         if m["seconds"] < 540:
             flat = None  # too short to tell
         t.append({"target": "flat memory over a 10-minute run",
-                  "value": f"{m['seconds']} s at {longs[0]['rate_achieved']}/s: RSS {m['rss_first_mib']} -> {m['rss_last_mib']} MiB, max "
+                  "value": f"{m['seconds']} s of {longs[0]['client']} at {longs[0]['rate_achieved']}/s: RSS {m['rss_first_mib']} -> {m['rss_last_mib']} MiB, max "
                            f"{m['rss_max_first_half_mib']} (1st half) / {m['rss_max_second_half_mib']} (2nd half), "
                            f"slope {m['slope_after_60s_mib_per_10min']} MiB/10 min",
                   "met": flat})

@@ -25,6 +25,7 @@
 #   BENCH_RATES="2000 5000 10000 20000 max"  requests/s; max: as fast as wrk can (BENCH_MAX_CONNS connections)
 #   BENCH_MAX_CONNS=32  BENCH_WRK_THREADS=1  BENCH_DELAY_MS=10 (pause per connection for fixed rates)
 #   BENCH_LONG=0  BENCH_LONG_SECONDS=600  BENCH_LONG_RATE=max  BENCH_LONG_SAMPLE=5 (seconds between RSS)
+#   BENCH_LONG_CLIENT=wrk        the long run's client: wrk (HTTP/1.1) or h2load (HTTP/2)
 #   BENCH_LIVE_CONFIG=FILE       config.yaml for the live worker (e.g. capture.bufferBytes); default: none
 #   BENCH_PAIRS_DIR=/dev/shm     where the live runs write their pairs to be checked: a tmpfs, so that the
 #                                disk's writeback (gigabytes per run) is not counted as the worker's CPU;
@@ -126,6 +127,7 @@ DELAY_MS=${BENCH_DELAY_MS:-10}
 LONG_SECONDS=${BENCH_LONG_SECONDS:-600}
 LONG_RATE=${BENCH_LONG_RATE:-max}
 LONG_SAMPLE=${BENCH_LONG_SAMPLE:-5}
+LONG_CLIENT=${BENCH_LONG_CLIENT:-wrk}
 KEEP=${BENCH_KEEP:-0}
 LIVE_CONFIG=${BENCH_LIVE_CONFIG:-}
 KAFKA_BROKER_KIND=${BENCH_KAFKA_BROKER:-sqlite}
@@ -138,6 +140,7 @@ if [ -n "$PAIRS_DIR" ] && ! [ -d "$PAIRS_DIR" -a -w "$PAIRS_DIR" ]; then PAIRS_D
 
 log() { echo "bench: [${SECONDS}s] $*" >&2; }
 die() { echo "bench: $*" >&2; exit 1; }
+case "$LONG_CLIENT" in wrk | h2load) ;; *) die "BENCH_LONG_CLIENT=$LONG_CLIENT: wrk or h2load" ;; esac
 # Wrong output is recorded, the run goes on (the figures help to understand it) and fails at the end.
 wrong() { echo "$*" >>"$OUT/failures.txt"; log "WRONG OUTPUT: $*"; }
 is_root() { [ "$(id -u)" -eq 0 ]; }
@@ -759,7 +762,7 @@ live() {
     fi
   fi
   if [ "$NODE" = 1 ]; then node_runs; fi
-  if [ "$LONG" = 1 ]; then live_run long "$LONG_RATE" "$LONG_SECONDS" "$LONG_SAMPLE"; fi
+  if [ "$LONG" = 1 ]; then RUN_CLIENT=$LONG_CLIENT live_run long "$LONG_RATE" "$LONG_SECONDS" "$LONG_SAMPLE"; fi
 }
 
 offline
