@@ -575,9 +575,12 @@ def _operator_shutdown_state(cluster_dir, pod, follow_path):
 
 
 def _worker_metric(name):
-    """A counter of the worker's /metrics (it runs on the host's network, its health port 9090)."""
-    pod = next(iter(kubectl_json("get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]))
-    conn = http.client.HTTPConnection(pod["status"]["podIP"], 9090, timeout=5)
+    """A counter of the worker's /metrics, on the port its pod names `http-metrics` (the pod runs on the
+    host's network)."""
+    pod = _worker_pod()
+    port = next(p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports") or []
+                if p.get("name") == "http-metrics")
+    conn = http.client.HTTPConnection(pod["status"]["podIP"], port, timeout=5)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
@@ -588,8 +591,12 @@ def _drops(c):
     return (((c.icst() or {}).get("status") or {}).get("counters") or {}).get("drops") or {}
 
 
+def _worker_pod():
+    return next(iter(kubectl_json("get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]))
+
+
 def _worker(c):
-    pod = next(iter(kubectl_json("get", "pods", "-n", NS, "-l", WORKER_PODS)["items"]))
+    pod = _worker_pod()
     return pod["metadata"]["uid"], pod["status"]["containerStatuses"][0]["restartCount"]
 
 

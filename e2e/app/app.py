@@ -91,6 +91,14 @@ class Control(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def relay_spec(text):
+    """`HOST:PORT=TARGET:PORT` as (listen, target)."""
+    listen, sep, target = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: HOST:PORT=TARGET:PORT")
+    return address(listen), address(target)
+
+
 def relay(listen, target):
     """Accept connections on `listen`, forward each to `target` in both directions until either ends."""
     server = socket.create_server(listen, reuse_port=False)
@@ -149,7 +157,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--serve", type=address)
     parser.add_argument("--control", type=address)
-    parser.add_argument("--relay", type=lambda t: tuple(address(a) for a in t.split("=", 1)))
+    parser.add_argument("--relay", type=relay_spec)
     parser.add_argument("--name", default="app")
     args = parser.parse_args()
     if not args.serve and not args.control:

@@ -192,20 +192,19 @@ impl Counters {
             self.bytes_retransmitted,
             self.bytes_missing
         );
-        let _ = writeln!(
+        let _ = write!(
             out,
             "HTTP messages: {} requests, {} responses; pairs emitted: {}",
             self.requests, self.responses, self.pairs_emitted
         );
         if self.pairs_sidecar_copies > 0 {
-            // Before the newline: one line still says what became of the pairs.
-            out.pop();
-            let _ = writeln!(
+            let _ = write!(
                 out,
                 " (and {} second copies skipped: a sidecar's inbound leg)",
                 self.pairs_sidecar_copies
             );
         }
+        out.push('\n');
         let _ = write!(out, "drops: {}", self.total_drops());
         for (reason, n) in self.drops_by_reason() {
             let _ = write!(

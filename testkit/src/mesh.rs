@@ -202,8 +202,9 @@ pub fn ambient_redirection(pod: &Netns) {
 /// destination (SO_ORIGINAL_DST), from the pod's address. Inbound `tproxy` (ztunnel's 15006,
 /// transparent): to the original destination (the accepted socket's own address), from the client's
 /// address (ztunnel keeps the original source); inbound `redirect` (Linkerd's): to the original
-/// destination from the pod; `istio-redirect` (Istio's sidecar): the same from 127.0.0.6. HBONE (transparent): read and closed (the encrypted leg, which never
-/// reaches `lo`). Its sockets carry the mark 0x539 where it may set marks (root).
+/// destination from the pod; `istio-redirect` (Istio's sidecar): the same from 127.0.0.6. HBONE
+/// (transparent): read and closed (the encrypted leg, which never reaches `lo`). Its sockets carry the
+/// mark 0x539 where it may set marks (root).
 const PROXY_PY: &str = include_str!("../../scripts/mesh-proxy.py");
 
 /// Linkerd's proxy user: its own connections are never redirected.

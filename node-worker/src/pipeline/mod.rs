@@ -39,7 +39,7 @@ use flow::{count_flow_kind, Close, Flow, TableLimits, Tombstone, TOMBSTONE_US};
 use mesh_views::NodeTaps;
 use output::{Ends, Output};
 use shared::Shared;
-use sidecar_copies::{PodKey, Role};
+use sidecar_copies::{CopyOf, PodKey, Role};
 
 /// Maps addresses to pods (the Kubernetes API in cluster mode; nothing offline).
 pub trait PodLookup: Send {
@@ -555,22 +555,28 @@ impl Pipeline {
 
     /// Whether a connection from `client` to `server`, tapped in `tap_netns`, carries one of the two
     /// copies of exchanges with a sidecar pod of this node (see `sidecar_copies`), and which.
-    fn copy_role(
+    fn copy_of(
         &self,
         tap_netns: Option<&str>,
         client: SocketAddr,
         server: SocketAddr,
-    ) -> Option<(Role, PodKey)> {
+    ) -> Option<CopyOf> {
         if !self.node_taps.has_sidecar() {
             return None;
         }
-        if let Some(pod) = self.node_taps.sidecar_peer(tap_netns, server.ip()) {
-            return Some((Role::ClientView, PodKey::of(pod)));
-        }
-        let tap_netns = tap_netns?;
-        self.node_taps
-            .is_sidecar_inbound_leg(tap_netns, client.ip(), server)
-            .then(|| (Role::ProxyLeg, PodKey::of(tap_netns)))
+        let (role, pod) = if let Some(pod) = self.node_taps.sidecar_peer(tap_netns, server.ip()) {
+            (Role::ClientView, pod)
+        } else {
+            let tap_netns = tap_netns?;
+            self.node_taps
+                .is_sidecar_inbound_leg(tap_netns, client.ip(), server)
+                .then_some((Role::ProxyLeg, tap_netns))?
+        };
+        Some(CopyOf {
+            role,
+            pod: PodKey::of(pod),
+            at_us: self.shared.now_us,
+        })
     }
 
     /// Encodes and sends the pairs the last call into the connection `key` completed.
@@ -612,7 +618,7 @@ impl Pipeline {
         {
             server = real;
         }
-        let copy = self.copy_role(interface_netns, client, server);
+        let copy = self.copy_of(interface_netns, client, server);
         let ends = Ends {
             origin,
             source: lookup(client),

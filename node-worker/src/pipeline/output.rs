@@ -10,7 +10,7 @@ use crate::pair_id::{write_pair_id, IdPrefix};
 use crate::sink::{OutgoingPair, Sink};
 use crate::stats::Counters;
 
-use super::sidecar_copies::{Fingerprint, PodKey, Role, SidecarCopies};
+use super::sidecar_copies::{CopyOf, Fingerprint, Role, SidecarCopies};
 
 pub(super) struct Output {
     pub sink: Box<dyn Sink>,
@@ -57,12 +57,31 @@ impl Output {
         &mut self,
         pairs: &mut Vec<CompletedPair>,
         ends: &Ends<'_>,
-        copy: Option<(Role, PodKey)>,
+        copy: Option<CopyOf>,
         rules: &Rules,
         counters: &mut Counters,
     ) {
         write_partition_key(&mut self.partition_key, &ends.destination);
         for pair in pairs.drain(..) {
+            // One of two copies of an exchange with a sidecar pod of this node: the proxy's leg is
+            // skipped when the client's view is (or was) seen; a copy whose other half may still come
+            // waits for it.
+            let mut wait = None;
+            if let Some(copy) = copy {
+                let fingerprint = Fingerprint::of(&pair);
+                match self.copies.take_other(copy.role, copy.pod, fingerprint) {
+                    Some(other) => {
+                        counters.pairs_sidecar_copies += 1;
+                        if copy.role == Role::ProxyLeg {
+                            // The held view goes; this leg is the copy, never encoded.
+                            self.send_held(&other, counters);
+                            continue;
+                        }
+                        // The held leg was the copy; this view goes now.
+                    }
+                    None => wait = Some((copy, fingerprint)),
+                }
+            }
             write_pair_id(&mut self.id, &self.id_prefix, self.next_id);
             self.next_id += 1;
             // Encoded where the sink keeps it if it can (see `Sink::encode_and_send`), else in
@@ -78,26 +97,7 @@ impl Output {
                     out,
                 )
             };
-            // One of two copies of an exchange with a sidecar pod of this node: the proxy's leg is
-            // skipped when the client's view is (or was) seen; a copy whose other half may still come
-            // waits for it.
-            let mut wait = None;
-            if let Some((role, pod)) = copy {
-                let fingerprint = Fingerprint::of(&pair);
-                match (self.copies.take_other(role, pod, fingerprint), role) {
-                    // The held view goes; this leg is the copy.
-                    (Some(view), Role::ProxyLeg) => {
-                        counters.pairs_sidecar_copies += 1;
-                        self.sink.send(view.view());
-                        counters.pairs_emitted += 1;
-                        continue;
-                    }
-                    // The held leg was the copy; this view goes.
-                    (Some(_leg), Role::ClientView) => counters.pairs_sidecar_copies += 1,
-                    (None, _) => wait = Some((role, pod, fingerprint)),
-                }
-            }
-            let Some((role, pod, fingerprint)) = wait else {
+            let Some((copy, fingerprint)) = wait else {
                 match self
                     .sink
                     .encode_and_send(&self.partition_key, &mut self.encoded, &mut encode)
@@ -117,9 +117,8 @@ impl Output {
                 value: self.encoded.clone(),
             };
             let bytes = held.key.len() + held.value.len();
-            let now_us = pair.response.last_us;
             self.copies
-                .hold(role, pod, fingerprint, now_us, bytes, held);
+                .hold(copy.role, copy.pod, fingerprint, copy.at_us, bytes, held);
         }
         // The buffer is reused for every pair, but a rare large one must not keep its memory for good.
         if self.encoded.capacity() > ENCODED_KEEP_BYTES {
@@ -132,10 +131,14 @@ impl Output {
         if self.copies.is_empty() {
             return;
         }
-        while let Some(outgoing) = self.copies.pop_due(now_us) {
-            self.sink.send(outgoing.view());
-            counters.pairs_emitted += 1;
+        while let Some(held) = self.copies.pop_due(now_us) {
+            self.send_held(&held, counters);
         }
+    }
+
+    fn send_held(&mut self, pair: &OutgoingPair, counters: &mut Counters) {
+        self.sink.send(pair.view());
+        counters.pairs_emitted += 1;
     }
 }
 

@@ -46,6 +46,15 @@ pub enum Role {
     ProxyLeg,
 }
 
+/// A connection's pairs are one copy of exchanges with a sidecar pod of this node: which copy, of which
+/// pod, completed when (packet time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyOf {
+    pub role: Role,
+    pub pod: PodKey,
+    pub at_us: i64,
+}
+
 /// The sidecar pod's namespace an exchange was addressed to (a hash of its label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PodKey(u64);
